@@ -1,0 +1,1 @@
+//! Placeholder: the broker arrives with the replicated-ledger issue.

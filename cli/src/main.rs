@@ -1,0 +1,52 @@
+//! `magnetar`: one binary for every Magnetar process and tool.
+
+mod bookie_cmd;
+mod config_file;
+mod logging;
+mod perf;
+mod shutdown;
+mod standalone_cmd;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "magnetar", version, about = "Pulsar-style streaming: brokers, bookies, tools")]
+struct Cli {
+    /// TOML configuration file; flags and MAGNETAR_* variables override it.
+    #[arg(long, global = true, env = "MAGNETAR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    logging: logging::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process with embedded metadata (the default way to try Magnetar).
+    Standalone(standalone_cmd::StandaloneArgs),
+    /// A bookie storage node.
+    Bookie(bookie_cmd::BookieArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Perf(perf::PerfCommand),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    logging::init(&cli.logging)?;
+    let file = config_file::ConfigFile::load(cli.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Standalone(args) => standalone_cmd::run(args.merged(file.standalone)).await,
+            Command::Bookie(args) => bookie_cmd::run(args.merged(file.bookie)).await,
+            Command::Perf(cmd) => perf::run(cmd).await,
+        }
+    })
+}

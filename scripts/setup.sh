@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building and testing Magnetar needs on a fresh Debian machine:
+# etcd (server + etcdctl), protoc, clang/libclang (RocksDB bindings).
+# Safe to run again: it installs only what is missing. Source it to also get
+# CARGO_TARGET_DIR pointed at a cache outside the clone.
+set -euo pipefail
+
+need=()
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v clang >/dev/null 2>&1 || need+=(clang)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# RocksDB compiles from source (~20 min on 2 cores): keep build output in a
+# cache outside the clone so later runs on this machine are incremental.
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  cache="${XDG_CACHE_HOME:-$HOME/.cache}/magnetar-target"
+  if mkdir -p "$cache" 2>/dev/null; then
+    export CARGO_TARGET_DIR="$cache"
+  fi
+fi
+echo "setup: ok (CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target})"

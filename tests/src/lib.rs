@@ -1,0 +1,282 @@
+//! Test kit: real etcd and `magnetar` processes on 127.0.0.1 with free ports
+//! and temporary directories, killed when dropped. Integration tests in
+//! `tests/` build on it; nothing here is mocked.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use magnetar_proto::bookie::bookie_client::BookieClient;
+use magnetar_proto::bookie::HealthRequest;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+/// A port nobody listens on right now (bound once, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port on 127.0.0.1")
+}
+
+/// The `magnetar` binary under test: `$MAGNETAR_BIN`, else the one built
+/// beside this test executable (`cargo build --bin magnetar` first).
+pub fn magnetar_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("MAGNETAR_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/<profile>/deps/<test> -> target/<profile>/magnetar
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    profile_dir.join("magnetar")
+}
+
+fn signal(child: &Child, sig: Signal) -> Result<()> {
+    kill(Pid::from_raw(child.id() as i32), sig).with_context(|| format!("sending {sig}"))
+}
+
+/// Tail of a log file, for failure messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A real single-node etcd server in a temporary data directory.
+pub struct Etcd {
+    child: Child,
+    _dir: TempDir,
+    log: PathBuf,
+    pub client_port: u16,
+}
+
+impl Etcd {
+    pub async fn start() -> Result<Etcd> {
+        let etcd = which("etcd").context(
+            "the `etcd` binary is not installed; run scripts/setup.sh (Debian package etcd-server)",
+        )?;
+        let dir = tempfile::tempdir()?;
+        let client_port = free_port();
+        let peer_port = free_port();
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let log = dir.path().join("etcd.log");
+        let child = Command::new(etcd)
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--advertise-client-urls={client_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=test={peer_url}"))
+            .stdout(Stdio::null())
+            .stderr(File::create(&log)?)
+            .spawn()
+            .context("spawning etcd")?;
+        let etcd = Etcd {
+            child,
+            _dir: dir,
+            log,
+            client_port,
+        };
+        etcd.wait_ready().await?;
+        Ok(etcd)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(store) = magnetar_metadata::connect(&self.metadata_url("/ready-probe")).await {
+                if store.get("/probe").await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("etcd did not become ready:\n{}", log_tail(&self.log, 30));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `etcd://127.0.0.1:PORT/prefix`: each test uses its own prefix.
+    pub fn metadata_url(&self, prefix: &str) -> String {
+        format!(
+            "etcd://127.0.0.1:{}/{}",
+            self.client_port,
+            prefix.trim_start_matches('/')
+        )
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// A `magnetar bookie` process. Its data directory outlives restarts.
+pub struct BookieProcess {
+    child: Option<Child>,
+    dir: TempDir,
+    metadata_url: String,
+    extra_args: Vec<String>,
+    pub grpc_port: u16,
+    pub http_port: u16,
+}
+
+impl BookieProcess {
+    pub async fn start(metadata_url: &str, extra_args: &[&str]) -> Result<BookieProcess> {
+        let mut bookie = BookieProcess {
+            child: None,
+            dir: tempfile::tempdir()?,
+            metadata_url: metadata_url.to_string(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            grpc_port: free_port(),
+            http_port: free_port(),
+        };
+        bookie.spawn().await?;
+        Ok(bookie)
+    }
+
+    pub fn grpc_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc_port)
+    }
+
+    pub fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("bookie.log")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Replaces the extra flags used by the next (re)start.
+    pub fn set_extra_args(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let child = Command::new(magnetar_bin())
+            .arg("bookie")
+            .arg("--metadata")
+            .arg(&self.metadata_url)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--listen")
+            .arg(self.grpc_addr())
+            .arg("--http")
+            .arg(self.http_addr())
+            .arg("--advertise")
+            .arg(self.grpc_addr())
+            .args(&self.extra_args)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", magnetar_bin().display()))?;
+        self.child = Some(child);
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!(
+                        "bookie exited with {status} before serving:\n{}",
+                        log_tail(&self.log_path(), 30)
+                    );
+                }
+            }
+            if let Ok(mut client) = self.client().await {
+                if client.health(HealthRequest {}).await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("bookie did not become ready:\n{}", log_tail(&self.log_path(), 30));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn client(&self) -> Result<BookieClient<Channel>> {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr()))?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await?;
+        Ok(BookieClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20))
+    }
+
+    fn running(&self) -> Result<&Child> {
+        self.child.as_ref().context("bookie is not running")
+    }
+
+    /// kill -9: no chance to flush or deregister.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("bookie is not running")?;
+        signal(&child, Signal::SIGTERM)?;
+        Ok(child.wait()?)
+    }
+
+    pub fn pause(&self) -> Result<()> {
+        signal(self.running()?, Signal::SIGSTOP)
+    }
+
+    pub fn resume(&self) -> Result<()> {
+        signal(self.running()?, Signal::SIGCONT)
+    }
+
+    /// Starts the process again on the same data directory and ports.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill9()?;
+        self.spawn().await
+    }
+}
+
+impl Drop for BookieProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            // A paused process must be resumed to die promptly.
+            let _ = signal(child, Signal::SIGCONT);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
