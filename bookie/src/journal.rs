@@ -115,24 +115,36 @@ impl Journal {
         rx
     }
 
-    pub async fn fence(&self, ledger_id: u64, master_key: Bytes) -> Result<FenceOutcome, BookieError> {
+    /// Queues a fence now (so it is ordered after every add queued before
+    /// this call) and resolves once it is durable.
+    pub fn fence(
+        &self,
+        ledger_id: u64,
+        master_key: Bytes,
+    ) -> impl std::future::Future<Output = Result<FenceOutcome, BookieError>> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Fence {
-                ledger_id,
-                master_key,
-                reply,
-            })
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        let queued = self.tx.send(Request::Fence {
+            ledger_id,
+            master_key,
+            reply,
+        });
+        async move {
+            queued.map_err(|_| closed())?;
+            rx.await.map_err(|_| closed())?
+        }
     }
 
-    pub async fn delete(&self, ledger_id: u64) -> Result<(), BookieError> {
+    /// Queues a ledger deletion now; resolves once it is durable.
+    pub fn delete(
+        &self,
+        ledger_id: u64,
+    ) -> impl std::future::Future<Output = Result<(), BookieError>> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Delete { ledger_id, reply })
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        let queued = self.tx.send(Request::Delete { ledger_id, reply });
+        async move {
+            queued.map_err(|_| closed())?;
+            rx.await.map_err(|_| closed())?
+        }
     }
 }
 
@@ -218,7 +230,10 @@ impl<S: EntryStore> JournalWorker<S> {
                                 results.push(ok_result());
                             }
                             Err(e) => {
-                                self.metrics.add_errors.with_label_values(&[e.code().as_str_name()]).inc();
+                                self.metrics
+                                    .add_errors
+                                    .with_label_values(&[e.code().as_str_name()])
+                                    .inc();
                                 results.push(error_result(&e));
                             }
                         }
@@ -358,7 +373,10 @@ impl<S: EntryStore> JournalWorker<S> {
             match s {
                 Staged::Add { mut results, reply } => {
                     if let Err(e) = &outcome {
-                        for r in results.iter_mut().filter(|r| r.code == ErrorCode::Ok as i32) {
+                        for r in results
+                            .iter_mut()
+                            .filter(|r| r.code == ErrorCode::Ok as i32)
+                        {
                             *r = error_result(e);
                         }
                     }
@@ -389,7 +407,9 @@ impl<S: EntryStore> JournalWorker<S> {
 /// Checks what does not depend on stored state.
 fn validate_add(entry: &AddEntry, max_entry_bytes: usize) -> Result<(), BookieError> {
     if entry.ledger_id == 0 {
-        return Err(BookieError::InvalidRequest("ledger id 0 is reserved".into()));
+        return Err(BookieError::InvalidRequest(
+            "ledger id 0 is reserved".into(),
+        ));
     }
     if entry.entry_id < 0 {
         return Err(BookieError::InvalidRequest(format!(
@@ -398,7 +418,10 @@ fn validate_add(entry: &AddEntry, max_entry_bytes: usize) -> Result<(), BookieEr
         )));
     }
     if entry.lac < -1 {
-        return Err(BookieError::InvalidRequest(format!("invalid LAC {}", entry.lac)));
+        return Err(BookieError::InvalidRequest(format!(
+            "invalid LAC {}",
+            entry.lac
+        )));
     }
     if entry.master_key.is_empty() {
         return Err(BookieError::InvalidRequest("empty master key".into()));
@@ -410,4 +433,105 @@ fn validate_add(entry: &AddEntry, max_entry_bytes: usize) -> Result<(), BookieEr
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{RocksEntryStore, RocksOptions};
+
+    fn add(ledger_id: u64, entry_id: i64, recovery: bool) -> AddEntry {
+        AddEntry {
+            ledger_id,
+            entry_id,
+            lac: entry_id - 1,
+            master_key: Bytes::from_static(b"k"),
+            recovery,
+            payload: Bytes::from(format!("{ledger_id}/{entry_id}")),
+        }
+    }
+
+    fn codes(results: &[AddResult]) -> Vec<ErrorCode> {
+        results
+            .iter()
+            .map(|r| ErrorCode::try_from(r.code).unwrap())
+            .collect()
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Arc<RocksEntryStore>,
+        table: Arc<LedgerTable>,
+        journal: Journal,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RocksEntryStore::open(dir.path(), &RocksOptions::default()).unwrap());
+        let table = Arc::new(LedgerTable::new(vec![]));
+        let (journal, _thread) = Journal::start(
+            store.clone(),
+            table.clone(),
+            Arc::new(AtomicBool::new(false)),
+            JournalConfig::default(),
+            BookieMetrics::new().unwrap(),
+        )
+        .unwrap();
+        Fixture {
+            _dir: dir,
+            store,
+            table,
+            journal,
+        }
+    }
+
+    #[tokio::test]
+    async fn adds_queued_after_a_fence_are_refused_unless_recovering() {
+        let f = fixture();
+        // Queue everything before awaiting, so it can share one round.
+        let first = f.journal.add(vec![add(1, 0, false), add(1, 1, false)]);
+        let fence = f.journal.fence(1, Bytes::from_static(b"k"));
+        let (fence, first) = tokio::join!(fence, first);
+        assert_eq!(codes(&first.unwrap()), vec![ErrorCode::Ok, ErrorCode::Ok]);
+        assert_eq!(
+            fence.unwrap(),
+            FenceOutcome {
+                lac: 0,
+                last_entry_id: 1
+            }
+        );
+        let after = f
+            .journal
+            .add(vec![add(1, 2, false), add(1, 2, true)])
+            .await
+            .unwrap();
+        assert_eq!(codes(&after), vec![ErrorCode::Fenced, ErrorCode::Ok]);
+        assert_eq!(f.table.get(1).unwrap().last_entry_id, 2);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_visible_in_the_table_before_it_is_stored() {
+        let f = fixture();
+        let results = f.journal.add(vec![add(2, 0, false)]).await.unwrap();
+        assert_eq!(codes(&results), vec![ErrorCode::Ok]);
+        // Once acknowledged, the entry is in the store and the state in the table.
+        assert!(f.store.get_entry(2, 0).unwrap().is_some());
+        assert_eq!(f.table.get(2).unwrap().lac, -1);
+        let states = f.store.load_ledger_states().unwrap();
+        assert_eq!(states.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn delete_then_re_add_in_one_round_keeps_the_new_entry() {
+        let f = fixture();
+        f.journal.add(vec![add(3, 0, false)]).await.unwrap();
+        let delete = f.journal.delete(3);
+        let readd = f.journal.add(vec![add(3, 5, false)]);
+        let (deleted, readd) = tokio::join!(delete, readd);
+        deleted.unwrap();
+        assert_eq!(codes(&readd.unwrap()), vec![ErrorCode::Ok]);
+        assert!(f.store.get_entry(3, 0).unwrap().is_none());
+        assert!(f.store.get_entry(3, 5).unwrap().is_some());
+        assert_eq!(f.table.get(3).unwrap().last_entry_id, 5);
+    }
 }

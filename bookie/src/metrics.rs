@@ -34,12 +34,18 @@ impl BookieMetrics {
         let commits = IntCounter::new("journal_commits_total", "Synced write batches (fsyncs)")?;
         let latency_buckets = exponential_buckets(0.00005, 2.0, 18)?;
         let commit_seconds = Histogram::with_opts(
-            HistogramOpts::new("journal_commit_seconds", "Time to write and fsync one round")
-                .buckets(latency_buckets.clone()),
+            HistogramOpts::new(
+                "journal_commit_seconds",
+                "Time to write and fsync one round",
+            )
+            .buckets(latency_buckets.clone()),
         )?;
         let round_seconds = Histogram::with_opts(
-            HistogramOpts::new("journal_round_seconds", "Time to validate, commit and answer one round")
-                .buckets(latency_buckets),
+            HistogramOpts::new(
+                "journal_round_seconds",
+                "Time to validate, commit and answer one round",
+            )
+            .buckets(latency_buckets),
         )?;
         let round_entries = Histogram::with_opts(
             HistogramOpts::new("journal_round_entries", "Entries per synced round")

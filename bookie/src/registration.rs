@@ -92,8 +92,15 @@ impl Registration {
 
     /// Refreshes the lease (every third of its TTL) and the registration
     /// until shutdown, then revokes the lease so the bookie leaves at once.
-    pub async fn run(self, ttl: Duration, status_interval: Duration, mut stop: watch::Receiver<bool>) {
-        let period = (ttl / 3).min(status_interval).max(Duration::from_millis(100));
+    pub async fn run(
+        self,
+        ttl: Duration,
+        status_interval: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let period = (ttl / 3)
+            .min(status_interval)
+            .max(Duration::from_millis(100));
         let mut tick = tokio::time::interval(period);
         loop {
             tokio::select! {
@@ -102,7 +109,7 @@ impl Registration {
                         tracing::warn!(error = %e, "bookie registration refresh failed");
                     }
                 }
-                _ = stop.wait_for(|s| *s) => break,
+                _ = crate::server::stopped(&mut stop) => break,
             }
         }
         if let Some(lease) = self.lease.lock().await.take() {

@@ -53,10 +53,11 @@ impl BookieNode {
     ) -> Result<RunningBookie, StartError> {
         std::fs::create_dir_all(&config.data_dir)?;
         let store_path = config.data_dir.join("entries");
-        let store = RocksEntryStore::open(&store_path, &config.rocks).map_err(|e| StartError::Store {
-            path: store_path.display().to_string(),
-            message: e.0,
-        })?;
+        let store =
+            RocksEntryStore::open(&store_path, &config.rocks).map_err(|e| StartError::Store {
+                path: store_path.display().to_string(),
+                message: e.0,
+            })?;
         let store = Arc::new(store);
         let states = store.load_ledger_states().map_err(|e| StartError::Store {
             path: store_path.display().to_string(),
@@ -66,12 +67,13 @@ impl BookieNode {
         let metrics = BookieMetrics::new()?;
         metrics.ledgers.set(table.len() as i64);
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let grpc_addr = listener.local_addr()?;
         let bookie_id = config
             .advertise
@@ -113,7 +115,7 @@ impl BookieNode {
                 tasks.push(tokio::spawn(async move {
                     let served = axum::serve(http_listener, app)
                         .with_graceful_shutdown(async move {
-                            let _ = stop.wait_for(|s| *s).await;
+                            crate::server::stopped(&mut stop).await;
                         })
                         .await;
                     if let Err(e) = served {
@@ -134,6 +136,9 @@ impl BookieNode {
             free_disk_bytes: status.free_disk_bytes.clone(),
             bookie_id: bookie_id.clone(),
             max_read_bytes: config.max_read_bytes,
+            in_flight_bytes: Arc::new(tokio::sync::Semaphore::new(
+                crate::service::MAX_BYTES_IN_FLIGHT,
+            )),
         };
         let max_message = (config.journal.max_entry_bytes * 2 + (1 << 20)).max(64 << 20);
         let grpc = BookieGrpcServer::new(service)
@@ -147,7 +152,7 @@ impl BookieNode {
                 .initial_connection_window_size(Some(32 << 20))
                 .add_service(grpc)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                    let _ = stop.wait_for(|s| *s).await;
+                    crate::server::stopped(&mut stop).await;
                 })
                 .await;
             if let Err(e) = served {
@@ -189,6 +194,12 @@ impl BookieNode {
     }
 }
 
+/// Resolves once shutdown is signalled (or its sender is gone). Drops the
+/// watch guard before returning, so callers stay `Send`.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 fn advertised_default(bound: SocketAddr) -> String {
     if bound.ip().is_unspecified() {
         format!("127.0.0.1:{}", bound.port())
@@ -208,7 +219,7 @@ async fn disk_watch(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = crate::server::stopped(&mut stop) => return,
         }
         metrics.ledgers.set(table.len() as i64);
         let usage = match disk::disk_usage(&config.data_dir) {
@@ -218,8 +229,12 @@ async fn disk_watch(
                 continue;
             }
         };
-        status.free_disk_bytes.store(usage.free_bytes, Ordering::Relaxed);
-        status.total_disk_bytes.store(usage.total_bytes, Ordering::Relaxed);
+        status
+            .free_disk_bytes
+            .store(usage.free_bytes, Ordering::Relaxed);
+        status
+            .total_disk_bytes
+            .store(usage.total_bytes, Ordering::Relaxed);
         let was = status.read_only.load(Ordering::Relaxed);
         let now = disk::next_read_only(
             was,
@@ -228,7 +243,11 @@ async fn disk_watch(
             config.disk_low_water,
         );
         if now != was {
-            tracing::warn!(read_only = now, used = usage.used_fraction(), "bookie write mode changed");
+            tracing::warn!(
+                read_only = now,
+                used = usage.used_fraction(),
+                "bookie write mode changed"
+            );
             status.read_only.store(now, Ordering::Relaxed);
         }
         metrics.read_only.set(i64::from(now));

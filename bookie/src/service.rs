@@ -26,6 +26,9 @@ use crate::store::EntryStore;
 /// stream is not read further and HTTP/2 flow control pushes back on the writer.
 const MAX_BATCHES_IN_FLIGHT_PER_STREAM: usize = 256;
 const MAX_LONG_POLL: Duration = Duration::from_secs(60);
+/// Payload bytes of all streams awaiting the journal at once; bounds memory
+/// whatever writers send.
+pub const MAX_BYTES_IN_FLIGHT: usize = 256 << 20;
 
 pub struct BookieService<S> {
     pub(crate) store: Arc<S>,
@@ -36,6 +39,7 @@ pub struct BookieService<S> {
     pub(crate) free_disk_bytes: Arc<std::sync::atomic::AtomicU64>,
     pub(crate) bookie_id: String,
     pub(crate) max_read_bytes: usize,
+    pub(crate) in_flight_bytes: Arc<tokio::sync::Semaphore>,
 }
 
 fn error_fields(e: &BookieError) -> (i32, String) {
@@ -49,17 +53,25 @@ fn internal(e: tokio::task::JoinError) -> BookieError {
 impl<S: EntryStore> BookieService<S> {
     fn known_ledger(&self, ledger_id: u64) -> Result<crate::store::LedgerStateRecord, BookieError> {
         if ledger_id == 0 {
-            return Err(BookieError::InvalidRequest("ledger id 0 is reserved".into()));
+            return Err(BookieError::InvalidRequest(
+                "ledger id 0 is reserved".into(),
+            ));
         }
         self.table
             .get(ledger_id)
             .ok_or(BookieError::NoSuchLedger(ledger_id))
     }
 
-    async fn read_entry_inner(&self, req: ReadEntryRequest) -> Result<ReadEntryResponse, BookieError> {
+    async fn read_entry_inner(
+        &self,
+        req: ReadEntryRequest,
+    ) -> Result<ReadEntryResponse, BookieError> {
         let state = self.known_ledger(req.ledger_id)?;
         if req.entry_id < 0 {
-            return Err(BookieError::InvalidRequest(format!("negative entry id {}", req.entry_id)));
+            return Err(BookieError::InvalidRequest(format!(
+                "negative entry id {}",
+                req.entry_id
+            )));
         }
         let store = self.store.clone();
         let (ledger, entry) = (req.ledger_id, req.entry_id);
@@ -93,7 +105,12 @@ impl<S: EntryStore> BookieService<S> {
         };
         let store = self.store.clone();
         let entries = tokio::task::spawn_blocking(move || {
-            store.read_range(req.ledger_id, req.first_entry_id, req.last_entry_id, max_bytes)
+            store.read_range(
+                req.ledger_id,
+                req.first_entry_id,
+                req.last_entry_id,
+                max_bytes,
+            )
         })
         .await
         .map_err(internal)?
@@ -148,6 +165,7 @@ impl<S: EntryStore> Bookie for BookieService<S> {
         let (pending_tx, mut pending_rx) = mpsc::channel(MAX_BATCHES_IN_FLIGHT_PER_STREAM);
         let (out_tx, out_rx) = mpsc::channel(MAX_BATCHES_IN_FLIGHT_PER_STREAM);
         let journal = self.journal.clone();
+        let in_flight_bytes = self.in_flight_bytes.clone();
 
         // Reader: submit each batch as it arrives; the bounded channel keeps at
         // most MAX_BATCHES_IN_FLIGHT_PER_STREAM waiting for their round.
@@ -157,8 +175,18 @@ impl<S: EntryStore> Bookie for BookieService<S> {
                 match inbound.message().await {
                     Ok(Some(batch)) => {
                         let count = batch.entries.len();
+                        let bytes: usize = batch.entries.iter().map(|e| e.payload.len()).sum();
+                        let permits = bytes.clamp(1, MAX_BYTES_IN_FLIGHT) as u32;
+                        let Ok(permit) = in_flight_bytes.clone().acquire_many_owned(permits).await
+                        else {
+                            break;
+                        };
                         let done = journal.add(batch.entries);
-                        if pending_tx.send((batch.batch_id, count, done)).await.is_err() {
+                        if pending_tx
+                            .send((batch.batch_id, count, done, permit))
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -173,12 +201,13 @@ impl<S: EntryStore> Bookie for BookieService<S> {
         });
         // Responder: answer in submission order once each round is durable.
         tokio::spawn(async move {
-            while let Some((batch_id, count, done)) = pending_rx.recv().await {
+            while let Some((batch_id, count, done, permit)) = pending_rx.recv().await {
                 let results = done.await.unwrap_or_else(|_| {
                     let e = BookieError::Storage("bookie shutting down".into());
                     let (code, message) = error_fields(&e);
                     vec![AddResult { code, message }; count]
                 });
+                drop(permit);
                 if out_tx
                     .send(Ok(AddBatchResult { batch_id, results }))
                     .await
@@ -250,7 +279,10 @@ impl<S: EntryStore> Bookie for BookieService<S> {
         Ok(Response::new(resp))
     }
 
-    async fn fence(&self, request: Request<FenceRequest>) -> Result<Response<FenceResponse>, Status> {
+    async fn fence(
+        &self,
+        request: Request<FenceRequest>,
+    ) -> Result<Response<FenceResponse>, Status> {
         let req = request.into_inner();
         let resp = match self.journal.fence(req.ledger_id, req.master_key).await {
             Ok(outcome) => {
@@ -281,7 +313,9 @@ impl<S: EntryStore> Bookie for BookieService<S> {
     ) -> Result<Response<DeleteLedgerResponse>, Status> {
         let ledger_id = request.into_inner().ledger_id;
         let result = if ledger_id == 0 {
-            Err(BookieError::InvalidRequest("ledger id 0 is reserved".into()))
+            Err(BookieError::InvalidRequest(
+                "ledger id 0 is reserved".into(),
+            ))
         } else {
             self.journal.delete(ledger_id).await
         };

@@ -44,15 +44,21 @@ pub struct BookieArgs {
     /// TTL of the registration lease, in milliseconds [default: 10000].
     #[arg(long, env = "MAGNETAR_LEASE_TTL_MS")]
     pub lease_ttl_ms: Option<u64>,
-    /// Keep large values in RocksDB blob files (BlobDB).
+    /// Keep entry payloads in RocksDB blob files (BlobDB) [default: true].
     #[arg(long, env = "MAGNETAR_BLOB_FILES")]
     pub blob_files: Option<bool>,
+    /// Flush and compaction bypass the page cache (O_DIRECT) [default: false].
+    #[arg(long, env = "MAGNETAR_DIRECT_IO_FLUSH")]
+    pub direct_io_flush: Option<bool>,
+    /// Smallest value kept in a blob file when blob files are on [default: 256].
+    #[arg(long, env = "MAGNETAR_MIN_BLOB_BYTES")]
+    pub min_blob_bytes: Option<u64>,
 }
 
 impl BookieArgs {
     pub fn merged(mut self, file: BookieArgs) -> Self {
         prefer_cli!(self, file; metadata, data_dir, listen, http, advertise, rack,
-            max_entry_bytes, disk_high_water, disk_low_water, lease_ttl_ms, blob_files);
+            max_entry_bytes, disk_high_water, disk_low_water, lease_ttl_ms, blob_files, min_blob_bytes, direct_io_flush);
         self
     }
 
@@ -89,6 +95,12 @@ impl BookieArgs {
         if let Some(blob) = self.blob_files {
             config.rocks.blob_files = blob;
         }
+        if let Some(direct) = self.direct_io_flush {
+            config.rocks.direct_io_flush = direct;
+        }
+        if let Some(min) = self.min_blob_bytes {
+            config.rocks.min_blob_size = min;
+        }
         Ok(())
     }
 }
@@ -107,7 +119,10 @@ pub async fn run(args: BookieArgs) -> Result<()> {
     let bookie = BookieNode::start(config, Some(metadata))
         .await
         .context("starting bookie")?;
-    println!("bookie {} serving gRPC on {}", bookie.bookie_id, bookie.grpc_addr);
+    println!(
+        "bookie {} serving gRPC on {}",
+        bookie.bookie_id, bookie.grpc_addr
+    );
     crate::shutdown::requested().await?;
     tracing::info!("shutting down");
     bookie.shutdown().await;

@@ -16,7 +16,13 @@ pub struct LogArgs {
     /// Log filter, e.g. `info` or `magnetar_bookie=debug`.
     #[arg(long, global = true, env = "MAGNETAR_LOG", default_value = "info")]
     log: String,
-    #[arg(long, global = true, env = "MAGNETAR_LOG_FORMAT", value_enum, default_value = "pretty")]
+    #[arg(
+        long,
+        global = true,
+        env = "MAGNETAR_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
     log_format: LogFormat,
 }
 

@@ -13,7 +13,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "magnetar", version, about = "Pulsar-style streaming: brokers, bookies, tools")]
+#[command(
+    name = "magnetar",
+    version,
+    about = "Pulsar-style streaming: brokers, bookies, tools"
+)]
 struct Cli {
     /// TOML configuration file; flags and MAGNETAR_* variables override it.
     #[arg(long, global = true, env = "MAGNETAR_CONFIG")]

@@ -53,10 +53,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         "magnetar standalone: data in {}, bookie on {} (metrics http://{}/metrics)",
         data_dir.display(),
         bookie.grpc_addr,
-        bookie
-            .http_addr
-            .map(|a| a.to_string())
-            .unwrap_or_default()
+        bookie.http_addr.map(|a| a.to_string()).unwrap_or_default()
     );
     crate::shutdown::requested().await?;
     bookie.shutdown().await;

@@ -19,8 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::store::{validate_key, validate_prefix, validate_txn};
 use crate::{
-    Expect, KeyValue, LeaseId, MetadataError, MetadataStore, Op, Result, Revision, Txn,
-    TxnOutcome, Version, WatchEvent, WatchEventKind, WatchStream,
+    Expect, KeyValue, LeaseId, MetadataError, MetadataStore, Op, Result, Revision, Txn, TxnOutcome,
+    Version, WatchEvent, WatchEventKind, WatchStream,
 };
 
 /// Page size of `list`: keeps each response far below gRPC's 4 MiB limit.
@@ -194,7 +194,9 @@ impl EtcdStore {
             if revision != 0 {
                 options = options.with_revision(revision);
             }
-            let resp = self.call(kv.get(start.clone(), Some(options)), None).await?;
+            let resp = self
+                .call(kv.get(start.clone(), Some(options)), None)
+                .await?;
             if revision == 0 {
                 revision = header_revision(resp.header())?;
             }
@@ -503,7 +505,10 @@ fn cancel_error(resp: &etcd_client::WatchResponse, requested: Revision) -> Metad
             oldest: resp.compact_revision(),
         }
     } else {
-        MetadataError::Unavailable(format!("etcd cancelled the watch: {}", resp.cancel_reason()))
+        MetadataError::Unavailable(format!(
+            "etcd cancelled the watch: {}",
+            resp.cancel_reason()
+        ))
     }
 }
 

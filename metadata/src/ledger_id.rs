@@ -60,9 +60,9 @@ impl LedgerIdAllocator {
                 None => (0, Expect::Absent),
                 Some(kv) => (parse_counter(&kv.value)?, Expect::Version(kv.version)),
             };
-            let last = last_used.checked_add(self.block_size).ok_or_else(|| {
-                MetadataError::Unavailable("ledger id space exhausted".into())
-            })?;
+            let last = last_used
+                .checked_add(self.block_size)
+                .ok_or_else(|| MetadataError::Unavailable("ledger id space exhausted".into()))?;
             let value = Bytes::from(last.to_string());
             match self.store.put(&self.key, value, expect, None).await {
                 Ok(_) => return Ok((last_used + 1, last)),

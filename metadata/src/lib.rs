@@ -122,13 +122,19 @@ mod tests {
     #[test]
     fn parses_metadata_urls() {
         let parse = |s: &str| s.parse::<MetadataUrl>();
-        assert_eq!(parse("etcd://127.0.0.1:2379").unwrap(), etcd(&["127.0.0.1:2379"], ""));
+        assert_eq!(
+            parse("etcd://127.0.0.1:2379").unwrap(),
+            etcd(&["127.0.0.1:2379"], "")
+        );
         assert_eq!(
             parse("etcd://a:1,b:2/magnetar/c1/").unwrap(),
             etcd(&["a:1", "b:2"], "/magnetar/c1")
         );
         assert_eq!(parse("etcd://etcd").unwrap(), etcd(&["etcd:2379"], ""));
-        assert_eq!(parse("etcd://[::1]:2380").unwrap(), etcd(&["[::1]:2380"], ""));
+        assert_eq!(
+            parse("etcd://[::1]:2380").unwrap(),
+            etcd(&["[::1]:2380"], "")
+        );
         assert_eq!(parse("etcd://[::1]").unwrap(), etcd(&["[::1]:2379"], ""));
         assert_eq!(
             parse("embedded://./data").unwrap(),

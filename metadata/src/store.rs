@@ -98,8 +98,11 @@ pub struct TxnOutcome {
     pub revision: Revision,
 }
 
-/// Metadata operations the cluster needs. Keys are `/`-separated paths; a
-/// backend configured with a root prefix applies it invisibly.
+/// Metadata operations the cluster needs. Keys are absolute `/`-separated
+/// paths (build them with [`crate::keys`]); a key or non-empty prefix without
+/// the leading `/` is rejected with
+/// [`MetadataError::InvalidArgument`](crate::MetadataError::InvalidArgument).
+/// A backend configured with a root prefix applies it invisibly.
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
@@ -123,9 +126,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>>;
 
     /// Changes under `prefix`, from `start_revision` (inclusive) when given,
-    /// else from now on.
+    /// else from now on. Events after this call returns are never missed.
+    /// A start revision whose history is gone fails with
+    /// [`MetadataError::Compacted`](crate::MetadataError::Compacted), either
+    /// here or as the stream's first item.
     async fn watch(&self, prefix: &str, start_revision: Option<Revision>) -> Result<WatchStream>;
 
+    /// A new lease of at least `ttl` (etcd rounds up to whole seconds and to
+    /// its minimum TTL, about 2 s).
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId>;
 
     /// Refreshes the lease to its full TTL; LeaseNotFound if it already ended.

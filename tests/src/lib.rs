@@ -94,7 +94,8 @@ impl Etcd {
     async fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(store) = magnetar_metadata::connect(&self.metadata_url("/ready-probe")).await {
+            if let Ok(store) = magnetar_metadata::connect(&self.metadata_url("/ready-probe")).await
+            {
                 if store.get("/probe").await.is_ok() {
                     return Ok(());
                 }
@@ -219,7 +220,10 @@ impl BookieProcess {
                 }
             }
             if Instant::now() > deadline {
-                bail!("bookie did not become ready:\n{}", log_tail(&self.log_path(), 30));
+                bail!(
+                    "bookie did not become ready:\n{}",
+                    log_tail(&self.log_path(), 30)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

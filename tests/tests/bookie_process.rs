@@ -65,9 +65,16 @@ async fn add_one(client: &mut BookieClient<Channel>, e: AddEntry) -> ErrorCode {
     ErrorCode::try_from(results[0].results[0].code).unwrap()
 }
 
-async fn read(client: &mut BookieClient<Channel>, ledger_id: u64, entry_id: i64) -> (ErrorCode, Bytes) {
+async fn read(
+    client: &mut BookieClient<Channel>,
+    ledger_id: u64,
+    entry_id: i64,
+) -> (ErrorCode, Bytes) {
     let r = client
-        .read_entry(ReadEntryRequest { ledger_id, entry_id })
+        .read_entry(ReadEntryRequest {
+            ledger_id,
+            entry_id,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -77,7 +84,9 @@ async fn read(client: &mut BookieClient<Channel>, ledger_id: u64, entry_id: i64)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_entries_survive_kill9_byte_for_byte() {
     let etcd = Etcd::start().await.unwrap();
-    let mut bookie = BookieProcess::start(&etcd.metadata_url("kill9"), &[]).await.unwrap();
+    let mut bookie = BookieProcess::start(&etcd.metadata_url("kill9"), &[])
+        .await
+        .unwrap();
 
     // Several writers stream adds; the bookie is killed while they are in flight.
     let mut writers = Vec::new();
@@ -85,7 +94,10 @@ async fn acknowledged_entries_survive_kill9_byte_for_byte() {
         let mut client = bookie.client().await.unwrap();
         writers.push(tokio::spawn(async move {
             let (tx, rx) = mpsc::channel::<AddBatch>(8);
-            let mut responses = client.add_entries(ReceiverStream::new(rx)).await?.into_inner();
+            let mut responses = client
+                .add_entries(ReceiverStream::new(rx))
+                .await?
+                .into_inner();
             let ledger = 100 + w;
             let sender = tokio::spawn(async move {
                 for batch_id in 0..10_000u64 {
@@ -133,7 +145,11 @@ async fn acknowledged_entries_survive_kill9_byte_for_byte() {
     for w in writers {
         acked.extend(w.await.unwrap().unwrap());
     }
-    assert!(acked.len() >= 1000, "too few acks before the kill: {}", acked.len());
+    assert!(
+        acked.len() >= 1000,
+        "too few acks before the kill: {}",
+        acked.len()
+    );
 
     bookie.restart().await.unwrap();
     let mut client = bookie.client().await.unwrap();
@@ -145,11 +161,16 @@ async fn acknowledged_entries_survive_kill9_byte_for_byte() {
 }
 
 async fn reqwest_metrics(bookie: &BookieProcess) -> String {
-    http_get(&bookie.http_addr(), "/metrics").await.unwrap_or_default()
+    http_get(&bookie.http_addr(), "/metrics")
+        .await
+        .unwrap_or_default()
 }
 
 async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
-    Ok(reqwest::get(format!("http://{addr}{path}")).await?.text().await?)
+    Ok(reqwest::get(format!("http://{addr}{path}"))
+        .await?
+        .text()
+        .await?)
 }
 
 fn metric(body: &str, name: &str) -> f64 {
@@ -163,12 +184,19 @@ fn metric(body: &str, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fence_refuses_later_adds_durably_and_returns_lac() {
     let etcd = Etcd::start().await.unwrap();
-    let mut bookie = BookieProcess::start(&etcd.metadata_url("fence"), &[]).await.unwrap();
+    let mut bookie = BookieProcess::start(&etcd.metadata_url("fence"), &[])
+        .await
+        .unwrap();
     let mut client = bookie.client().await.unwrap();
     let ledger = 7;
-    let batch: Vec<_> = (0..5).map(|e| entry(ledger, e, payload_for(ledger, e, 64))).collect();
+    let batch: Vec<_> = (0..5)
+        .map(|e| entry(ledger, e, payload_for(ledger, e, 64)))
+        .collect();
     let results = add_batches(&mut client, vec![batch]).await;
-    assert!(results[0].results.iter().all(|r| r.code == ErrorCode::Ok as i32));
+    assert!(results[0]
+        .results
+        .iter()
+        .all(|r| r.code == ErrorCode::Ok as i32));
 
     let fenced = client
         .fence(FenceRequest {
@@ -183,7 +211,10 @@ async fn fence_refuses_later_adds_durably_and_returns_lac() {
     assert_eq!(fenced.lac, 3);
     assert_eq!(fenced.last_entry_id, 4);
 
-    assert_eq!(add_one(&mut client, entry(ledger, 5, payload_for(ledger, 5, 64))).await, ErrorCode::Fenced);
+    assert_eq!(
+        add_one(&mut client, entry(ledger, 5, payload_for(ledger, 5, 64))).await,
+        ErrorCode::Fenced
+    );
     // A recovering writer passes the fence.
     let mut recovery = entry(ledger, 5, payload_for(ledger, 5, 64));
     recovery.recovery = true;
@@ -192,9 +223,16 @@ async fn fence_refuses_later_adds_durably_and_returns_lac() {
     // The fence is durable: still refused after kill -9 and restart.
     bookie.restart().await.unwrap();
     let mut client = bookie.client().await.unwrap();
-    assert_eq!(add_one(&mut client, entry(ledger, 6, payload_for(ledger, 6, 64))).await, ErrorCode::Fenced);
+    assert_eq!(
+        add_one(&mut client, entry(ledger, 6, payload_for(ledger, 6, 64))).await,
+        ErrorCode::Fenced
+    );
     let lac = client
-        .read_lac(ReadLacRequest { ledger_id: ledger, wait_past: None, timeout_ms: 0 })
+        .read_lac(ReadLacRequest {
+            ledger_id: ledger,
+            wait_past: None,
+            timeout_ms: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -203,39 +241,58 @@ async fn fence_refuses_later_adds_durably_and_returns_lac() {
 
     // Fencing a ledger the bookie never saw still blocks the old writer.
     let unseen = client
-        .fence(FenceRequest { ledger_id: 8, master_key: Bytes::from_static(KEY) })
+        .fence(FenceRequest {
+            ledger_id: 8,
+            master_key: Bytes::from_static(KEY),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(unseen.code, ErrorCode::Ok as i32);
     assert_eq!(unseen.lac, -1);
-    assert_eq!(add_one(&mut client, entry(8, 0, payload_for(8, 0, 8))).await, ErrorCode::Fenced);
+    assert_eq!(
+        add_one(&mut client, entry(8, 0, payload_for(8, 0, 8))).await,
+        ErrorCode::Fenced
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_master_key_is_refused() {
     let etcd = Etcd::start().await.unwrap();
-    let bookie = BookieProcess::start(&etcd.metadata_url("mkey"), &[]).await.unwrap();
+    let bookie = BookieProcess::start(&etcd.metadata_url("mkey"), &[])
+        .await
+        .unwrap();
     let mut client = bookie.client().await.unwrap();
-    assert_eq!(add_one(&mut client, entry(3, 0, payload_for(3, 0, 10))).await, ErrorCode::Ok);
+    assert_eq!(
+        add_one(&mut client, entry(3, 0, payload_for(3, 0, 10))).await,
+        ErrorCode::Ok
+    );
     let mut bad = entry(3, 1, payload_for(3, 1, 10));
     bad.master_key = Bytes::from_static(b"someone-else");
     assert_eq!(add_one(&mut client, bad).await, ErrorCode::BadMasterKey);
     let fence = client
-        .fence(FenceRequest { ledger_id: 3, master_key: Bytes::from_static(b"someone-else") })
+        .fence(FenceRequest {
+            ledger_id: 3,
+            master_key: Bytes::from_static(b"someone-else"),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(fence.code, ErrorCode::BadMasterKey as i32);
     // The refused add stored nothing, and the ledger is still writable.
     assert_eq!(read(&mut client, 3, 1).await.0, ErrorCode::NoSuchEntry);
-    assert_eq!(add_one(&mut client, entry(3, 1, payload_for(3, 1, 10))).await, ErrorCode::Ok);
+    assert_eq!(
+        add_one(&mut client, entry(3, 1, payload_for(3, 1, 10))).await,
+        ErrorCode::Ok
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_on_many_ledgers() {
     let etcd = Etcd::start().await.unwrap();
-    let bookie = BookieProcess::start(&etcd.metadata_url("conc"), &[]).await.unwrap();
+    let bookie = BookieProcess::start(&etcd.metadata_url("conc"), &[])
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for w in 0..16u64 {
         let mut client = bookie.client().await.unwrap();
@@ -336,7 +393,12 @@ async fn bad_input_gets_clear_errors_and_the_bookie_keeps_serving() {
     assert_eq!(read(&mut client, 999, 0).await.0, ErrorCode::NoSuchLedger);
     assert_eq!(read(&mut client, 5, 77).await.0, ErrorCode::NoSuchEntry);
     let range = client
-        .read_entries(ReadEntriesRequest { ledger_id: 5, first_entry_id: 9, last_entry_id: 2, max_bytes: 0 })
+        .read_entries(ReadEntriesRequest {
+            ledger_id: 5,
+            first_entry_id: 9,
+            last_entry_id: 2,
+            max_bytes: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -346,19 +408,32 @@ async fn bad_input_gets_clear_errors_and_the_bookie_keeps_serving() {
     // is not a valid protobuf message. Both fail for that caller only.
     {
         use tokio::io::AsyncWriteExt;
-        let mut raw = tokio::net::TcpStream::connect(bookie.grpc_addr()).await.unwrap();
+        let mut raw = tokio::net::TcpStream::connect(bookie.grpc_addr())
+            .await
+            .unwrap();
         let _ = raw.write_all(b"\x00\xffthis is not http2\r\n\r\n").await;
         let _ = raw.write_all(&[0xAB; 4096]).await;
     }
-    let garbage = grpc_raw_call(&bookie.grpc_addr(), "/magnetar.bookie.v1.Bookie/ReadEntry", &[0x0a, 0xff, 0xff]).await;
-    assert!(garbage.is_err() || garbage.as_ref().is_ok_and(|s| s != "0"), "garbage accepted: {garbage:?}");
+    let garbage = grpc_raw_call(
+        &bookie.grpc_addr(),
+        "/magnetar.bookie.v1.Bookie/ReadEntry",
+        &[0x0a, 0xff, 0xff],
+    )
+    .await;
+    assert!(
+        garbage.is_err() || garbage.as_ref().is_ok_and(|s| s != "0"),
+        "garbage accepted: {garbage:?}"
+    );
 
     // Still serving, with the good entries intact.
     let mut client = bookie.client().await.unwrap();
     let (code, data) = read(&mut client, 5, 0).await;
     assert_eq!(code, ErrorCode::Ok);
     assert_eq!(data, payload_for(5, 0, 1024));
-    assert_eq!(add_one(&mut client, entry(5, 5, payload_for(5, 5, 10))).await, ErrorCode::Ok);
+    assert_eq!(
+        add_one(&mut client, entry(5, 5, payload_for(5, 5, 10))).await,
+        ErrorCode::Ok
+    );
 }
 
 /// Sends one gRPC request with an arbitrary body over HTTP/2 and returns the
@@ -387,27 +462,47 @@ async fn grpc_raw_call(addr: &str, path: &str, body: &[u8]) -> anyhow::Result<St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lac_long_poll_waits_for_a_newer_lac() {
     let etcd = Etcd::start().await.unwrap();
-    let bookie = BookieProcess::start(&etcd.metadata_url("lac"), &[]).await.unwrap();
+    let bookie = BookieProcess::start(&etcd.metadata_url("lac"), &[])
+        .await
+        .unwrap();
     let mut client = bookie.client().await.unwrap();
-    assert_eq!(add_one(&mut client, entry(9, 0, payload_for(9, 0, 10))).await, ErrorCode::Ok);
+    assert_eq!(
+        add_one(&mut client, entry(9, 0, payload_for(9, 0, 10))).await,
+        ErrorCode::Ok
+    );
 
     let mut poller = bookie.client().await.unwrap();
     let poll = tokio::spawn(async move {
         poller
-            .read_lac(ReadLacRequest { ledger_id: 9, wait_past: Some(1), timeout_ms: 30_000 })
+            .read_lac(ReadLacRequest {
+                ledger_id: 9,
+                wait_past: Some(1),
+                timeout_ms: 30_000,
+            })
             .await
             .map(|r| r.into_inner())
     });
     for e in 1..=3 {
-        assert_eq!(add_one(&mut client, entry(9, e, payload_for(9, e, 10))).await, ErrorCode::Ok);
+        assert_eq!(
+            add_one(&mut client, entry(9, e, payload_for(9, e, 10))).await,
+            ErrorCode::Ok
+        );
     }
     let answer = poll.await.unwrap().unwrap();
     assert_eq!(answer.code, ErrorCode::Ok as i32);
-    assert!(answer.lac > 1, "long poll answered before LAC passed 1: {}", answer.lac);
+    assert!(
+        answer.lac > 1,
+        "long poll answered before LAC passed 1: {}",
+        answer.lac
+    );
 
     // Nothing newer arrives: the poll ends at its timeout with the old LAC.
     let quiet = client
-        .read_lac(ReadLacRequest { ledger_id: 9, wait_past: Some(100), timeout_ms: 300 })
+        .read_lac(ReadLacRequest {
+            ledger_id: 9,
+            wait_past: Some(100),
+            timeout_ms: 300,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -418,13 +513,19 @@ async fn lac_long_poll_waits_for_a_newer_lac() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_ledger_drops_its_entries_across_restart() {
     let etcd = Etcd::start().await.unwrap();
-    let mut bookie = BookieProcess::start(&etcd.metadata_url("del"), &[]).await.unwrap();
+    let mut bookie = BookieProcess::start(&etcd.metadata_url("del"), &[])
+        .await
+        .unwrap();
     let mut client = bookie.client().await.unwrap();
     for l in [21u64, 22] {
         let batch = (0..3).map(|e| entry(l, e, payload_for(l, e, 32))).collect();
         add_batches(&mut client, vec![batch]).await;
     }
-    let r = client.delete_ledger(DeleteLedgerRequest { ledger_id: 21 }).await.unwrap().into_inner();
+    let r = client
+        .delete_ledger(DeleteLedgerRequest { ledger_id: 21 })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r.code, ErrorCode::Ok as i32);
     bookie.restart().await.unwrap();
     let mut client = bookie.client().await.unwrap();
@@ -436,7 +537,9 @@ async fn delete_ledger_drops_its_entries_across_restart() {
 async fn registration_follows_the_process_lifetime() {
     let etcd = Etcd::start().await.unwrap();
     let url = etcd.metadata_url("reg");
-    let mut bookie = BookieProcess::start(&url, &["--lease-ttl-ms", "2000"]).await.unwrap();
+    let mut bookie = BookieProcess::start(&url, &["--lease-ttl-ms", "2000"])
+        .await
+        .unwrap();
     let store = magnetar_metadata::connect(&url).await.unwrap();
     let key = keys::bookie_available(&bookie.grpc_addr());
     let kv = store.get(&key).await.unwrap().expect("bookie registered");
@@ -447,7 +550,10 @@ async fn registration_follows_the_process_lifetime() {
 
     // Graceful stop: the lease is revoked, the key goes at once.
     bookie.terminate().unwrap();
-    assert!(store.get(&key).await.unwrap().is_none(), "registration left after SIGTERM");
+    assert!(
+        store.get(&key).await.unwrap().is_none(),
+        "registration left after SIGTERM"
+    );
 
     // kill -9: the key goes when the lease expires.
     bookie.restart().await.unwrap();
@@ -466,18 +572,33 @@ async fn full_disk_turns_the_bookie_read_only_but_reads_go_on() {
     let url = etcd.metadata_url("ro");
     let mut bookie = BookieProcess::start(&url, &[]).await.unwrap();
     let mut client = bookie.client().await.unwrap();
-    assert_eq!(add_one(&mut client, entry(4, 0, payload_for(4, 0, 10))).await, ErrorCode::Ok);
+    assert_eq!(
+        add_one(&mut client, entry(4, 0, payload_for(4, 0, 10))).await,
+        ErrorCode::Ok
+    );
 
     // Water marks below any real usage: the disk counts as full.
-    bookie.set_extra_args(&["--disk-high-water", "0.000001", "--disk-low-water", "0.0000005"]);
+    bookie.set_extra_args(&[
+        "--disk-high-water",
+        "0.000001",
+        "--disk-low-water",
+        "0.0000005",
+    ]);
     bookie.restart().await.unwrap();
     let mut client = bookie.client().await.unwrap();
-    assert_eq!(add_one(&mut client, entry(4, 1, payload_for(4, 1, 10))).await, ErrorCode::ReadOnly);
+    assert_eq!(
+        add_one(&mut client, entry(4, 1, payload_for(4, 1, 10))).await,
+        ErrorCode::ReadOnly
+    );
     assert_eq!(read(&mut client, 4, 0).await.0, ErrorCode::Ok);
     let health = http_get(&bookie.http_addr(), "/health").await.unwrap();
     assert!(health.contains("\"writable\":false"), "{health}");
     let store = magnetar_metadata::connect(&url).await.unwrap();
-    let kv = store.get(&keys::bookie_available(&bookie.grpc_addr())).await.unwrap().unwrap();
+    let kv = store
+        .get(&keys::bookie_available(&bookie.grpc_addr()))
+        .await
+        .unwrap()
+        .unwrap();
     let reg: keys::BookieRegistration = serde_json::from_slice(&kv.value).unwrap();
     assert!(reg.read_only);
     let metrics = reqwest_metrics(&bookie).await;

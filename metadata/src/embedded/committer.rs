@@ -232,7 +232,8 @@ fn log_change(
         index: state.index() + 1,
         change: Some(change),
     };
-    wal::encode_frame(&record, frames).map_err(|e| MetadataError::InvalidArgument(e.to_string()))?;
+    wal::encode_frame(&record, frames)
+        .map_err(|e| MetadataError::InvalidArgument(e.to_string()))?;
     events.extend(state.apply(&record, now));
     Ok(())
 }

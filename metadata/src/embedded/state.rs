@@ -17,8 +17,7 @@ use super::wal::{
     Change, GrantRecord, Mutation, RevokeRecord, Snapshot, SnapshotEntry, TxnRecord, WalRecord,
 };
 use crate::{
-    Expect, KeyValue, LeaseId, MetadataError, Op, Result, Revision, Txn, WatchEvent,
-    WatchEventKind,
+    Expect, KeyValue, LeaseId, MetadataError, Op, Result, Revision, Txn, WatchEvent, WatchEventKind,
 };
 
 /// Events a watcher may have queued beyond its backlog before it is dropped
@@ -184,7 +183,10 @@ impl State {
 
     pub(crate) fn list(&self, prefix: &str) -> Vec<KeyValue> {
         self.kv
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, e)| key_value(k, e))
             .collect()
@@ -317,7 +319,9 @@ impl State {
         }
         let revision_ok = match &record.change {
             Some(Change::Txn(t)) => t.revision == self.revision + 1,
-            Some(Change::Revoke(r)) => r.revision == self.revision || r.revision == self.revision + 1,
+            Some(Change::Revoke(r)) => {
+                r.revision == self.revision || r.revision == self.revision + 1
+            }
             Some(Change::Grant(_)) => true,
             None => false,
         };
