@@ -60,9 +60,12 @@ pub struct Etcd {
 
 impl Etcd {
     pub async fn start() -> Result<Etcd> {
-        let etcd = which("etcd").context(
-            "the `etcd` binary is not installed; run scripts/setup.sh (Debian package etcd-server)",
-        )?;
+        let etcd = std::env::var_os("ETCD_BIN")
+            .map(PathBuf::from)
+            .or_else(|| which("etcd"))
+            .context(
+                "the `etcd` binary is not installed; run scripts/setup.sh (Debian package etcd-server)",
+            )?;
         let dir = tempfile::tempdir()?;
         let client_port = free_port();
         let peer_port = free_port();
@@ -107,6 +110,11 @@ impl Etcd {
         }
     }
 
+    /// `http://127.0.0.1:PORT`, as etcd clients take it.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
     /// `etcd://127.0.0.1:PORT/prefix`: each test uses its own prefix.
     pub fn metadata_url(&self, prefix: &str) -> String {
         format!(
@@ -132,8 +140,19 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A `magnetar bookie` process. Its data directory outlives restarts.
+/// Which `magnetar` subcommand a [`BookieProcess`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `magnetar bookie` against the given metadata URL.
+    Bookie,
+    /// `magnetar standalone`: embedded metadata and a bookie in one process.
+    Standalone,
+}
+
+/// A `magnetar bookie` (or `standalone`) process. Its data directory
+/// outlives restarts.
 pub struct BookieProcess {
+    mode: Mode,
     child: Option<Child>,
     dir: TempDir,
     metadata_url: String,
@@ -144,7 +163,21 @@ pub struct BookieProcess {
 
 impl BookieProcess {
     pub async fn start(metadata_url: &str, extra_args: &[&str]) -> Result<BookieProcess> {
+        Self::start_mode(Mode::Bookie, metadata_url, extra_args).await
+    }
+
+    /// `magnetar standalone` with its data under a temporary directory.
+    pub async fn start_standalone(extra_args: &[&str]) -> Result<BookieProcess> {
+        Self::start_mode(Mode::Standalone, "", extra_args).await
+    }
+
+    async fn start_mode(
+        mode: Mode,
+        metadata_url: &str,
+        extra_args: &[&str],
+    ) -> Result<BookieProcess> {
         let mut bookie = BookieProcess {
+            mode,
             child: None,
             dir: tempfile::tempdir()?,
             metadata_url: metadata_url.to_string(),
@@ -182,18 +215,28 @@ impl BookieProcess {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(magnetar_bin())
-            .arg("bookie")
-            .arg("--metadata")
-            .arg(&self.metadata_url)
+        let mut command = Command::new(magnetar_bin());
+        match self.mode {
+            Mode::Bookie => command
+                .arg("bookie")
+                .arg("--metadata")
+                .arg(&self.metadata_url)
+                .arg("--listen")
+                .arg(self.grpc_addr())
+                .arg("--http")
+                .arg(self.http_addr())
+                .arg("--advertise")
+                .arg(self.grpc_addr()),
+            Mode::Standalone => command
+                .arg("standalone")
+                .arg("--bookie-listen")
+                .arg(self.grpc_addr())
+                .arg("--bookie-http")
+                .arg(self.http_addr()),
+        };
+        let child = command
             .arg("--data-dir")
             .arg(self.data_dir())
-            .arg("--listen")
-            .arg(self.grpc_addr())
-            .arg("--http")
-            .arg(self.http_addr())
-            .arg("--advertise")
-            .arg(self.grpc_addr())
             .args(&self.extra_args)
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn entry_keys_sort_by_ledger_then_entry() {
-        let mut keys = vec![
+        let mut keys = [
             entry_key(2, 0),
             entry_key(1, 300),
             entry_key(1, 2),

@@ -99,10 +99,11 @@ impl RocksEntryStore {
             entries_opts.set_enable_blob_files(true);
             entries_opts.set_min_blob_size(tuning.min_blob_size);
             entries_opts.set_blob_file_size(256 << 20);
-            // Deleted ledgers leave garbage in blob files; GC rewrites the
-            // oldest quarter's live blobs during compaction.
-            entries_opts.set_enable_blob_gc(true);
-            entries_opts.set_blob_gc_age_cutoff(0.25);
+            // No blob GC: it would rewrite live payloads during compaction.
+            // Ledgers are written and deleted roughly in time order, so a blob
+            // file is dropped whole once compaction has removed every key
+            // that points into it.
+            entries_opts.set_enable_blob_gc(false);
         }
         let ledgers_opts = Options::default();
 

@@ -5,9 +5,6 @@
 //! A missing `etcd` binary fails these tests: CI installs it, and a silent
 //! skip would hide that the backend went untested.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,104 +14,13 @@ use futures::StreamExt;
 use magnetar_metadata::{
     conformance, EtcdOptions, EtcdStore, Expect, MetadataError, MetadataStore,
 };
-use tempfile::TempDir;
-use tokio::time::Instant;
+use magnetar_tests::{free_port, Etcd};
 
-/// One etcd member on free loopback ports with a throw-away data dir,
-/// killed on drop.
-struct EtcdProcess {
-    child: Child,
-    endpoint: String,
-    dir: TempDir,
-}
-
-fn etcd_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("ETCD_BIN") {
-        return PathBuf::from(path);
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("etcd"))
-        .find(|candidate| candidate.is_file());
-    match on_path {
-        Some(path) => path,
-        None => panic!(
-            "the etcd binary was not found on PATH (nor ETCD_BIN set): install etcd \
-             (Debian/Ubuntu: `apt-get install etcd-server`) to run the etcd backend tests"
-        ),
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
-
-impl EtcdProcess {
-    async fn start() -> Self {
-        let binary = etcd_binary();
-        let dir = tempfile::tempdir().unwrap();
-        let client = format!("http://127.0.0.1:{}", free_port());
-        let peer = format!("http://127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let child = Command::new(&binary)
-            .arg("--name=conformance")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=conformance={peer}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let process = EtcdProcess {
-            child,
-            endpoint: client,
-            dir,
-        };
-        process.wait_until_ready().await;
-        process
-    }
-
-    async fn wait_until_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut options = EtcdOptions::new(vec![self.endpoint.clone()], "");
-        options.request_timeout = Duration::from_secs(2);
-        loop {
-            let error = match EtcdStore::connect(options.clone()).await {
-                Ok(store) => match store.revision().await {
-                    Ok(_) => return,
-                    Err(e) => e,
-                },
-                Err(e) => e,
-            };
-            if Instant::now() >= deadline {
-                let log =
-                    std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
-                panic!("etcd at {} never answered: {error}\n{log}", self.endpoint);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn store(&self, root: &str) -> EtcdStore {
-        EtcdStore::connect(EtcdOptions::new(vec![self.endpoint.clone()], root))
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Opens the etcd backend on `etcd` under `root`.
+async fn open_store(etcd: &Etcd, root: &str) -> EtcdStore {
+    EtcdStore::connect(EtcdOptions::new(vec![etcd.endpoint()], root))
+        .await
+        .unwrap()
 }
 
 /// A root prefix no earlier run used.
@@ -132,11 +38,11 @@ fn bytes(s: &str) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite() {
-    let etcd = EtcdProcess::start().await;
+    let etcd = Etcd::start().await.unwrap();
     let next = AtomicUsize::new(0);
     let result = conformance::run_all(|| {
         let root = random_root(next.fetch_add(1, Ordering::SeqCst));
-        let options = EtcdOptions::new(vec![etcd.endpoint.clone()], root);
+        let options = EtcdOptions::new(vec![etcd.endpoint()], root);
         async move {
             let store: Arc<dyn MetadataStore> = Arc::new(EtcdStore::connect(options).await?);
             Ok(store)
@@ -150,10 +56,10 @@ async fn conformance_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_prefix_is_invisible_and_exact() {
-    let etcd = EtcdProcess::start().await;
-    let a = etcd.store("/a").await;
-    let ab = etcd.store("/ab/").await;
-    let bare = etcd.store("").await;
+    let etcd = Etcd::start().await.unwrap();
+    let a = open_store(&etcd, "/a").await;
+    let ab = open_store(&etcd, "/ab/").await;
+    let bare = open_store(&etcd, "").await;
     assert_eq!(ab.root_prefix(), "/ab");
 
     let mut a_watch = a.watch("", None).await.unwrap();
@@ -183,8 +89,8 @@ async fn root_prefix_is_invisible_and_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_from_a_compacted_revision_reports_compacted() {
-    let etcd = EtcdProcess::start().await;
-    let store = etcd.store("/compaction").await;
+    let etcd = Etcd::start().await.unwrap();
+    let store = open_store(&etcd, "/compaction").await;
     let first = store
         .put("/k", bytes("1"), Expect::Any, None)
         .await
@@ -198,7 +104,7 @@ async fn watch_from_a_compacted_revision_reports_compacted() {
         .await
         .unwrap();
 
-    let mut raw = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+    let mut raw = etcd_client::Client::connect([etcd.endpoint().as_str()], None)
         .await
         .unwrap();
     raw.compact(last, None).await.unwrap();
@@ -239,8 +145,9 @@ async fn unreachable_etcd_is_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_parses_etcd_urls() {
-    let etcd = EtcdProcess::start().await;
-    let host = etcd.endpoint.trim_start_matches("http://");
+    let etcd = Etcd::start().await.unwrap();
+    let endpoint = etcd.endpoint();
+    let host = endpoint.trim_start_matches("http://");
     let store = magnetar_metadata::connect(&format!("etcd://{host}/via-url"))
         .await
         .unwrap();
@@ -248,6 +155,6 @@ async fn connect_parses_etcd_urls() {
         .put("/k", bytes("v"), Expect::Any, None)
         .await
         .unwrap();
-    let bare = etcd.store("").await;
+    let bare = open_store(&etcd, "").await;
     assert!(bare.get("/via-url/k").await.unwrap().is_some());
 }
