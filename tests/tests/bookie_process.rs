@@ -89,9 +89,11 @@ async fn acknowledged_entries_survive_kill9_byte_for_byte() {
         .unwrap();
 
     // Several writers stream adds; the bookie is killed while they are in flight.
+    let acks_seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut writers = Vec::new();
     for w in 0..4u64 {
         let mut client = bookie.client().await.unwrap();
+        let acks_seen = acks_seen.clone();
         writers.push(tokio::spawn(async move {
             let (tx, rx) = mpsc::channel::<AddBatch>(8);
             let mut responses = client
@@ -117,6 +119,7 @@ async fn acknowledged_entries_survive_kill9_byte_for_byte() {
                 for (i, res) in r.results.iter().enumerate() {
                     if res.code == ErrorCode::Ok as i32 {
                         acked.push((ledger, (r.batch_id * 10 + i as u64) as i64));
+                        acks_seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
             }
@@ -124,16 +127,14 @@ async fn acknowledged_entries_survive_kill9_byte_for_byte() {
             anyhow::Ok(acked)
         }));
     }
-    // Let some rounds complete, then kill without warning.
+    // Let writers see some acknowledgements, then kill without warning.
     let started = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let body = reqwest_metrics(&bookie).await;
-        if metric(&body, "magnetar_bookie_entries_added_total") >= 2000.0
-            || started.elapsed() > Duration::from_secs(60)
-        {
-            break;
-        }
+    while acks_seen.load(std::sync::atomic::Ordering::Relaxed) < 2000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no progress before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     bookie.kill9().unwrap();
     let mut acked = Vec::new();
