@@ -89,6 +89,9 @@ impl RocksEntryStore {
         db_opts.increase_parallelism(2);
         db_opts.set_max_total_wal_size(512 << 20);
         db_opts.set_use_direct_io_for_flush_and_compaction(tuning.direct_io_flush);
+        // Background writes (flush, compaction) sync as they go, so the
+        // journal's fsync never waits behind a burst of dirty pages.
+        db_opts.set_bytes_per_sync(1 << 20);
 
         let mut entries_opts = Options::default();
         entries_opts.set_write_buffer_size(tuning.write_buffer_bytes);
