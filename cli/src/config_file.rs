@@ -38,3 +38,60 @@ macro_rules! prefer_cli {
     };
 }
 pub(crate) use prefer_cli;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct TestCli {
+        #[command(flatten)]
+        bookie: BookieArgs,
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_fills_the_rest() {
+        let file: ConfigFile = toml::from_str(
+            r#"
+            [bookie]
+            metadata = "etcd://10.0.0.1:2379/from-file"
+            data-dir = "/var/lib/bookie"
+            rack = "rack-a"
+            max-entry-bytes = 1024
+            "#,
+        )
+        .unwrap();
+        let cli = TestCli::parse_from(["test", "--rack", "rack-b", "--listen", "127.0.0.1:4000"]);
+        let merged = cli.bookie.merged(file.bookie);
+        assert_eq!(merged.rack.as_deref(), Some("rack-b"));
+        assert_eq!(
+            merged.metadata.as_deref(),
+            Some("etcd://10.0.0.1:2379/from-file")
+        );
+        assert_eq!(merged.max_entry_bytes, Some(1024));
+        assert_eq!(merged.listen, Some("127.0.0.1:4000".parse().unwrap()));
+
+        let mut config = magnetar_bookie::BookieConfig::new("/tmp/x".into());
+        merged.apply(&mut config).unwrap();
+        assert_eq!(config.journal.max_entry_bytes, 1024);
+        assert_eq!(config.rack.as_deref(), Some("rack-b"));
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_rejected() {
+        let parsed: Result<ConfigFile, _> = toml::from_str("[bookie]\nlisten-adress = \"x\"\n");
+        assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn inconsistent_water_marks_are_refused() {
+        let args = BookieArgs {
+            disk_high_water: Some(0.5),
+            disk_low_water: Some(0.8),
+            ..Default::default()
+        };
+        let mut config = magnetar_bookie::BookieConfig::new("/tmp/x".into());
+        assert!(args.apply(&mut config).is_err());
+    }
+}
