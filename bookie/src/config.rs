@@ -31,6 +31,9 @@ pub struct BookieConfig {
     pub disk_check_interval: Duration,
     /// TTL of the lease binding this bookie's registration.
     pub lease_ttl: Duration,
+    /// How often ledgers are garbage collected against metadata; zero
+    /// disables collection.
+    pub gc_interval: Duration,
 }
 
 impl BookieConfig {
@@ -48,6 +51,7 @@ impl BookieConfig {
             disk_low_water: 0.90,
             disk_check_interval: Duration::from_secs(5),
             lease_ttl: Duration::from_secs(10),
+            gc_interval: Duration::from_secs(60),
         }
     }
 }

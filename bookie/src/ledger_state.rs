@@ -31,6 +31,11 @@ impl LedgerTable {
         self.read().len()
     }
 
+    /// Every ledger with durable state here, in no particular order.
+    pub fn ledger_ids(&self) -> Vec<u64> {
+        self.read().keys().copied().collect()
+    }
+
     /// Applies a durable round's changes (`None` = deleted) and wakes waiters.
     pub fn apply(&self, changes: HashMap<u64, Option<LedgerStateRecord>>) {
         if changes.is_empty() {

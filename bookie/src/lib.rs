@@ -9,6 +9,7 @@
 pub mod config;
 mod disk;
 mod error;
+mod gc;
 mod http;
 pub mod journal;
 mod ledger_state;

@@ -20,6 +20,8 @@ pub struct BookieMetrics {
     pub reads: IntCounterVec,
     pub read_only: IntGauge,
     pub ledgers: IntGauge,
+    /// Ledgers deleted because their metadata was gone.
+    pub gc_deleted_ledgers: IntCounter,
 }
 
 impl BookieMetrics {
@@ -66,7 +68,12 @@ impl BookieMetrics {
         registry.register(Box::new(round_entries.clone()))?;
         registry.register(Box::new(reads.clone()))?;
         registry.register(Box::new(read_only.clone()))?;
+        let gc_deleted_ledgers = IntCounter::new(
+            "gc_deleted_ledgers_total",
+            "Ledgers garbage collected because their metadata was deleted",
+        )?;
         registry.register(Box::new(ledgers.clone()))?;
+        registry.register(Box::new(gc_deleted_ledgers.clone()))?;
         Ok(BookieMetrics {
             registry,
             entries_added,
@@ -79,6 +86,7 @@ impl BookieMetrics {
             reads,
             read_only,
             ledgers,
+            gc_deleted_ledgers,
         })
     }
 

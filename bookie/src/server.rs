@@ -1,5 +1,6 @@
 //! Wires a bookie together: entry store, journal thread, gRPC service, HTTP
-//! endpoints, disk watch and metadata registration, and stops them in order.
+//! endpoints, disk watch, metadata registration and ledger GC, and stops them
+//! in order.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,7 +11,6 @@ use magnetar_proto::bookie::bookie_server::BookieServer as BookieGrpcServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::BookieConfig;
 use crate::disk;
@@ -127,6 +127,20 @@ impl BookieNode {
             None => None,
         };
 
+        if let Some(metadata) = &metadata {
+            if !config.gc_interval.is_zero() {
+                let collector = crate::gc::GarbageCollector::new(
+                    metadata.clone(),
+                    table.clone(),
+                    journal.clone(),
+                    metrics.clone(),
+                );
+                tasks.push(tokio::spawn(
+                    collector.run(config.gc_interval, shutdown_rx.clone()),
+                ));
+            }
+        }
+
         let service = BookieService {
             store,
             journal,
@@ -144,6 +158,11 @@ impl BookieNode {
         let grpc = BookieGrpcServer::new(service)
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
+        // The builder's tcp_nodelay applies only to listeners tonic binds
+        // itself; on our own listener Nagle would delay every small reply by
+        // a delayed-ACK period (~40 ms).
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let mut stop = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
@@ -151,7 +170,7 @@ impl BookieNode {
                 .initial_stream_window_size(Some(8 << 20))
                 .initial_connection_window_size(Some(32 << 20))
                 .add_service(grpc)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                .serve_with_incoming_shutdown(incoming, async move {
                     crate::server::stopped(&mut stop).await;
                 })
                 .await;

@@ -53,12 +53,16 @@ pub struct BookieArgs {
     /// Smallest value kept in a blob file when blob files are on [default: 256].
     #[arg(long, env = "MAGNETAR_MIN_BLOB_BYTES")]
     pub min_blob_bytes: Option<u64>,
+    /// How often ledgers whose metadata is gone are garbage collected, in
+    /// milliseconds; 0 disables it [default: 60000].
+    #[arg(long, env = "MAGNETAR_GC_INTERVAL_MS")]
+    pub gc_interval_ms: Option<u64>,
 }
 
 impl BookieArgs {
     pub fn merged(mut self, file: BookieArgs) -> Self {
         prefer_cli!(self, file; metadata, data_dir, listen, http, advertise, rack,
-            max_entry_bytes, disk_high_water, disk_low_water, lease_ttl_ms, blob_files, min_blob_bytes, direct_io_flush);
+            max_entry_bytes, disk_high_water, disk_low_water, lease_ttl_ms, blob_files, min_blob_bytes, direct_io_flush, gc_interval_ms);
         self
     }
 
@@ -100,6 +104,9 @@ impl BookieArgs {
         }
         if let Some(min) = self.min_blob_bytes {
             config.rocks.min_blob_size = min;
+        }
+        if let Some(ms) = self.gc_interval_ms {
+            config.gc_interval = Duration::from_millis(ms);
         }
         Ok(())
     }
