@@ -32,14 +32,17 @@ pub(crate) struct ScanPlan {
 
 /// Pure decision of one scan: `local` ledgers absent from `in_metadata` are
 /// deleted if they were already `previous_suspects`, else become suspects.
+/// Only ids the cluster's allocator has handed out (`<= max_allocated`) are
+/// candidates: a ledger this metadata never allocated is not ours to judge.
 pub(crate) fn plan(
     previous_suspects: &HashSet<u64>,
     local: &[u64],
     in_metadata: &HashSet<u64>,
+    max_allocated: u64,
 ) -> ScanPlan {
     let mut out = ScanPlan::default();
     for &ledger in local {
-        if in_metadata.contains(&ledger) {
+        if in_metadata.contains(&ledger) || ledger > max_allocated {
             continue;
         }
         if previous_suspects.contains(&ledger) {
@@ -106,6 +109,28 @@ impl GarbageCollector {
                 return Vec::new();
             }
         };
+        // A bookie pointed at the wrong metadata (another prefix, a fresh
+        // etcd) would otherwise see none of its ledgers and delete them all.
+        let max_allocated = match self.metadata.get(&keys::ledger_id_counter()).await {
+            Ok(Some(kv)) => match std::str::from_utf8(&kv.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                Some(max) => max,
+                None => {
+                    tracing::warn!("ledger GC skipped: unreadable ledger-id counter");
+                    return Vec::new();
+                }
+            },
+            Ok(None) => {
+                tracing::debug!("ledger GC skipped: no ledger was ever allocated in this metadata");
+                return Vec::new();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ledger GC skipped: cannot read the ledger-id counter");
+                return Vec::new();
+            }
+        };
         let in_metadata: HashSet<u64> = listed
             .iter()
             .filter_map(|kv| keys::parse_ledger_key(&kv.key))
@@ -113,7 +138,7 @@ impl GarbageCollector {
         let ScanPlan {
             delete,
             mut suspects,
-        } = plan(&self.suspects, &local, &in_metadata);
+        } = plan(&self.suspects, &local, &in_metadata, max_allocated);
         let mut deleted = Vec::with_capacity(delete.len());
         for ledger in delete {
             match self.journal.delete(ledger).await {
@@ -157,15 +182,35 @@ mod tests {
     #[test]
     fn a_ledger_needs_two_scans_without_metadata() {
         let in_md: HashSet<u64> = [1, 2].into();
-        let first = plan(&HashSet::new(), &[1, 2, 3, 4], &in_md);
+        let first = plan(&HashSet::new(), &[1, 2, 3, 4], &in_md, 10);
         assert_eq!(first.delete, Vec::<u64>::new());
         assert_eq!(first.suspects, [3, 4].into());
         // 4 got metadata meanwhile (it can only appear, never reappear after
         // deletion, but either way it is kept); 5 is new.
         let in_md: HashSet<u64> = [1, 2, 4].into();
-        let second = plan(&first.suspects, &[1, 2, 3, 4, 5], &in_md);
+        let second = plan(&first.suspects, &[1, 2, 3, 4, 5], &in_md, 10);
         assert_eq!(second.delete, vec![3]);
         assert_eq!(second.suspects, [5].into());
+    }
+
+    #[test]
+    fn ledgers_this_metadata_never_allocated_are_left_alone() {
+        let none: HashSet<u64> = HashSet::new();
+        let first = plan(&HashSet::new(), &[5, 50, 500], &none, 50);
+        assert_eq!(first.suspects, [5, 50].into());
+        let second = plan(&first.suspects, &[5, 50, 500], &none, 50);
+        assert_eq!(second.delete, vec![5, 50]);
+        assert!(second.suspects.is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_an_allocator_counter_nothing_is_collected() {
+        let f = fixture().await;
+        f.add(7).await;
+        let mut gc = f.collector();
+        assert!(gc.scan().await.is_empty());
+        assert!(gc.scan().await.is_empty());
+        assert!(f.table.get(7).is_some());
     }
 
     struct Fixture {
@@ -228,6 +273,15 @@ mod tests {
         }
 
         async fn put_metadata(&self, ledger_id: u64) {
+            self.metadata
+                .put(
+                    &keys::ledger_id_counter(),
+                    Bytes::from_static(b"1000"),
+                    Expect::Any,
+                    None,
+                )
+                .await
+                .unwrap();
             self.metadata
                 .put(
                     &keys::ledger(ledger_id),

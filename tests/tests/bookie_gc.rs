@@ -102,6 +102,16 @@ async fn ledgers_whose_metadata_is_gone_are_collected_and_stay_gone() {
     let etcd = Etcd::start().await.unwrap();
     let url = etcd.metadata_url("gc");
     let metadata = magnetar_metadata::connect(&url).await.unwrap();
+    // Ids up to 3 were handed out by this cluster's allocator.
+    metadata
+        .put(
+            &keys::ledger_id_counter(),
+            Bytes::from_static(b"3"),
+            Expect::Absent,
+            None,
+        )
+        .await
+        .unwrap();
     // The bookie only checks that the key exists; the value is the broker's.
     for ledger in [1u64, 2] {
         metadata

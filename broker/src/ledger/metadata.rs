@@ -320,36 +320,13 @@ mod hex_bytes {
     use bytes::Bytes;
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-
     pub fn serialize<S: Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-        let mut out = String::with_capacity(bytes.len() * 2);
-        for b in bytes.iter() {
-            out.push(DIGITS[(b >> 4) as usize] as char);
-            out.push(DIGITS[(b & 0xf) as usize] as char);
-        }
-        s.serialize_str(&out)
+        s.serialize_str(&hex::encode(bytes))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         let text = String::deserialize(d)?;
-        decode(&text).map(Bytes::from).map_err(D::Error::custom)
-    }
-
-    pub fn decode(text: &str) -> Result<Vec<u8>, String> {
-        if !text.len().is_multiple_of(2) {
-            return Err(format!("hex string of odd length {}", text.len()));
-        }
-        let digit = |c: u8| -> Result<u8, String> {
-            (c as char)
-                .to_digit(16)
-                .map(|d| d as u8)
-                .ok_or_else(|| format!("bad hex digit {:?}", c as char))
-        };
-        text.as_bytes()
-            .chunks(2)
-            .map(|pair| Ok(digit(pair[0])? << 4 | digit(pair[1])?))
-            .collect()
+        hex::decode(text).map(Bytes::from).map_err(D::Error::custom)
     }
 }
 
