@@ -141,6 +141,23 @@ impl BookieNode {
             }
         }
 
+        // Registered before serving: once the bookie answers, writers can
+        // also find it.
+        if let Some(metadata) = metadata {
+            let registration = registration::Registration::new(
+                metadata,
+                bookie_id.clone(),
+                http_addr,
+                config.rack.clone(),
+                status.clone(),
+            );
+            registration.register_once(config.lease_ttl).await?;
+            tasks.push(tokio::spawn(registration.run(
+                config.lease_ttl,
+                config.disk_check_interval,
+                shutdown_rx.clone(),
+            )));
+        }
         let service = BookieService {
             store,
             journal,
@@ -186,21 +203,6 @@ impl BookieNode {
             table,
             shutdown_rx.clone(),
         )));
-        if let Some(metadata) = metadata {
-            let registration = registration::Registration::new(
-                metadata,
-                bookie_id.clone(),
-                http_addr,
-                config.rack.clone(),
-                status.clone(),
-            );
-            registration.register_once(config.lease_ttl).await?;
-            tasks.push(tokio::spawn(registration.run(
-                config.lease_ttl,
-                config.disk_check_interval,
-                shutdown_rx,
-            )));
-        }
         tracing::info!(%grpc_addr, ?http_addr, %bookie_id, "bookie started");
         Ok(RunningBookie {
             grpc_addr,

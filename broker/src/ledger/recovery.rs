@@ -137,8 +137,13 @@ async fn fence(
     )))
 }
 
+/// Entries read (and then written back) concurrently during recovery.
+const RECOVERY_WINDOW: i64 = 64;
+
 /// Reads forward from `lac + 1`, writing back every entry found. Returns the
-/// last recoverable entry and the bytes recovered past the LAC.
+/// last recoverable entry and the bytes recovered past the LAC. Works in
+/// windows: a window's reads run concurrently, then the entries before the
+/// first missing one are written back concurrently.
 async fn recover_entries(
     client: &LedgerClient,
     id: LedgerId,
@@ -147,34 +152,99 @@ async fn recover_entries(
     target: &mut RecoveryTarget,
 ) -> Result<(EntryId, u64), LedgerError> {
     let absent_quorum = metadata.write_quorum - metadata.ack_quorum + 1;
-    let mut entry = lac + 1;
+    let mut first = lac + 1;
     let mut bytes = 0u64;
     loop {
-        match read_from_write_set(&client.clients, id, metadata, entry).await {
-            ReadOutcome::Found(payload) => {
-                bytes += payload.len() as u64;
-                write_back(client, id, target, entry, payload).await?;
-                entry += 1;
-            }
-            ReadOutcome::Missing { absent, .. } | ReadOutcome::Unknown { absent, .. }
-                if absent >= absent_quorum =>
-            {
-                return Ok((entry - 1, bytes));
-            }
-            ReadOutcome::Missing {
-                absent,
-                unreachable,
-            }
-            | ReadOutcome::Unknown {
-                absent,
-                unreachable,
-            } => {
-                return Err(LedgerError::NotEnoughBookies(format!(
-                    "cannot tell whether entry {entry} of ledger {id} exists: {absent} bookies lack it, {unreachable} did not answer"
-                )));
+        let outcomes = futures::future::join_all(
+            (first..first + RECOVERY_WINDOW)
+                .map(|e| read_from_write_set(&client.clients, id, metadata, e)),
+        )
+        .await;
+        let mut found = Vec::new();
+        let mut end = None;
+        for (entry, outcome) in (first..).zip(outcomes) {
+            match outcome {
+                ReadOutcome::Found(payload) => found.push((entry, payload)),
+                ReadOutcome::Missing { absent, .. } | ReadOutcome::Unknown { absent, .. }
+                    if absent >= absent_quorum =>
+                {
+                    end = Some(entry - 1);
+                    break;
+                }
+                ReadOutcome::Missing {
+                    absent,
+                    unreachable,
+                }
+                | ReadOutcome::Unknown {
+                    absent,
+                    unreachable,
+                } => {
+                    return Err(LedgerError::NotEnoughBookies(format!(
+                        "cannot tell whether entry {entry} of ledger {id} exists: {absent} bookies lack it, {unreachable} did not answer"
+                    )));
+                }
             }
         }
+        let attempts = futures::future::join_all(found.iter().map(|(entry, payload)| {
+            let bookies = target.metadata.write_set(*entry);
+            try_write_back(client, id, &target.metadata, *entry, payload, bookies)
+        }))
+        .await;
+        for ((entry, payload), attempt) in found.into_iter().zip(attempts) {
+            bytes += payload.len() as u64;
+            if !attempt?.is_empty() {
+                // Some bookie of its write set is gone: replace it, in order.
+                write_back(client, id, target, entry, payload).await?;
+            }
+        }
+        match end {
+            Some(last) => return Ok((last, bytes)),
+            None => first += RECOVERY_WINDOW,
+        }
     }
+}
+
+/// Sends a recovered entry to `bookies` with the recovery flag; returns the
+/// bookies that could not take it for reasons a replacement fixes.
+async fn try_write_back(
+    client: &LedgerClient,
+    id: LedgerId,
+    metadata: &LedgerMetadata,
+    entry: EntryId,
+    payload: &Bytes,
+    bookies: Vec<String>,
+) -> Result<Vec<String>, LedgerError> {
+    let mut adds: FuturesUnordered<_> = bookies
+        .into_iter()
+        .map(|bookie| {
+            let add = client.clients.get(&bookie).add(AddEntry {
+                ledger_id: id,
+                entry_id: entry,
+                lac: entry - 1,
+                master_key: metadata.master_key.clone(),
+                recovery: true,
+                payload: payload.clone(),
+            });
+            async move { (bookie, add.await) }
+        })
+        .collect();
+    let mut failed = Vec::new();
+    while let Some((bookie, result)) = adds.next().await {
+        match result {
+            Ok(()) => {}
+            Err(
+                e @ (BookieClientError::Timeout
+                | BookieClientError::Unavailable(_)
+                | BookieClientError::ReadOnly
+                | BookieClientError::Storage(_)),
+            ) => {
+                tracing::warn!(ledger = id, entry, %bookie, error = %e, "recovery write failed");
+                failed.push(bookie);
+            }
+            Err(e) => return Err(LedgerError::from_bookie(&e)),
+        }
+    }
+    Ok(failed)
 }
 
 /// Writes a recovered entry to its whole write set with the recovery flag.
@@ -191,38 +261,8 @@ async fn write_back(
     let mut pending = target.metadata.write_set(entry);
     let mut replaced = 0usize;
     while !pending.is_empty() {
-        let mut adds: FuturesUnordered<_> = pending
-            .iter()
-            .map(|bookie| {
-                let add = client.clients.get(bookie).add(AddEntry {
-                    ledger_id: id,
-                    entry_id: entry,
-                    lac: entry - 1,
-                    master_key: target.metadata.master_key.clone(),
-                    recovery: true,
-                    payload: payload.clone(),
-                });
-                let bookie = bookie.clone();
-                async move { (bookie, add.await) }
-            })
-            .collect();
-        let mut failed = Vec::new();
-        while let Some((bookie, result)) = adds.next().await {
-            match result {
-                Ok(()) => {}
-                Err(
-                    e @ (BookieClientError::Timeout
-                    | BookieClientError::Unavailable(_)
-                    | BookieClientError::ReadOnly
-                    | BookieClientError::Storage(_)),
-                ) => {
-                    tracing::warn!(ledger = id, entry, %bookie, error = %e, "recovery write failed; replacing bookie");
-                    failed.push(bookie);
-                }
-                Err(e) => return Err(LedgerError::from_bookie(&e)),
-            }
-        }
-        pending.clear();
+        let failed = try_write_back(client, id, &target.metadata, entry, &payload, pending).await?;
+        pending = Vec::new();
         for bookie in failed {
             replaced += 1;
             if replaced > target.metadata.ensemble_size * 2 {
