@@ -2,10 +2,9 @@
 //! carrying the reads, fences and deletes of every ledger plus exactly one
 //! bidirectional add stream onto which the adds of all ledgers are batched.
 //!
-//! One add stream per connection is deliberate: several add streams sharing an
-//! HTTP/2 connection were measured to hold each reply until that stream sent
-//! again (tens of milliseconds). So adds are queued per bookie, a driver task
-//! drains the queue into `AddBatch`es and matches each `AddBatchResult` (they
+//! One add stream per connection keeps batches large: adds are queued per
+//! bookie, a driver task drains the queue into `AddBatch`es (one gRPC message
+//! and one journal submission each) and matches each `AddBatchResult` (they
 //! come back in submission order) to the waiting callers.
 //!
 //! This module owns connections, batching, time-outs and the mapping of wire

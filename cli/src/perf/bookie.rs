@@ -31,10 +31,8 @@ pub struct BookiePerfArgs {
     /// Concurrent writers (one add stream each).
     #[arg(long, default_value_t = 8)]
     writers: usize,
-    /// TCP connections the writers are spread over (0: one per writer).
-    /// Several add streams sharing one HTTP/2 connection were measured to
-    /// hold each reply until that stream sends again, so the default gives
-    /// every writer its own connection.
+    /// TCP connections the writers are spread over (0: one per writer, so
+    /// HTTP/2 framing of one connection is not the bottleneck).
     #[arg(long, default_value_t = 0)]
     connections: usize,
     /// Ledgers per writer, written round robin.
