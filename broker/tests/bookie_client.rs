@@ -14,27 +14,11 @@ use magnetar_broker::ledger::bookie_client::{
     BookieClientConfig, BookieClientError, BookieClients, BookieHandle, FenceInfo,
 };
 use magnetar_proto::bookie::AddEntry;
+use magnetar_tests::wire::{entry, payload_for, MASTER_KEY as KEY};
 use magnetar_tests::{BookieProcess, Etcd};
 
-const KEY: &[u8] = b"master-key";
 /// Only catches hangs; every wait in these tests should end far sooner.
 const HANG: Duration = Duration::from_secs(30);
-
-fn entry(ledger_id: u64, entry_id: i64, payload: Bytes) -> AddEntry {
-    AddEntry {
-        ledger_id,
-        entry_id,
-        lac: entry_id - 1,
-        master_key: Bytes::from_static(KEY),
-        recovery: false,
-        payload,
-    }
-}
-
-fn payload_for(ledger_id: u64, entry_id: i64, len: usize) -> Bytes {
-    let seed = format!("l{ledger_id}e{entry_id}:");
-    Bytes::from(seed.bytes().cycle().take(len).collect::<Vec<u8>>())
-}
 
 async fn bookie(etcd: &Etcd, prefix: &str, extra_args: &[&str]) -> Result<BookieProcess> {
     BookieProcess::start(&etcd.metadata_url(prefix), extra_args).await

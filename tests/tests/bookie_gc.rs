@@ -7,13 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use magnetar_metadata::{keys, Expect};
 use magnetar_proto::bookie::bookie_client::BookieClient;
-use magnetar_proto::bookie::{AddBatch, AddEntry, ErrorCode, ReadEntryRequest};
-use magnetar_tests::{log_tail, BookieProcess, Etcd};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use magnetar_proto::bookie::{ErrorCode, ReadEntryRequest};
+use magnetar_tests::{log_tail, wire, BookieProcess, Etcd};
 use tonic::transport::Channel;
-
-const KEY: &[u8] = b"master-key";
 
 /// Adds entries 0..count of `ledger_id` in one batch; returns their codes.
 async fn add_entries(
@@ -22,37 +18,21 @@ async fn add_entries(
     count: i64,
 ) -> Vec<ErrorCode> {
     let entries = (0..count)
-        .map(|entry_id| AddEntry {
-            ledger_id,
-            entry_id,
-            lac: entry_id - 1,
-            master_key: Bytes::from_static(KEY),
-            recovery: false,
-            payload: Bytes::from(format!("ledger {ledger_id} entry {entry_id}")),
+        .map(|entry_id| {
+            wire::entry(
+                ledger_id,
+                entry_id,
+                Bytes::from(format!("ledger {ledger_id} entry {entry_id}")),
+            )
         })
         .collect();
-    let (tx, rx) = mpsc::channel(1);
-    tx.send(AddBatch {
-        batch_id: 0,
-        entries,
-    })
-    .await
-    .unwrap();
-    drop(tx);
-    let mut responses = client
-        .add_entries(ReceiverStream::new(rx))
+    wire::add_batches(client, vec![entries])
         .await
         .unwrap()
-        .into_inner();
-    let mut codes = Vec::new();
-    while let Some(r) = responses.message().await.unwrap() {
-        codes.extend(
-            r.results
-                .iter()
-                .map(|x| ErrorCode::try_from(x.code).unwrap()),
-        );
-    }
-    codes
+        .iter()
+        .flat_map(|r| r.results.iter())
+        .map(|x| ErrorCode::try_from(x.code).unwrap())
+        .collect()
 }
 
 async fn read_code(client: &mut BookieClient<Channel>, ledger_id: u64, entry_id: i64) -> ErrorCode {

@@ -10,54 +10,18 @@ use magnetar_proto::bookie::{
     AddBatch, AddBatchResult, AddEntry, DeleteLedgerRequest, ErrorCode, FenceRequest,
     ReadEntriesRequest, ReadEntryRequest, ReadLacRequest,
 };
+use magnetar_tests::wire::{self, entry, payload_for, MASTER_KEY as KEY};
 use magnetar_tests::{BookieProcess, Etcd};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-const KEY: &[u8] = b"master-key";
-
-fn entry(ledger_id: u64, entry_id: i64, payload: Bytes) -> AddEntry {
-    AddEntry {
-        ledger_id,
-        entry_id,
-        lac: entry_id - 1,
-        master_key: Bytes::from_static(KEY),
-        recovery: false,
-        payload,
-    }
-}
-
-fn payload_for(ledger_id: u64, entry_id: i64, len: usize) -> Bytes {
-    let seed = format!("l{ledger_id}e{entry_id}:");
-    Bytes::from(seed.bytes().cycle().take(len).collect::<Vec<u8>>())
-}
-
-/// Sends batches over one add stream and returns every batch result.
+/// One stream's batch results (the test kit's helper, unwrapped).
 async fn add_batches(
     client: &mut BookieClient<Channel>,
     batches: Vec<Vec<AddEntry>>,
 ) -> Vec<AddBatchResult> {
-    let (tx, rx) = mpsc::channel(batches.len().max(1));
-    for (i, entries) in batches.into_iter().enumerate() {
-        tx.send(AddBatch {
-            batch_id: i as u64,
-            entries,
-        })
-        .await
-        .unwrap();
-    }
-    drop(tx);
-    let mut responses = client
-        .add_entries(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(r) = responses.message().await.unwrap() {
-        out.push(r);
-    }
-    out
+    wire::add_batches(client, batches).await.unwrap()
 }
 
 async fn add_one(client: &mut BookieClient<Channel>, e: AddEntry) -> ErrorCode {
