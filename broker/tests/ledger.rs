@@ -400,3 +400,58 @@ async fn random_appends_kills_and_recovery_keep_a_confirmed_prefix() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_no_spare_bookie_a_writer_with_qw_above_qa_writes_on() {
+    let mut cluster = Cluster::start(3).await;
+    let client = cluster.client().await;
+    let writer = client.create(&LedgerConfig::new(3, 3, 2)).await.unwrap();
+    let id = writer.id();
+    let confirmed = Arc::new(Mutex::new(BTreeSet::new()));
+    let stream = tokio::spawn(append_stream(writer.clone(), 2000, 16, confirmed.clone()));
+    while confirmed.lock().unwrap().len() < 300 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let victim = cluster.bookies[0].grpc_addr();
+    cluster.bookie(&victim).kill9().unwrap();
+    let outcome = stream.await.unwrap();
+    assert!(
+        outcome.is_none(),
+        "writer failed without a spare bookie: {outcome:?}"
+    );
+    let closed = writer.close().await.unwrap();
+    assert_eq!(closed.last_entry_id, 1999);
+    let confirmed = confirmed.lock().unwrap().clone();
+    assert_eq!(confirmed.len(), 2000);
+    assert_eq!(assert_ledger_is_prefix(&client, id, &confirmed).await, 1999);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_no_spare_bookie_and_qw_equal_qa_the_writer_fails_cleanly() {
+    let mut cluster = Cluster::start(2).await;
+    let client = cluster.client().await;
+    let writer = client.create(&LedgerConfig::new(2, 2, 2)).await.unwrap();
+    let id = writer.id();
+    let confirmed = Arc::new(Mutex::new(BTreeSet::new()));
+    let stream = tokio::spawn(append_stream(
+        writer.clone(),
+        1_000_000,
+        16,
+        confirmed.clone(),
+    ));
+    while confirmed.lock().unwrap().len() < 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let victim = cluster.bookies[1].grpc_addr();
+    cluster.bookie(&victim).kill9().unwrap();
+    let outcome = stream.await.unwrap();
+    assert!(
+        matches!(outcome, Some(LedgerError::NotEnoughBookies(_))),
+        "expected NotEnoughBookies, got {outcome:?}"
+    );
+    // What was confirmed survives on the remaining copy once the bookie is back.
+    cluster.bookie(&victim).restart().await.unwrap();
+    let recovered = cluster.client().await.recover(id).await.unwrap();
+    let confirmed = confirmed.lock().unwrap().clone();
+    assert!(recovered.last_entry_id >= *confirmed.iter().next_back().unwrap());
+}

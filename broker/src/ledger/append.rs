@@ -66,6 +66,7 @@ impl LedgerWriter {
             in_flight: FuturesUnordered::new(),
             failed: None,
             failed_bookies: Default::default(),
+            unreplaced: Default::default(),
         };
         tokio::spawn(task.run(rx));
         LedgerWriter { id, commands }
@@ -136,6 +137,9 @@ pub(super) struct WriterTask {
     failed: Option<LedgerError>,
     /// Bookies that failed this writer; excluded from replacements.
     pub(super) failed_bookies: std::collections::HashSet<String>,
+    /// Failed bookies still in the ensemble because no replacement existed
+    /// (delayed ensemble change); nothing is sent to them.
+    unreplaced: std::collections::HashSet<String>,
 }
 
 impl WriterTask {
@@ -197,7 +201,9 @@ impl WriterTask {
             .map(|b| (b, false))
             .collect();
         for (bookie, _) in &write_set {
-            self.send_to(bookie.clone(), entry_id, payload.clone(), false);
+            if !self.unreplaced.contains(bookie) {
+                self.send_to(bookie.clone(), entry_id, payload.clone(), false);
+            }
         }
         self.pending.push_back(PendingAdd {
             entry_id,
@@ -239,6 +245,10 @@ impl WriterTask {
             // Already confirmed, or failed with the whole ledger.
             return;
         };
+        if result.is_err() && self.unreplaced.contains(&bookie) {
+            // Already written off (delayed ensemble change).
+            return;
+        }
         let pending = &mut self.pending[index];
         let Some(slot) = pending.write_set.iter_mut().find(|(b, _)| *b == bookie) else {
             // A bookie replaced since this add was sent: its answer no longer counts.
@@ -304,9 +314,25 @@ impl WriterTask {
     /// entry on, records it in metadata, and resends what it held.
     async fn replace_bookie(&mut self, failed: &str) -> Result<(), LedgerError> {
         let first_unconfirmed = self.lac + 1;
-        let replacement =
-            super::ensemble_change::change_ensemble(self, failed, first_unconfirmed).await?;
         self.clients.forget(failed);
+        let replacement = match super::ensemble_change::change_ensemble(
+            self,
+            failed,
+            first_unconfirmed,
+        )
+        .await
+        {
+            Ok(replacement) => replacement,
+            Err(LedgerError::NotEnoughBookies(why)) if self.survives_without(failed) => {
+                // Delayed ensemble change: with Qw > Qa every write set
+                // still reaches an ack quorum without this bookie, so
+                // keep writing to the others and change later.
+                tracing::warn!(ledger = self.id, failed, %why, "no replacement bookie; writing on without it");
+                self.unreplaced.insert(failed.to_string());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let mut resend = Vec::new();
         for p in self.pending.iter_mut() {
             for slot in p.write_set.iter_mut() {
@@ -320,6 +346,19 @@ impl WriterTask {
             self.send_to(replacement.clone(), entry_id, payload, false);
         }
         Ok(())
+    }
+
+    /// Whether every write quorum of the current ensemble keeps at least Qa
+    /// live bookies once `failed` is written off too.
+    fn survives_without(&self, failed: &str) -> bool {
+        let ensemble = self.metadata.current_ensemble();
+        let (e, qw, qa) = (
+            ensemble.len(),
+            self.metadata.write_quorum,
+            self.metadata.ack_quorum,
+        );
+        let live = |b: &String| b != failed && !self.unreplaced.contains(b);
+        (0..e).all(|start| (0..qw).filter(|k| live(&ensemble[(start + k) % e])).count() >= qa)
     }
 
     async fn close_in_metadata(&mut self) -> Result<LedgerMetadata, LedgerError> {
