@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Magnetar needs on a fresh Debian machine:
-# etcd (server + etcdctl), protoc, clang/libclang (RocksDB bindings).
+# etcd (server + etcdctl), protoc, clang/libclang (RocksDB bindings),
+# pkg-config and libssl-dev (the `pulsar` client crate links OpenSSL).
 # Safe to run again: it installs only what is missing. Source it to also get
 # CARGO_TARGET_DIR pointed at a cache outside the clone.
 set -euo pipefail
@@ -11,6 +12,8 @@ command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v clang >/dev/null 2>&1 || need+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
