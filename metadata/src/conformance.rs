@@ -706,6 +706,19 @@ pub async fn txn_is_all_or_nothing(store: Arc<dyn MetadataStore>) -> Outcome {
     let va = store.put("/t/a", bytes("a0"), Expect::Any, None).await?;
     store.put("/t/b", bytes("b0"), Expect::Any, None).await?;
     let before = store.revision().await?;
+    let ops = vec![
+        Op::Put {
+            key: "/t/a".into(),
+            value: bytes("a1"),
+            lease: None,
+        },
+        Op::Put {
+            key: "/t/c".into(),
+            value: bytes("c1"),
+            lease: None,
+        },
+        Op::Delete { key: "/t/b".into() },
+    ];
 
     // One compare fails (b exists): nothing applies.
     let failed = store
@@ -720,19 +733,7 @@ pub async fn txn_is_all_or_nothing(store: Arc<dyn MetadataStore>) -> Outcome {
                     expect: Expect::Absent,
                 },
             ],
-            ops: vec![
-                Op::Put {
-                    key: "/t/a".into(),
-                    value: bytes("a1"),
-                    lease: None,
-                },
-                Op::Put {
-                    key: "/t/c".into(),
-                    value: bytes("c1"),
-                    lease: None,
-                },
-                Op::Delete { key: "/t/b".into() },
-            ],
+            ops: ops.clone(),
         })
         .await?;
     ensure!(!failed.succeeded, "txn with a false compare succeeded");
@@ -768,19 +769,7 @@ pub async fn txn_is_all_or_nothing(store: Arc<dyn MetadataStore>) -> Outcome {
                     expect: Expect::Absent,
                 },
             ],
-            ops: vec![
-                Op::Put {
-                    key: "/t/a".into(),
-                    value: bytes("a1"),
-                    lease: None,
-                },
-                Op::Put {
-                    key: "/t/c".into(),
-                    value: bytes("c1"),
-                    lease: None,
-                },
-                Op::Delete { key: "/t/b".into() },
-            ],
+            ops: ops.clone(),
         })
         .await?;
     ensure!(done.succeeded, "txn with true compares failed");

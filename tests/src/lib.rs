@@ -332,7 +332,7 @@ impl Drop for BookieProcess {
 pub mod wire {
     use bytes::Bytes;
     use magnetar_proto::bookie::bookie_client::BookieClient;
-    use magnetar_proto::bookie::{AddBatch, AddBatchResult, AddEntry};
+    use magnetar_proto::bookie::{AddBatch, AddBatchResult, AddEntry, ErrorCode, ReadEntryRequest};
     use tokio::sync::mpsc;
     use tonic::transport::Channel;
 
@@ -356,6 +356,23 @@ pub mod wire {
     pub fn payload_for(ledger_id: u64, entry_id: i64, len: usize) -> Bytes {
         let seed = format!("l{ledger_id}e{entry_id}:");
         Bytes::from(seed.bytes().cycle().take(len).collect::<Vec<u8>>())
+    }
+
+    /// Reads one entry; returns the bookie's code and the payload (empty on
+    /// error).
+    pub async fn read_entry(
+        client: &mut BookieClient<Channel>,
+        ledger_id: u64,
+        entry_id: i64,
+    ) -> anyhow::Result<(ErrorCode, Bytes)> {
+        let r = client
+            .read_entry(ReadEntryRequest {
+                ledger_id,
+                entry_id,
+            })
+            .await?
+            .into_inner();
+        Ok((ErrorCode::try_from(r.code)?, r.payload))
     }
 
     /// Sends `batches` over one add stream and returns every batch result.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use magnetar_metadata::{keys, Expect};
 use magnetar_proto::bookie::bookie_client::BookieClient;
-use magnetar_proto::bookie::{ErrorCode, ReadEntryRequest};
+use magnetar_proto::bookie::ErrorCode;
 use magnetar_tests::{log_tail, wire, BookieProcess, Etcd};
 use tonic::transport::Channel;
 
@@ -36,15 +36,10 @@ async fn add_entries(
 }
 
 async fn read_code(client: &mut BookieClient<Channel>, ledger_id: u64, entry_id: i64) -> ErrorCode {
-    let r = client
-        .read_entry(ReadEntryRequest {
-            ledger_id,
-            entry_id,
-        })
+    wire::read_entry(client, ledger_id, entry_id)
         .await
         .unwrap()
-        .into_inner();
-    ErrorCode::try_from(r.code).unwrap()
+        .0
 }
 
 async fn wait_until_gone(bookie: &BookieProcess, ledger_id: u64) {

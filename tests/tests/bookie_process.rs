@@ -8,7 +8,7 @@ use magnetar_metadata::keys;
 use magnetar_proto::bookie::bookie_client::BookieClient;
 use magnetar_proto::bookie::{
     AddBatch, AddBatchResult, AddEntry, DeleteLedgerRequest, ErrorCode, FenceRequest,
-    ReadEntriesRequest, ReadEntryRequest, ReadLacRequest,
+    ReadEntriesRequest, ReadLacRequest,
 };
 use magnetar_tests::wire::{self, entry, payload_for, MASTER_KEY as KEY};
 use magnetar_tests::{BookieProcess, Etcd};
@@ -34,15 +34,7 @@ async fn read(
     ledger_id: u64,
     entry_id: i64,
 ) -> (ErrorCode, Bytes) {
-    let r = client
-        .read_entry(ReadEntryRequest {
-            ledger_id,
-            entry_id,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    (ErrorCode::try_from(r.code).unwrap(), r.payload)
+    wire::read_entry(client, ledger_id, entry_id).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
