@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing Magnetar needs on a fresh Debian machine:
-# etcd (server + etcdctl), protoc, clang/libclang (RocksDB bindings),
+# etcd (server + etcdctl), protoc with its well-known types, clang/libclang (RocksDB bindings),
 # pkg-config and libssl-dev (the `pulsar` client crate links OpenSSL).
 # Safe to run again: it installs only what is missing. Source it to also get
 # CARGO_TARGET_DIR pointed at a cache outside the clone.
@@ -10,6 +10,8 @@ need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# protoc's well-known types (descriptor.proto, struct.proto), imported by etcd-client's protos.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v clang >/dev/null 2>&1 || need+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)

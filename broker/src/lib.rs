@@ -1,4 +1,13 @@
-//! Magnetar broker. Today: the BookKeeper-style ledger client ([`ledger`]).
-//! Managed ledgers, cursors and the Pulsar protocol build on it.
+//! Magnetar broker: the BookKeeper-style ledger client ([`ledger`]),
+//! managed ledgers and cursors (topic storage), topics with their
+//! subscriptions and dispatch ([`topic`]), and the Pulsar binary protocol
+//! ([`protocol`] framing, [`server`] connections).
 
+pub mod cursor;
+pub mod http;
 pub mod ledger;
+pub mod managed_ledger;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod topic;

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::bookie_cmd::BookieArgs;
+use crate::broker_cmd::BrokerArgs;
 use crate::standalone_cmd::StandaloneArgs;
 
 #[derive(Debug, Default, Deserialize)]
@@ -17,6 +18,8 @@ pub struct ConfigFile {
     pub bookie: BookieArgs,
     #[serde(default)]
     pub standalone: StandaloneArgs,
+    #[serde(default)]
+    pub broker: BrokerArgs,
 }
 
 impl ConfigFile {

@@ -1,6 +1,8 @@
 //! `magnetar`: one binary for every Magnetar process and tool.
 
 mod bookie_cmd;
+mod broker_cmd;
+mod client;
 mod config_file;
 mod logging;
 mod perf;
@@ -34,6 +36,12 @@ enum Command {
     Standalone(standalone_cmd::StandaloneArgs),
     /// A bookie storage node.
     Bookie(bookie_cmd::BookieArgs),
+    /// A broker: serves topics over the Pulsar protocol, stores them on bookies.
+    Broker(broker_cmd::BrokerArgs),
+    /// Publish messages to a topic and print their ids.
+    Produce(client::produce::ProduceArgs),
+    /// Receive, print and acknowledge messages of a subscription.
+    Consume(client::consume::ConsumeArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
@@ -50,6 +58,9 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Standalone(args) => standalone_cmd::run(args.merged(file.standalone)).await,
             Command::Bookie(args) => bookie_cmd::run(args.merged(file.bookie)).await,
+            Command::Broker(args) => broker_cmd::run(args.merged(file.broker)).await,
+            Command::Produce(args) => client::produce::run(args).await,
+            Command::Consume(args) => client::consume::run(args).await,
             Command::Perf(cmd) => perf::run(cmd).await,
         }
     })

@@ -1,5 +1,7 @@
-//! `magnetar standalone`: embedded metadata and one bookie in one process,
-//! data under one directory. (The broker joins it with the topics issue.)
+//! `magnetar standalone`: embedded metadata, one bookie and the broker in one
+//! process, data under one directory. On first start it creates tenant
+//! `public` and namespace `public/default` (persistence 1/1/1 on its single
+//! bookie), so any Pulsar client can point at pulsar://localhost:6650.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,8 +9,13 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use magnetar_bookie::{BookieConfig, BookieNode};
+use magnetar_broker::ledger::LedgerConfig;
+use magnetar_broker::topic::{
+    create_namespace_if_absent, BrokerConfig, NamespacePolicies, PersistencePolicy, TenantInfo,
+};
 use serde::Deserialize;
 
+use crate::broker_cmd::{BrokerTuning, RunningBroker};
 use crate::config_file::prefer_cli;
 
 #[derive(Args, Debug, Default, Deserialize)]
@@ -17,17 +24,27 @@ pub struct StandaloneArgs {
     /// Data directory for metadata and entries [default: ./data].
     #[arg(long, env = "MAGNETAR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Pulsar protocol address [default: 0.0.0.0:6650].
+    #[arg(long, env = "MAGNETAR_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Broker HTTP address for /metrics and /health [default: 0.0.0.0:8080].
+    #[arg(long, env = "MAGNETAR_HTTP")]
+    pub http: Option<SocketAddr>,
     /// Bookie gRPC address [default: 127.0.0.1:3181].
     #[arg(long, env = "MAGNETAR_BOOKIE_LISTEN")]
     pub bookie_listen: Option<SocketAddr>,
     /// Bookie HTTP address for /metrics and /health [default: 127.0.0.1:8000].
     #[arg(long, env = "MAGNETAR_BOOKIE_HTTP")]
     pub bookie_http: Option<SocketAddr>,
+    #[command(flatten)]
+    #[serde(default)]
+    pub broker: BrokerTuning,
 }
 
 impl StandaloneArgs {
     pub fn merged(mut self, file: StandaloneArgs) -> Self {
-        prefer_cli!(self, file; data_dir, bookie_listen, bookie_http);
+        prefer_cli!(self, file; data_dir, listen, http, bookie_listen, bookie_http);
+        self.broker = self.broker.merged(file.broker);
         self
     }
 }
@@ -46,16 +63,49 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         args.bookie_http
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000))),
     );
-    let bookie = BookieNode::start(config, Some(metadata))
+    let bookie = BookieNode::start(config, Some(metadata.clone()))
         .await
         .context("starting bookie")?;
+
+    // One bookie: every ledger is 1/1/1.
+    let mut defaults = BrokerConfig::default();
+    defaults.managed_ledger.ledger = LedgerConfig::new(1, 1, 1);
+    let broker_config = args.broker.config(defaults)?;
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6650)));
+    let http = args
+        .http
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
+    create_namespace_if_absent(
+        metadata.as_ref(),
+        "public",
+        "default",
+        &TenantInfo {
+            admin_roles: Vec::new(),
+            allowed_clusters: vec!["standalone".into()],
+        },
+        &NamespacePolicies {
+            persistence: Some(PersistencePolicy {
+                ensemble_size: 1,
+                write_quorum: 1,
+                ack_quorum: 1,
+            }),
+        },
+    )
+    .await
+    .context("creating public/default")?;
+    let broker = RunningBroker::start(metadata, broker_config, listen, http).await?;
     println!(
-        "magnetar standalone: data in {}, bookie on {} (metrics http://{}/metrics)",
+        "magnetar standalone: pulsar://{} (broker metrics http://{}/metrics), data in {}, bookie on {}",
+        broker.server.local_addr,
+        broker.http_addr,
         data_dir.display(),
         bookie.grpc_addr,
-        bookie.http_addr.map(|a| a.to_string()).unwrap_or_default()
     );
     crate::shutdown::requested().await?;
+    tracing::info!("shutting down");
+    broker.shutdown().await;
     bookie.shutdown().await;
     Ok(())
 }

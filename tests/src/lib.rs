@@ -145,21 +145,33 @@ fn which(name: &str) -> Option<PathBuf> {
 pub enum Mode {
     /// `magnetar bookie` against the given metadata URL.
     Bookie,
-    /// `magnetar standalone`: embedded metadata and a bookie in one process.
+    /// `magnetar standalone`: embedded metadata, a bookie and the broker in
+    /// one process; the broker serves the Pulsar protocol on
+    /// [`BookieProcess::pulsar_url`].
     Standalone,
 }
 
-/// A `magnetar bookie` (or `standalone`) process. Its data directory
-/// outlives restarts.
+/// A `magnetar bookie` (or `standalone`) process. Its data directory and
+/// ports outlive restarts.
 pub struct BookieProcess {
     mode: Mode,
     child: Option<Child>,
     dir: TempDir,
     metadata_url: String,
     extra_args: Vec<String>,
+    /// The bookie's gRPC port.
     pub grpc_port: u16,
+    /// The bookie's HTTP port (/metrics, /health).
     pub http_port: u16,
+    /// Standalone only: the broker's Pulsar binary protocol port.
+    pub broker_port: u16,
+    /// Standalone only: the broker's HTTP port (admin REST, /metrics).
+    pub broker_http_port: u16,
 }
+
+/// `magnetar standalone` is a [`BookieProcess`] in [`Mode::Standalone`]:
+/// a broker, a bookie and embedded metadata in one process.
+pub type StandaloneProcess = BookieProcess;
 
 impl BookieProcess {
     pub async fn start(metadata_url: &str, extra_args: &[&str]) -> Result<BookieProcess> {
@@ -184,6 +196,8 @@ impl BookieProcess {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             grpc_port: free_port(),
             http_port: free_port(),
+            broker_port: free_port(),
+            broker_http_port: free_port(),
         };
         bookie.spawn().await?;
         Ok(bookie)
@@ -195,6 +209,27 @@ impl BookieProcess {
 
     pub fn http_addr(&self) -> String {
         format!("127.0.0.1:{}", self.http_port)
+    }
+
+    /// Standalone only: where Pulsar clients connect, `127.0.0.1:PORT`.
+    pub fn broker_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.broker_port)
+    }
+
+    /// Standalone only: the broker's HTTP address (admin REST, /metrics).
+    pub fn broker_http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.broker_http_port)
+    }
+
+    /// Standalone only: the service URL Pulsar clients take,
+    /// `pulsar://127.0.0.1:PORT`.
+    pub fn pulsar_url(&self) -> String {
+        format!("pulsar://{}", self.broker_addr())
+    }
+
+    /// Standalone only: `http://127.0.0.1:PORT` of the broker's admin REST.
+    pub fn broker_http_url(&self) -> String {
+        format!("http://{}", self.broker_http_addr())
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -229,6 +264,10 @@ impl BookieProcess {
                 .arg(self.grpc_addr()),
             Mode::Standalone => command
                 .arg("standalone")
+                .arg("--listen")
+                .arg(self.broker_addr())
+                .arg("--http")
+                .arg(self.broker_http_addr())
                 .arg("--bookie-listen")
                 .arg(self.grpc_addr())
                 .arg("--bookie-http")
@@ -246,30 +285,59 @@ impl BookieProcess {
         self.wait_ready().await
     }
 
+    /// Waits until the bookie answers its health check and, in standalone
+    /// mode, the broker port accepts TCP connections.
     async fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
                     bail!(
-                        "bookie exited with {status} before serving:\n{}",
+                        "magnetar {} exited with {status} before serving:\n{}",
+                        self.subcommand(),
                         log_tail(&self.log_path(), 30)
                     );
                 }
             }
-            if let Ok(mut client) = self.client().await {
-                if client.health(HealthRequest {}).await.is_ok() {
-                    return Ok(());
-                }
+            if self.bookie_healthy().await && self.broker_accepting().await {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "bookie did not become ready:\n{}",
+                    "magnetar {} did not become ready:\n{}",
+                    self.subcommand(),
                     log_tail(&self.log_path(), 30)
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    fn subcommand(&self) -> &'static str {
+        match self.mode {
+            Mode::Bookie => "bookie",
+            Mode::Standalone => "standalone",
+        }
+    }
+
+    async fn bookie_healthy(&self) -> bool {
+        match self.client().await {
+            Ok(mut client) => client.health(HealthRequest {}).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// True when there is no broker (bookie mode) or its port accepts a
+    /// TCP connection.
+    async fn broker_accepting(&self) -> bool {
+        if self.mode != Mode::Standalone {
+            return true;
+        }
+        let connect = tokio::net::TcpStream::connect(self.broker_addr());
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), connect).await,
+            Ok(Ok(_))
+        )
     }
 
     pub async fn client(&self) -> Result<BookieClient<Channel>> {

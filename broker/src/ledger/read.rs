@@ -71,6 +71,12 @@ impl LedgerReader {
         Ok(self.last_readable)
     }
 
+    /// Lets this reader go up to `entry_id`: the ledger's own writer (in this
+    /// process) saw it confirmed before the bookies' piggybacked LAC says so.
+    pub fn raise_last_confirmed(&mut self, entry_id: EntryId) {
+        self.last_readable = self.last_readable.max(entry_id);
+    }
+
     /// Reads entry `entry_id`, which must not be past the LAC.
     pub async fn read(&mut self, entry_id: EntryId) -> Result<Bytes, LedgerError> {
         if entry_id > self.last_readable {

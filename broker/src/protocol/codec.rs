@@ -10,7 +10,49 @@ use bytes::{Buf, BufMut, BytesMut};
 use prost013::Message;
 use tokio_util::codec::{Decoder, Encoder};
 
+use bytes::Bytes;
+use pulsar::proto::BaseCommand;
+
 use super::frame::{parse_frame, Decoded, Frame, FrameError, MAGIC_CRC32C};
+
+/// What a broker writes: a command, or a MESSAGE whose section is a stored
+/// entry sent back byte for byte (no re-encoding, no new checksum).
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    Command(Box<BaseCommand>),
+    Message {
+        command: Box<BaseCommand>,
+        /// Checksummed section as stored (see [`super::FramePayload::entry`]).
+        entry: Bytes,
+    },
+}
+
+impl Encoder<Outbound> for PulsarCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, frame: Outbound, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let (command, entry) = match frame {
+            Outbound::Command(command) => (command, Bytes::new()),
+            Outbound::Message { command, entry } => (command, entry),
+        };
+        let command_size = command.encoded_len();
+        let total_size = 4 + command_size + entry.len();
+        if total_size > self.max_frame_size || total_size > u32::MAX as usize {
+            return Err(FrameError::FrameTooLarge {
+                total_size,
+                max_frame_size: self.max_frame_size,
+            });
+        }
+        dst.reserve(4 + total_size);
+        dst.put_u32(total_size as u32);
+        dst.put_u32(command_size as u32);
+        command
+            .encode(dst)
+            .expect("reserved capacity for the command");
+        dst.extend_from_slice(&entry);
+        Ok(())
+    }
+}
 
 /// Pulsar's default `maxMessageSize` (5 MiB) plus 10 KiB for command and
 /// metadata, like the Java broker's frame padding.

@@ -14,7 +14,7 @@
 //! This file never buffers or reads: [`parse_frame`] is handed exactly one
 //! frame whose sizes the codec has already bounded.
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost013::Message;
 use pulsar::proto::{BaseCommand, MessageMetadata};
 
@@ -29,12 +29,25 @@ pub struct Frame {
 }
 
 /// The message section of a SEND or MESSAGE frame.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct FramePayload {
     pub metadata: MessageMetadata,
     /// On decode, a slice of the read buffer (no copy). For a batch this is
     /// the whole batch, single-message metadata included, kept opaque.
     pub payload: Bytes,
+    /// The whole section in checksummed wire form
+    /// (`[magic][crc32c][metadataSize][metadata][payload]`): what a ledger
+    /// entry stores and a MESSAGE frame sends back unchanged. A slice of the
+    /// read buffer when the sender included a checksum; empty on frames built
+    /// for encoding (the encoder then writes metadata and payload).
+    pub entry: Bytes,
+}
+
+/// Equality ignores `entry`, a derived form of the other two fields.
+impl PartialEq for FramePayload {
+    fn eq(&self, other: &Self) -> bool {
+        self.metadata == other.metadata && self.payload == other.payload
+    }
 }
 
 impl Decoded {
@@ -60,7 +73,11 @@ impl Frame {
     pub fn with_payload(command: BaseCommand, metadata: MessageMetadata, payload: Bytes) -> Self {
         Self {
             command,
-            payload: Some(FramePayload { metadata, payload }),
+            payload: Some(FramePayload {
+                metadata,
+                payload,
+                entry: Bytes::new(),
+            }),
         }
     }
 }
@@ -145,7 +162,9 @@ pub(crate) fn parse_frame(mut frame: Bytes) -> Result<Decoded, FrameError> {
 /// Without the magic, the first two bytes are the top of `metadataSize`; they
 /// cannot equal 0x0e01 in a frame under 235 MB, so the two forms never clash.
 fn parse_message_section(mut section: Bytes) -> Result<FramePayload, Corruption> {
-    if section.len() >= 2 && section[..2] == MAGIC_CRC32C.to_be_bytes() {
+    let whole = section.clone();
+    let checksummed = section.len() >= 2 && section[..2] == MAGIC_CRC32C.to_be_bytes();
+    if checksummed {
         let needed = 2 + 4 + 4;
         if section.len() < needed {
             return Err(Corruption::Truncated {
@@ -175,8 +194,47 @@ fn parse_message_section(mut section: Bytes) -> Result<FramePayload, Corruption>
     }
     let metadata = MessageMetadata::decode(section.split_to(metadata_size))
         .map_err(Corruption::InvalidMetadata)?;
+    let entry = if checksummed {
+        whole
+    } else {
+        checksummed_entry(&whole)
+    };
     Ok(FramePayload {
         metadata,
         payload: section,
+        entry,
     })
+}
+
+/// Prefixes an unchecksummed section (`[metadataSize][metadata][payload]`)
+/// with the magic and its CRC32C. Copies: only old clients send no checksum.
+fn checksummed_entry(section: &[u8]) -> Bytes {
+    let mut entry = BytesMut::with_capacity(6 + section.len());
+    entry.put_u16(MAGIC_CRC32C);
+    entry.put_u32(crc32c::crc32c(section));
+    entry.extend_from_slice(section);
+    entry.freeze()
+}
+
+/// Reads the MessageMetadata of a stored entry (checksummed section form).
+pub fn entry_metadata(entry: &[u8]) -> Result<MessageMetadata, Corruption> {
+    let mut section = entry;
+    if section.len() >= 6 && section[..2] == MAGIC_CRC32C.to_be_bytes() {
+        section = &section[6..];
+    }
+    if section.len() < 4 {
+        return Err(Corruption::Truncated {
+            needed: 4,
+            available: section.len(),
+        });
+    }
+    let metadata_size =
+        u32::from_be_bytes([section[0], section[1], section[2], section[3]]) as usize;
+    let Some(metadata) = section.get(4..4 + metadata_size) else {
+        return Err(Corruption::Truncated {
+            needed: 4 + metadata_size,
+            available: section.len(),
+        });
+    };
+    MessageMetadata::decode(metadata).map_err(Corruption::InvalidMetadata)
 }

@@ -1,6 +1,21 @@
-//! Latency recording and the printed summary shared by the perf commands.
+//! Latency recording and the printed summary shared by the perf commands,
+//! and, for the Pulsar-client ones, the measured window: a warm-up, then a
+//! timed window with a progress line every few seconds, ended early by Ctrl-C.
+//! Load-generating tasks only bump counters and record into their own
+//! [`LatencyRecorder`]; everything printed is printed here or by the command.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
 use hdrhistogram::Histogram;
+use tokio::sync::watch;
+
+use crate::shutdown;
+
+/// How often the measured-window driver prints a progress line.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// Microsecond latencies from 1 µs to 60 s, 3 significant digits.
 pub fn latency_histogram() -> Histogram<u64> {
@@ -17,4 +32,287 @@ pub fn percentiles_line(h: &Histogram<u64>) -> String {
         ms(h.value_at_quantile(0.999)),
         ms(h.max()),
     )
+}
+
+/// Records `micros` clamped into the histogram's range, so that an outlier
+/// (or a clock that went backwards) never fails a run.
+pub fn record_clamped(h: &mut Histogram<u64>, micros: u64) {
+    let _ = h.record(micros.clamp(h.low(), h.high()));
+}
+
+/// One load-generating task's latencies: since the last progress line, and
+/// over the measured window.
+pub struct LatencyRecorder {
+    interval: Histogram<u64>,
+    measured: Histogram<u64>,
+}
+
+impl LatencyRecorder {
+    fn new() -> Self {
+        Self {
+            interval: latency_histogram(),
+            measured: latency_histogram(),
+        }
+    }
+
+    pub fn record(&mut self, micros: u64, measuring: bool) {
+        record_clamped(&mut self.interval, micros);
+        if measuring {
+            record_clamped(&mut self.measured, micros);
+        }
+    }
+}
+
+/// What the load-generating tasks of one run share with [`measure`].
+pub struct Load {
+    /// Operations completed: messages acknowledged by the broker, or received.
+    pub done: AtomicU64,
+    /// Payload bytes of those operations.
+    pub bytes: AtomicU64,
+    /// Operations that failed.
+    pub failed: AtomicU64,
+    measuring: AtomicBool,
+    stop: watch::Sender<bool>,
+    recorders: Mutex<Vec<Arc<Mutex<LatencyRecorder>>>>,
+}
+
+impl Load {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            done: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            measuring: AtomicBool::new(false),
+            stop: watch::Sender::new(false),
+            recorders: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A recorder for one task, included in the progress lines and summary.
+    pub fn recorder(&self) -> Arc<Mutex<LatencyRecorder>> {
+        let recorder = Arc::new(Mutex::new(LatencyRecorder::new()));
+        if let Ok(mut all) = self.recorders.lock() {
+            all.push(recorder.clone());
+        }
+        recorder
+    }
+
+    /// Whether the measured window is open (warm-up is over).
+    pub fn measuring(&self) -> bool {
+        self.measuring.load(Ordering::Relaxed)
+    }
+
+    /// Becomes true when the tasks should stop generating load.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// One operation of `bytes` completed after `micros`.
+    pub fn completed(&self, bytes: usize, micros: u64, recorder: &Mutex<LatencyRecorder>) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        if let Ok(mut r) = recorder.lock() {
+            r.record(micros, self.measuring());
+        }
+    }
+
+    fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.done.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The latencies recorded since the last call, over every task.
+    fn take_interval(&self) -> Histogram<u64> {
+        let mut merged = latency_histogram();
+        if let Ok(all) = self.recorders.lock() {
+            for recorder in all.iter() {
+                if let Ok(mut r) = recorder.lock() {
+                    let _ = merged.add(&r.interval);
+                    r.interval.reset();
+                }
+            }
+        }
+        merged
+    }
+
+    fn measured(&self) -> Histogram<u64> {
+        let mut merged = latency_histogram();
+        if let Ok(all) = self.recorders.lock() {
+            for recorder in all.iter() {
+                if let Ok(r) = recorder.lock() {
+                    let _ = merged.add(&r.measured);
+                }
+            }
+        }
+        merged
+    }
+}
+
+/// Totals over the measured window.
+pub struct Measured {
+    pub elapsed: Duration,
+    pub done: u64,
+    pub bytes: u64,
+    /// Failures over the whole run, warm-up included.
+    pub failed: u64,
+    pub latency: Histogram<u64>,
+}
+
+impl Measured {
+    pub fn per_second(&self) -> f64 {
+        per_second(self.done, self.elapsed)
+    }
+
+    pub fn mb_per_second(&self) -> f64 {
+        per_second(self.bytes, self.elapsed) / 1e6
+    }
+}
+
+fn per_second(n: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// Runs `warmup` then the measured window of `duration` while the tasks of
+/// `load` work, printing every couple of seconds a line of throughput
+/// (`what`, e.g. "produced") and `latency_what` percentiles over the last
+/// interval, followed by `extra()`. Ctrl-C closes the window early. Signals
+/// the tasks to stop before returning; the caller then waits for them.
+pub async fn measure(
+    load: &Load,
+    warmup: Duration,
+    duration: Duration,
+    what: &str,
+    latency_what: &str,
+    extra: impl Fn() -> String,
+) -> Result<Measured> {
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let until = measure_from + duration;
+    let interrupted = shutdown::requested();
+    tokio::pin!(interrupted);
+    let mut ticker = tokio::time::interval_at((start + PROGRESS_EVERY).into(), PROGRESS_EVERY);
+    let mut last = (start, load.counts());
+    let mut window: Option<(Instant, (u64, u64, u64))> = None;
+    loop {
+        let next_phase = if window.is_none() {
+            measure_from
+        } else {
+            until
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_phase.into()) => {
+                if window.is_some() {
+                    break;
+                }
+                load.measuring.store(true, Ordering::SeqCst);
+                window = Some((Instant::now(), load.counts()));
+            }
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                let counts = load.counts();
+                let interval = now - last.0;
+                let latency = load.take_interval();
+                println!(
+                    "[{:>6.1}s] {:<7} {what} {:>8.0} msg/s  {:>7.1} MB/s  failed {} | {latency_what} {}{}",
+                    (now - start).as_secs_f64(),
+                    if window.is_none() { "warm-up" } else { "" },
+                    per_second(counts.0 - last.1 .0, interval),
+                    per_second(counts.1 - last.1 .1, interval) / 1e6,
+                    counts.2,
+                    if latency.is_empty() { "-".to_string() } else { percentiles_line(&latency) },
+                    extra(),
+                );
+                last = (now, counts);
+            }
+            r = &mut interrupted => {
+                r?;
+                eprintln!("interrupted: ending the measured window early");
+                break;
+            }
+        }
+    }
+    load.measuring.store(false, Ordering::SeqCst);
+    let end = Instant::now();
+    let (done, bytes, failed) = load.counts();
+    load.stop.send_replace(true);
+    let measured = match window {
+        Some((from, (done_before, bytes_before, _))) => Measured {
+            elapsed: end - from,
+            done: done - done_before,
+            bytes: bytes - bytes_before,
+            failed,
+            latency: load.measured(),
+        },
+        None => Measured {
+            elapsed: Duration::ZERO,
+            done: 0,
+            bytes: 0,
+            failed,
+            latency: latency_histogram(),
+        },
+    };
+    Ok(measured)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_latencies_are_clamped_not_dropped() {
+        let mut h = latency_histogram();
+        record_clamped(&mut h, 0);
+        record_clamped(&mut h, 3_600_000_000);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h.min(), 1);
+        assert!(h.max() >= 60_000_000);
+    }
+
+    #[test]
+    fn the_measured_histogram_only_takes_the_window() {
+        let load = Load::new();
+        let recorder = load.recorder();
+        load.completed(10, 100, &recorder);
+        load.measuring.store(true, Ordering::SeqCst);
+        load.completed(10, 200, &recorder);
+        assert_eq!(load.take_interval().len(), 2);
+        assert_eq!(load.take_interval().len(), 0, "an interval is taken once");
+        let measured = load.measured();
+        assert_eq!(measured.len(), 1);
+        assert_eq!(measured.max(), 200);
+        assert_eq!(load.counts(), (2, 20, 0));
+    }
+
+    #[test]
+    fn rates_over_an_empty_window_are_zero() {
+        assert_eq!(per_second(10, Duration::ZERO), 0.0);
+        assert_eq!(per_second(10, Duration::from_secs(2)), 5.0);
+    }
+
+    #[tokio::test]
+    async fn a_window_without_warmup_measures_and_signals_stop() {
+        let load = Load::new();
+        let mut stop = load.stop_signal();
+        let measured = measure(
+            &load,
+            Duration::ZERO,
+            Duration::from_millis(20),
+            "done",
+            "latency",
+            String::new,
+        )
+        .await
+        .expect("measures");
+        assert!(measured.elapsed >= Duration::from_millis(20));
+        assert_eq!(measured.done, 0);
+        assert!(*stop.borrow_and_update());
+    }
 }

@@ -1,0 +1,627 @@
+//! Managed ledger: a topic's storage as a list of ledgers (Pulsar's
+//! `ManagedLedgerImpl`). It appends entries to the current ledger, rolls over
+//! to a new one by entry count, size or age, reads by position from its cache
+//! or from bookies, and on open recovers (fences and closes) any ledger a
+//! previous owner left open.
+//!
+//! It stores entries as opaque bytes and must never know what a message is.
+
+mod cache;
+mod error;
+mod ledger_list;
+mod position;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use magnetar_metadata::{MetadataStore, Version};
+use tokio::sync::{oneshot, watch};
+
+use crate::ledger::{EntryId, LedgerClient, LedgerConfig, LedgerId, LedgerReader, LedgerWriter};
+use cache::EntryCache;
+pub use error::ManagedLedgerError;
+pub use ledger_list::{LedgerInfo, LedgerList, LedgerListStore};
+pub use position::Position;
+
+/// Rollover thresholds and replication of a topic's ledgers (Pulsar's
+/// defaults: 50,000 entries, 2 GiB, 4 hours).
+#[derive(Clone, Debug)]
+pub struct ManagedLedgerConfig {
+    pub ledger: LedgerConfig,
+    pub max_entries_per_ledger: u64,
+    pub max_ledger_bytes: u64,
+    pub max_ledger_age: Duration,
+    /// Recent entries kept in memory per topic.
+    pub cache_bytes: usize,
+}
+
+impl Default for ManagedLedgerConfig {
+    fn default() -> Self {
+        ManagedLedgerConfig {
+            ledger: LedgerConfig::default(),
+            max_entries_per_ledger: 50_000,
+            max_ledger_bytes: 2 << 30,
+            max_ledger_age: Duration::from_secs(4 * 3600),
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// An entry read back: its position and the bytes appended.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub position: Position,
+    pub data: Bytes,
+}
+
+type AppendResult = Result<Position, ManagedLedgerError>;
+
+/// The ledger being written.
+struct CurrentLedger {
+    writer: LedgerWriter,
+    id: LedgerId,
+    next_entry: EntryId,
+    bytes: u64,
+    created: Instant,
+}
+
+struct State {
+    list: LedgerList,
+    version: Version,
+    current: Option<CurrentLedger>,
+    /// A rollover (or failure replacement) is under way.
+    rolling: bool,
+    /// Appends that arrived while no ledger was writable.
+    queued: VecDeque<(Bytes, oneshot::Sender<AppendResult>)>,
+    /// Last confirmed entry of each ledger that is still open in the list.
+    open_confirmed: BTreeMap<LedgerId, EntryId>,
+    /// Set once closed or fenced: every later append fails with it.
+    terminal: Option<ManagedLedgerError>,
+}
+
+pub struct ManagedLedger {
+    name: String,
+    config: ManagedLedgerConfig,
+    client: LedgerClient,
+    list_store: LedgerListStore,
+    state: Mutex<State>,
+    cache: Mutex<EntryCache>,
+    readers: tokio::sync::Mutex<HashMap<LedgerId, LedgerReader>>,
+    /// Serialises changes of the ledger list.
+    list_updates: tokio::sync::Mutex<()>,
+    /// Bumped on every confirmation or seal, so readers waiting for entries wake.
+    changed: watch::Sender<u64>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl ManagedLedger {
+    /// Opens (or creates) the topic stored at `key`: recovers ledgers a
+    /// previous owner left open, then starts a fresh ledger for appends.
+    pub async fn open(
+        name: String,
+        store: Arc<dyn MetadataStore>,
+        key: String,
+        client: LedgerClient,
+        config: ManagedLedgerConfig,
+    ) -> Result<Arc<ManagedLedger>, ManagedLedgerError> {
+        let list_store = LedgerListStore::new(store, key);
+        let (mut list, mut version) = list_store.load_or_create().await?;
+        let mut sealed_any = false;
+        for info in list.ledgers.iter_mut().filter(|l| l.entries.is_none()) {
+            let metadata = client.recover(info.ledger_id).await?;
+            info.entries = Some((metadata.last_entry_id + 1) as u64);
+            info.size = metadata.length;
+            sealed_any = true;
+            tracing::info!(topic = %name, ledger = info.ledger_id, entries = ?info.entries, "recovered open ledger");
+        }
+        if sealed_any {
+            version = list_store.update(&list, version).await?;
+        }
+        let writer = client.create(&config.ledger).await?;
+        list.ledgers.push(LedgerInfo {
+            ledger_id: writer.id(),
+            entries: None,
+            size: 0,
+            created_ms: now_ms(),
+        });
+        version = list_store.update(&list, version).await?;
+        let mut open_confirmed = BTreeMap::new();
+        open_confirmed.insert(writer.id(), -1);
+        tracing::info!(topic = %name, ledger = writer.id(), ledgers = list.ledgers.len(), "managed ledger open");
+        Ok(Arc::new(ManagedLedger {
+            name,
+            cache: Mutex::new(EntryCache::new(config.cache_bytes)),
+            config,
+            client,
+            list_store,
+            state: Mutex::new(State {
+                list,
+                version,
+                current: Some(CurrentLedger {
+                    id: writer.id(),
+                    writer,
+                    next_entry: 0,
+                    bytes: 0,
+                    created: Instant::now(),
+                }),
+                rolling: false,
+                queued: VecDeque::new(),
+                open_confirmed,
+                terminal: None,
+            }),
+            readers: tokio::sync::Mutex::new(HashMap::new()),
+            list_updates: tokio::sync::Mutex::new(()),
+            changed: watch::channel(0).0,
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `data` as the next entry. Entries are ordered by call order;
+    /// the future resolves once the entry is durable on an ack quorum.
+    pub fn append(self: &Arc<Self>, data: Bytes) -> impl Future<Output = AppendResult> + Send {
+        let this = self.clone();
+        let mut state = self.lock();
+        let pending = if let Some(err) = state.terminal.clone() {
+            Pending::Failed(err)
+        } else if let Some(current) = state.current.as_mut() {
+            let position = Position::new(current.id, current.next_entry);
+            current.next_entry += 1;
+            current.bytes += data.len() as u64;
+            let ack = current.writer.append(data.clone());
+            self.cache_lock().insert(position, data);
+            if self.needs_rollover(current) && !state.rolling {
+                state.rolling = true;
+                let ml = self.clone();
+                tokio::spawn(async move { ml.roll_over(None).await });
+            }
+            Pending::Writing(position, Box::pin(ack))
+        } else {
+            let (tx, rx) = oneshot::channel();
+            state.queued.push_back((data, tx));
+            Pending::Queued(rx)
+        };
+        drop(state);
+        async move {
+            match pending {
+                Pending::Failed(err) => Err(err),
+                Pending::Queued(rx) => rx.await.unwrap_or(Err(ManagedLedgerError::Closed)),
+                Pending::Writing(position, ack) => match ack.await {
+                    Ok(entry_id) => {
+                        debug_assert_eq!(entry_id, position.entry_id);
+                        this.mark_confirmed(position);
+                        Ok(position)
+                    }
+                    Err(e) => {
+                        this.on_write_failed(position.ledger_id, &e);
+                        Err(e.into())
+                    }
+                },
+            }
+        }
+    }
+
+    fn cache_lock(&self) -> MutexGuard<'_, EntryCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn needs_rollover(&self, current: &CurrentLedger) -> bool {
+        current.next_entry as u64 >= self.config.max_entries_per_ledger
+            || current.bytes >= self.config.max_ledger_bytes
+            || current.created.elapsed() >= self.config.max_ledger_age
+    }
+
+    /// The writer confirms entries of a ledger in order, so a confirmed
+    /// position implies every earlier one of its ledger.
+    fn mark_confirmed(&self, position: Position) {
+        let mut state = self.lock();
+        if let Some(last) = state.open_confirmed.get_mut(&position.ledger_id) {
+            if position.entry_id > *last {
+                *last = position.entry_id;
+                drop(state);
+                self.changed.send_modify(|v| *v += 1);
+            }
+        }
+    }
+
+    fn on_write_failed(self: &Arc<Self>, ledger_id: LedgerId, error: &crate::ledger::LedgerError) {
+        let mut state = self.lock();
+        let is_current = state.current.as_ref().map(|c| c.id) == Some(ledger_id);
+        if !is_current {
+            return;
+        }
+        tracing::warn!(topic = %self.name, ledger = ledger_id, %error, "write failed; replacing the ledger");
+        let failed = state.current.take();
+        if !state.rolling {
+            state.rolling = true;
+            drop(state);
+            self.cache_lock().invalidate_ledger(ledger_id);
+            let ml = self.clone();
+            tokio::spawn(async move { ml.roll_over(failed).await });
+        }
+    }
+
+    /// Creates the next ledger, adds it to the list (CAS), switches appends
+    /// to it, then seals the previous one. `failed` is a ledger whose writer
+    /// already failed: it is recovered (fenced and closed) instead of closed.
+    async fn roll_over(self: Arc<Self>, failed: Option<CurrentLedger>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.try_roll_over(failed.as_ref().map(|f| f.id)).await {
+                Ok(()) => break,
+                Err(ManagedLedgerError::Fenced(why)) => {
+                    self.fail_terminally(ManagedLedgerError::Fenced(why));
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.name, error = %e, "rollover failed; retrying");
+                    {
+                        let mut state = self.lock();
+                        if state.current.is_none() {
+                            // Nothing can be written: fail what waits rather than hold it.
+                            for (_, tx) in state.queued.drain(..) {
+                                let _ = tx
+                                    .send(Err(ManagedLedgerError::NoWritableLedger(e.to_string())));
+                            }
+                        }
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.lock().rolling = false;
+    }
+
+    async fn try_roll_over(
+        self: &Arc<Self>,
+        failed: Option<LedgerId>,
+    ) -> Result<(), ManagedLedgerError> {
+        if let Some(id) = failed {
+            self.seal(id, None).await?;
+        }
+        let writer = self.client.create(&self.config.ledger).await?;
+        let new_id = writer.id();
+        let added = self
+            .update_list(|list| {
+                list.ledgers.push(LedgerInfo {
+                    ledger_id: new_id,
+                    entries: None,
+                    size: 0,
+                    created_ms: now_ms(),
+                })
+            })
+            .await;
+        if let Err(e) = added {
+            let _ = writer.close().await;
+            return Err(e);
+        }
+        let (old, queued) = {
+            let mut state = self.lock();
+            state.open_confirmed.insert(new_id, -1);
+            let old = state.current.replace(CurrentLedger {
+                writer,
+                id: new_id,
+                next_entry: 0,
+                bytes: 0,
+                created: Instant::now(),
+            });
+            (old, std::mem::take(&mut state.queued))
+        };
+        for (data, tx) in queued {
+            let append = self.append(data);
+            tokio::spawn(async move {
+                let _ = tx.send(append.await);
+            });
+        }
+        tracing::debug!(topic = %self.name, ledger = new_id, "rolled over");
+        if let Some(old) = old {
+            self.seal(old.id, Some(old.writer)).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes `id` (through its writer, or by recovery when the writer is gone
+    /// or failed) and records its final entry count in the list.
+    async fn seal(
+        &self,
+        id: LedgerId,
+        writer: Option<LedgerWriter>,
+    ) -> Result<(), ManagedLedgerError> {
+        let metadata = match writer {
+            Some(w) => match w.close().await {
+                Ok(md) => md,
+                Err(_) => self.client.recover(id).await?,
+            },
+            None => self.client.recover(id).await?,
+        };
+        let entries = (metadata.last_entry_id + 1) as u64;
+        self.update_list(|list| {
+            if let Some(info) = list.info_mut(id) {
+                info.entries = Some(entries);
+                info.size = metadata.length;
+            }
+        })
+        .await?;
+        self.lock().open_confirmed.remove(&id);
+        self.readers.lock().await.remove(&id);
+        self.changed.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// Applies `change` to the ledger list and stores it by CAS. Changes are
+    /// serialised here; a CAS conflict means another broker changed the
+    /// topic, which fences this one.
+    async fn update_list(
+        &self,
+        change: impl FnOnce(&mut LedgerList),
+    ) -> Result<(), ManagedLedgerError> {
+        let _serial = self.list_updates.lock().await;
+        let (mut list, version) = {
+            let state = self.lock();
+            (state.list.clone(), state.version)
+        };
+        change(&mut list);
+        let version = self.list_store.update(&list, version).await?;
+        let mut state = self.lock();
+        state.list = list;
+        state.version = version;
+        Ok(())
+    }
+
+    fn fail_terminally(&self, error: ManagedLedgerError) {
+        tracing::error!(topic = %self.name, %error, "managed ledger stopped");
+        let mut state = self.lock();
+        state.terminal = Some(error.clone());
+        state.current = None;
+        for (_, tx) in state.queued.drain(..) {
+            let _ = tx.send(Err(error.clone()));
+        }
+    }
+
+    /// Seals the current ledger; later appends fail with `Closed`.
+    pub async fn close(&self) -> Result<(), ManagedLedgerError> {
+        let current = {
+            let mut state = self.lock();
+            if state.terminal.is_some() {
+                return Ok(());
+            }
+            state.terminal = Some(ManagedLedgerError::Closed);
+            state.current.take()
+        };
+        if let Some(current) = current {
+            self.seal(current.id, Some(current.writer)).await?;
+        }
+        Ok(())
+    }
+
+    /// Number of entries of `info` that are readable now, and whether more
+    /// may follow in that ledger.
+    fn readable_entries(state: &State, info: &LedgerInfo) -> (u64, bool) {
+        match info.entries {
+            Some(n) => (n, false),
+            None => (
+                state
+                    .open_confirmed
+                    .get(&info.ledger_id)
+                    .map(|e| (e + 1) as u64)
+                    .unwrap_or(0),
+                true,
+            ),
+        }
+    }
+
+    /// The first readable position after `after`, or `None` if there is none
+    /// yet. Never skips past a ledger that is still open.
+    pub fn next_readable(&self, after: Position) -> Option<Position> {
+        let state = self.lock();
+        for info in &state.list.ledgers {
+            if info.ledger_id < after.ledger_id {
+                continue;
+            }
+            let (readable, open) = Self::readable_entries(&state, info);
+            let first = if info.ledger_id == after.ledger_id {
+                after.entry_id + 1
+            } else {
+                0
+            };
+            if (first as u64) < readable {
+                return Some(Position::new(info.ledger_id, first));
+            }
+            if open {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// The position just before `position` in topic order: what a cursor's
+    /// mark-delete must be for reading to start at `position`.
+    pub fn position_before(&self, position: Position) -> Position {
+        if position.entry_id > 0 {
+            return Position::new(position.ledger_id, position.entry_id - 1);
+        }
+        let state = self.lock();
+        let mut previous = Position::new(position.ledger_id, -1);
+        for info in &state.list.ledgers {
+            if info.ledger_id >= position.ledger_id {
+                break;
+            }
+            let (readable, _) = Self::readable_entries(&state, info);
+            if readable > 0 {
+                previous = Position::new(info.ledger_id, readable as i64 - 1);
+            }
+        }
+        previous
+    }
+
+    /// The last confirmed entry of the topic, or (current ledger, -1) if
+    /// the topic has none.
+    pub fn last_confirmed(&self) -> Position {
+        let state = self.lock();
+        let mut last = None;
+        for info in &state.list.ledgers {
+            let (readable, _) = Self::readable_entries(&state, info);
+            if readable > 0 {
+                last = Some(Position::new(info.ledger_id, readable as i64 - 1));
+            }
+        }
+        last.unwrap_or_else(|| {
+            let ledger = state
+                .current
+                .as_ref()
+                .map(|c| c.id)
+                .or_else(|| state.list.ledgers.last().map(|l| l.ledger_id))
+                .unwrap_or(0);
+            Position::new(ledger, -1)
+        })
+    }
+
+    /// The first position of the topic (reading from the start begins after
+    /// it), i.e. the position before its first entry.
+    pub fn first_position(&self) -> Position {
+        let state = self.lock();
+        let first = state.list.ledgers.first().map(|l| l.ledger_id).unwrap_or(0);
+        Position::new(first, -1)
+    }
+
+    /// Number of entries after `after` that are readable now (backlog).
+    pub fn entries_after(&self, after: Position) -> u64 {
+        let state = self.lock();
+        let mut n = 0;
+        for info in &state.list.ledgers {
+            let (readable, _) = Self::readable_entries(&state, info);
+            if info.ledger_id > after.ledger_id {
+                n += readable;
+            } else if info.ledger_id == after.ledger_id {
+                n += readable.saturating_sub((after.entry_id + 1) as u64);
+            }
+        }
+        n
+    }
+
+    /// A receiver that changes whenever new entries become readable.
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Reads up to `max_entries` consecutive entries after `after`, within
+    /// one ledger, from the cache where possible and from bookies otherwise.
+    /// Empty when nothing is readable yet.
+    pub async fn read_entries(
+        &self,
+        after: Position,
+        max_entries: usize,
+    ) -> Result<Vec<Entry>, ManagedLedgerError> {
+        let Some(first) = self.next_readable(after) else {
+            return Ok(Vec::new());
+        };
+        let last_readable = {
+            let state = self.lock();
+            let Some(info) = state
+                .list
+                .ledgers
+                .iter()
+                .find(|l| l.ledger_id == first.ledger_id)
+            else {
+                return Ok(Vec::new());
+            };
+            Self::readable_entries(&state, info).0 as i64 - 1
+        };
+        let last = last_readable.min(first.entry_id + max_entries as i64 - 1);
+        let mut entries = Vec::with_capacity((last - first.entry_id + 1) as usize);
+        {
+            let cache = self.cache_lock();
+            for e in first.entry_id..=last {
+                let position = Position::new(first.ledger_id, e);
+                match cache.get(&position) {
+                    Some(data) => entries.push(Entry { position, data }),
+                    None => break,
+                }
+            }
+        }
+        let from = first.entry_id + entries.len() as i64;
+        if from <= last {
+            let read = self.read_from_bookies(first.ledger_id, from, last).await?;
+            entries.extend(read);
+        }
+        Ok(entries)
+    }
+
+    async fn read_from_bookies(
+        &self,
+        ledger_id: LedgerId,
+        first: EntryId,
+        last: EntryId,
+    ) -> Result<Vec<Entry>, ManagedLedgerError> {
+        let mut readers = self.readers.lock().await;
+        for attempt in 0..2 {
+            if let std::collections::hash_map::Entry::Vacant(slot) = readers.entry(ledger_id) {
+                slot.insert(self.client.open_reader(ledger_id).await?);
+            }
+            let Some(reader) = readers.get_mut(&ledger_id) else {
+                continue;
+            };
+            // Entries this broker saw confirmed are readable even before the
+            // bookies' LAC catches up.
+            reader.raise_last_confirmed(last);
+            match reader.read_range(first, last).await {
+                Ok(read) => {
+                    return Ok(read
+                        .into_iter()
+                        .map(|(e, data)| Entry {
+                            position: Position::new(ledger_id, e),
+                            data,
+                        })
+                        .collect())
+                }
+                Err(e) if attempt == 0 => {
+                    // The ensemble may have changed since the reader opened.
+                    tracing::debug!(topic = %self.name, ledger = ledger_id, error = %e, "read failed; reopening");
+                    readers.remove(&ledger_id);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ManagedLedgerError::Closed)
+    }
+
+    /// Ledger ids in order, with their entry counts (None while open).
+    pub fn ledgers(&self) -> Vec<LedgerInfo> {
+        self.lock().list.ledgers.clone()
+    }
+}
+
+impl crate::cursor::PositionOrder for ManagedLedger {
+    fn next_position(&self, after: Position) -> Option<Position> {
+        self.next_readable(after)
+    }
+
+    fn previous_position(&self, position: Position) -> Position {
+        self.position_before(position)
+    }
+}
+
+enum Pending {
+    Failed(ManagedLedgerError),
+    Queued(oneshot::Receiver<AppendResult>),
+    Writing(
+        Position,
+        std::pin::Pin<Box<dyn Future<Output = Result<EntryId, crate::ledger::LedgerError>> + Send>>,
+    ),
+}

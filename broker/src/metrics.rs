@@ -1,0 +1,77 @@
+//! Prometheus metrics of the broker, updated per SEND, per dispatched entry
+//! or per connection, never per byte.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Registry,
+    TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct BrokerMetrics {
+    registry: Registry,
+    /// Messages received from producers (a batch counts its messages).
+    pub messages_in: IntCounter,
+    /// SENDs (entries) received; a batch is one.
+    pub entries_in: IntCounter,
+    pub bytes_in: IntCounter,
+    pub send_errors: IntCounter,
+    /// SEND received to receipt sent (durable on an ack quorum).
+    pub publish_seconds: Histogram,
+    /// Entries sent to consumers (including redeliveries).
+    pub entries_out: IntCounter,
+    pub messages_out: IntCounter,
+    pub bytes_out: IntCounter,
+    pub connections: IntGauge,
+}
+
+impl BrokerMetrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("magnetar_broker".into()), None)?;
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let messages_in = counter("messages_in_total", "Messages published")?;
+        let entries_in = counter("entries_in_total", "Entries (SENDs) published")?;
+        let bytes_in = counter("bytes_in_total", "Bytes published")?;
+        let send_errors = counter("send_errors_total", "SENDs answered with an error")?;
+        let entries_out = counter("entries_out_total", "Entries dispatched to consumers")?;
+        let messages_out = counter("messages_out_total", "Messages dispatched to consumers")?;
+        let bytes_out = counter("bytes_out_total", "Bytes dispatched to consumers")?;
+        let publish_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "publish_seconds",
+                "From SEND received to receipt (stored on an ack quorum)",
+            )
+            .buckets(exponential_buckets(0.0001, 2.0, 18)?),
+        )?;
+        registry.register(Box::new(publish_seconds.clone()))?;
+        let connections = IntGauge::new("connections", "Open client connections")?;
+        registry.register(Box::new(connections.clone()))?;
+        Ok(BrokerMetrics {
+            registry,
+            messages_in,
+            entries_in,
+            bytes_in,
+            send_errors,
+            publish_seconds,
+            entries_out,
+            messages_out,
+            bytes_out,
+            connections,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

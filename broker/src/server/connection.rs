@@ -1,0 +1,356 @@
+//! One client connection: reads frames, runs commands, writes replies.
+//!
+//! A writer task owns the socket's write half and drains one channel, which
+//! this connection and the dispatchers of its consumers share; it writes many
+//! frames per syscall. Publish receipts are sent in SEND order per connection
+//! (a `FuturesOrdered`), and the socket is not read while too many SENDs are
+//! in flight, which pushes back on the producer through TCP.
+//!
+//! Bad input never outlives its connection: a malformed frame, a command
+//! before CONNECT or an unknown command closes this connection only; a bad
+//! checksum or an oversized message fails that one SEND.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::stream::FuturesOrdered;
+use futures::{Future, SinkExt, StreamExt};
+use pulsar::proto::base_command::Type;
+use pulsar::proto::{BaseCommand, ServerError};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::managed_ledger::{ManagedLedgerError, Position};
+use crate::protocol::{commands, CorruptFrame, Decoded, Frame, Outbound, PulsarCodec};
+use crate::topic::{BrokerService, ServiceError, Subscription, Topic};
+
+/// Highest protocol version this broker speaks (v19: transactions' client
+/// connect; nothing past it is used).
+const MAX_PROTOCOL_VERSION: i32 = 19;
+
+/// Why a connection is closed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ConnectionError {
+    #[error("{0:?} before CONNECT")]
+    NotConnected(Type),
+    #[error("unknown or unsupported command type {0}")]
+    UnknownCommand(i32),
+    #[error("{0:?} frame without its command body")]
+    MissingBody(Type),
+    #[error("SEND without a message")]
+    SendWithoutPayload,
+}
+
+pub(super) type Receipt = (u64, u64, u64, Result<Position, ManagedLedgerError>);
+type ReceiptFuture = Pin<Box<dyn Future<Output = Receipt> + Send>>;
+
+/// A producer this connection created.
+pub(super) struct ProducerState {
+    pub topic: Arc<Topic>,
+}
+
+/// A consumer this connection created.
+pub(super) struct ConsumerState {
+    pub topic: Arc<Topic>,
+    pub subscription: Arc<Subscription>,
+}
+
+/// Results of work done off the connection task.
+pub(super) enum Event {
+    ProducerReady {
+        producer_id: u64,
+        request_id: u64,
+        producer_name: String,
+        result: Result<Arc<Topic>, ServiceError>,
+    },
+    ConsumerReady {
+        consumer_id: u64,
+        request_id: u64,
+        result: Result<(Arc<Topic>, Arc<Subscription>), ServiceError>,
+    },
+}
+
+pub(super) struct Connection {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub service: Arc<BrokerService>,
+    pub outbound: mpsc::UnboundedSender<Outbound>,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub producers: HashMap<u64, ProducerState>,
+    pub consumers: HashMap<u64, ConsumerState>,
+    pub receipts: FuturesOrdered<ReceiptFuture>,
+    connected: bool,
+}
+
+pub(super) async fn serve(
+    id: u64,
+    socket: TcpStream,
+    peer: SocketAddr,
+    service: Arc<BrokerService>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = socket.set_nodelay(true);
+    let local = match socket.local_addr() {
+        Ok(addr) => addr,
+        Err(_) => return,
+    };
+    let max_frame = service.config().max_message_size + 10 * 1024;
+    let (read_half, write_half) = socket.into_split();
+    let mut reader = FramedRead::new(read_half, PulsarCodec::new(max_frame));
+    // Outbound frames carry stored entries, which may be a little larger
+    // than what one SEND may carry.
+    let writer = FramedWrite::new(write_half, PulsarCodec::new(max_frame + 64 * 1024));
+    let (outbound, outbound_rx) = mpsc::unbounded_channel();
+    let writer_task = tokio::spawn(write_loop(writer, outbound_rx));
+    let (events, mut events_rx) = mpsc::unbounded_channel();
+    let max_pending = service.config().max_pending_sends_per_connection;
+    let mut conn = Connection {
+        id,
+        peer,
+        local,
+        service,
+        outbound,
+        events,
+        producers: HashMap::new(),
+        consumers: HashMap::new(),
+        receipts: FuturesOrdered::new(),
+        connected: false,
+    };
+    tracing::debug!(connection = id, %peer, "connection accepted");
+    conn.service.metrics().connections.inc();
+    loop {
+        tokio::select! {
+            biased;
+            Some(receipt) = conn.receipts.next(), if !conn.receipts.is_empty() => conn.on_receipt(receipt),
+            Some(event) = events_rx.recv() => conn.on_event(event).await,
+            frame = reader.next(), if conn.receipts.len() < max_pending => match frame {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(connection = id, %peer, error = %e, "closing connection: bad frame");
+                    break;
+                }
+                Some(Ok(Decoded::Frame(frame))) => {
+                    if let Err(e) = conn.handle(*frame).await {
+                        tracing::warn!(connection = id, %peer, error = %e, "closing connection");
+                        break;
+                    }
+                }
+                Some(Ok(Decoded::Corrupt(corrupt))) => conn.on_corrupt(*corrupt),
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Let receipts already earned go out before closing.
+    while let Some(receipt) = conn.receipts.next().await {
+        conn.on_receipt(receipt);
+    }
+    events_rx.close();
+    while let Some(event) = events_rx.recv().await {
+        conn.on_event(event).await;
+    }
+    conn.release_all().await;
+    conn.service.metrics().connections.dec();
+    drop(conn);
+    let _ = writer_task.await;
+    tracing::debug!(connection = id, %peer, "connection closed");
+}
+
+async fn write_loop(
+    mut sink: FramedWrite<OwnedWriteHalf, PulsarCodec>,
+    mut frames: mpsc::UnboundedReceiver<Outbound>,
+) {
+    while let Some(frame) = frames.recv().await {
+        if sink.feed(frame).await.is_err() {
+            return;
+        }
+        while let Ok(frame) = frames.try_recv() {
+            if sink.feed(frame).await.is_err() {
+                return;
+            }
+        }
+        if SinkExt::<Outbound>::flush(&mut sink).await.is_err() {
+            return;
+        }
+    }
+    let _ = SinkExt::<Outbound>::close(&mut sink).await;
+}
+
+/// Takes a command's body or closes the connection.
+macro_rules! body {
+    ($command:expr, $field:ident, $type:expr) => {
+        $command
+            .$field
+            .take()
+            .ok_or(ConnectionError::MissingBody($type))?
+    };
+}
+
+impl Connection {
+    pub fn send(&self, frame: Outbound) {
+        let _ = self.outbound.send(frame);
+    }
+
+    async fn handle(&mut self, frame: Frame) -> Result<(), ConnectionError> {
+        let Frame {
+            mut command,
+            payload,
+        } = frame;
+        let kind = Type::try_from(command.r#type)
+            .map_err(|_| ConnectionError::UnknownCommand(command.r#type))?;
+        if !self.connected && kind != Type::Connect {
+            return Err(ConnectionError::NotConnected(kind));
+        }
+        match kind {
+            Type::Connect => {
+                let connect = body!(command, connect, kind);
+                let version = connect
+                    .protocol_version
+                    .unwrap_or(0)
+                    .min(MAX_PROTOCOL_VERSION);
+                self.connected = true;
+                tracing::debug!(connection = self.id, client = %connect.client_version, version, "connected");
+                self.send(commands::connected(
+                    version,
+                    self.service.config().max_message_size,
+                ));
+            }
+            Type::Ping => self.send(commands::pong()),
+            Type::Pong => {}
+            Type::Lookup => self.lookup(body!(command, lookup_topic, kind)),
+            Type::PartitionedMetadata => {
+                self.partitioned_metadata(body!(command, partition_metadata, kind))
+                    .await
+            }
+            Type::GetTopicsOfNamespace => {
+                self.topics_of_namespace(body!(command, get_topics_of_namespace, kind))
+                    .await
+            }
+            Type::Producer => self.create_producer(body!(command, producer, kind)),
+            Type::Send => {
+                let send = body!(command, send, kind);
+                let payload = payload.ok_or(ConnectionError::SendWithoutPayload)?;
+                self.publish(send, payload);
+            }
+            Type::CloseProducer => self.close_producer(body!(command, close_producer, kind)),
+            Type::Subscribe => self.subscribe(body!(command, subscribe, kind)),
+            Type::Flow => self.flow(body!(command, flow, kind)),
+            Type::Ack => self.ack(body!(command, ack, kind)),
+            Type::RedeliverUnacknowledgedMessages => {
+                self.redeliver(body!(command, redeliver_unacknowledged_messages, kind))
+            }
+            Type::Seek => self.seek(body!(command, seek, kind)).await,
+            Type::GetLastMessageId => {
+                self.last_message_id(body!(command, get_last_message_id, kind))
+                    .await
+            }
+            Type::Unsubscribe => self.unsubscribe(body!(command, unsubscribe, kind)).await,
+            Type::CloseConsumer => {
+                self.close_consumer(body!(command, close_consumer, kind))
+                    .await
+            }
+            _ => return Err(ConnectionError::UnknownCommand(command.r#type)),
+        }
+        Ok(())
+    }
+
+    /// A SEND whose message section is damaged: fail that SEND only.
+    fn on_corrupt(&mut self, corrupt: CorruptFrame) {
+        let CorruptFrame { command, reason } = corrupt;
+        tracing::warn!(connection = self.id, peer = %self.peer, %reason, "rejecting corrupt message");
+        if let BaseCommand {
+            send: Some(send), ..
+        } = command
+        {
+            self.send(commands::send_error(
+                send.producer_id,
+                send.sequence_id,
+                ServerError::ChecksumError,
+                reason.to_string(),
+            ));
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::ProducerReady {
+                producer_id,
+                request_id,
+                producer_name,
+                result,
+            } => match result {
+                Ok(topic) => {
+                    tracing::debug!(connection = self.id, topic = %topic.full_name(), producer = %producer_name, "producer ready");
+                    self.producers.insert(producer_id, ProducerState { topic });
+                    self.send(commands::producer_success(request_id, producer_name, -1));
+                }
+                Err(e) => {
+                    tracing::warn!(connection = self.id, error = %e, "producer refused");
+                    self.send(commands::error(request_id, e.server_error(), e.to_string()));
+                }
+            },
+            Event::ConsumerReady {
+                consumer_id,
+                request_id,
+                result,
+            } => match result {
+                Ok((topic, subscription)) => {
+                    if self.outbound.is_closed() {
+                        topic
+                            .release_consumer(&subscription, (self.id, consumer_id))
+                            .await;
+                        return;
+                    }
+                    self.consumers.insert(
+                        consumer_id,
+                        ConsumerState {
+                            topic,
+                            subscription,
+                        },
+                    );
+                    self.send(commands::success(request_id));
+                }
+                Err(e) => {
+                    tracing::warn!(connection = self.id, error = %e, "subscribe refused");
+                    self.send(commands::error(request_id, e.server_error(), e.to_string()));
+                }
+            },
+        }
+    }
+
+    fn on_receipt(&mut self, (producer_id, sequence_id, highest, result): Receipt) {
+        match result {
+            Ok(position) => self.send(commands::send_receipt(
+                producer_id,
+                sequence_id,
+                highest,
+                position,
+            )),
+            Err(e) => {
+                self.service.metrics().send_errors.inc();
+                self.send(commands::send_error(
+                    producer_id,
+                    sequence_id,
+                    ServerError::PersistenceError,
+                    e.to_string(),
+                ))
+            }
+        }
+    }
+
+    /// The connection is going away: its consumers' unacknowledged messages
+    /// are redelivered to others.
+    async fn release_all(&mut self) {
+        for (consumer_id, consumer) in self.consumers.drain() {
+            consumer
+                .topic
+                .release_consumer(&consumer.subscription, (self.id, consumer_id))
+                .await;
+        }
+        self.producers.clear();
+    }
+}

@@ -1,0 +1,259 @@
+//! SUBSCRIBE, FLOW, ACK, REDELIVER_UNACKNOWLEDGED_MESSAGES, SEEK,
+//! GET_LAST_MESSAGE_ID, UNSUBSCRIBE and CLOSE_CONSUMER.
+
+use pulsar::proto::command_ack::AckType;
+use pulsar::proto::command_subscribe::{InitialPosition as WireInitialPosition, SubType};
+use pulsar::proto::{
+    CommandAck, CommandCloseConsumer, CommandFlow, CommandGetLastMessageId,
+    CommandRedeliverUnacknowledgedMessages, CommandSeek, CommandSubscribe, CommandUnsubscribe,
+    ServerError,
+};
+
+use super::connection::{Connection, Event};
+use crate::managed_ledger::Position;
+use crate::protocol::commands;
+use crate::topic::{
+    Acknowledgement, ConsumerHandle, InitialPosition, SubscribeRequest, SubscriptionType, TopicName,
+};
+
+impl Connection {
+    pub(super) fn subscribe(&mut self, request: CommandSubscribe) {
+        let refuse = |conn: &Connection, error: ServerError, message: String| {
+            tracing::warn!(connection = conn.id, peer = %conn.peer, %message, "subscribe refused");
+            conn.send(commands::error(request.request_id, error, message));
+        };
+        let name = match TopicName::parse(&request.topic) {
+            Ok(name) => name,
+            Err(e) => return refuse(self, ServerError::InvalidTopicName, e.to_string()),
+        };
+        if request.subscription.is_empty() {
+            return refuse(
+                self,
+                ServerError::NotAllowedError,
+                "empty subscription name".into(),
+            );
+        }
+        let sub_type = match SubType::try_from(request.sub_type) {
+            Ok(SubType::Exclusive) => SubscriptionType::Exclusive,
+            Ok(SubType::Shared) => SubscriptionType::Shared,
+            Ok(SubType::Failover) => SubscriptionType::Failover,
+            Ok(SubType::KeyShared) | Err(_) => return refuse(
+                self,
+                ServerError::NotAllowedError,
+                "subscription type not supported by this broker (Exclusive, Shared, Failover are)"
+                    .into(),
+            ),
+        };
+        let initial = match request.initial_position.map(WireInitialPosition::try_from) {
+            Some(Ok(WireInitialPosition::Earliest)) => InitialPosition::Earliest,
+            _ => InitialPosition::Latest,
+        };
+        let subscribe = SubscribeRequest {
+            subscription: request.subscription.clone(),
+            sub_type,
+            durable: request.durable.unwrap_or(true),
+            initial,
+            start: request.start_message_id.clone(),
+        };
+        let key = (self.id, request.consumer_id);
+        let handle = ConsumerHandle {
+            key,
+            name: request.consumer_name.clone().unwrap_or_default(),
+            priority: request.priority_level.unwrap_or(0),
+            outbound: self.outbound.clone(),
+        };
+        // A re-subscribe of a live consumer id (after the broker closed it)
+        // replaces the old registration, which must go first.
+        let previous = self.consumers.remove(&request.consumer_id);
+        let service = self.service.clone();
+        let events = self.events.clone();
+        let (consumer_id, request_id) = (request.consumer_id, request.request_id);
+        tokio::spawn(async move {
+            if let Some(previous) = previous {
+                previous
+                    .topic
+                    .release_consumer(&previous.subscription, key)
+                    .await;
+            }
+            let result = match service.topic(&name).await {
+                Ok(topic) => topic
+                    .subscribe(&subscribe, handle)
+                    .await
+                    .map(|subscription| (topic, subscription)),
+                Err(e) => Err(e),
+            };
+            if let Err(Event::ConsumerReady {
+                result: Ok((topic, subscription)),
+                ..
+            }) = events
+                .send(Event::ConsumerReady {
+                    consumer_id,
+                    request_id,
+                    result,
+                })
+                .map_err(|e| e.0)
+            {
+                topic.release_consumer(&subscription, key).await;
+            }
+        });
+    }
+
+    pub(super) fn flow(&mut self, flow: CommandFlow) {
+        if let Some(consumer) = self.consumers.get(&flow.consumer_id) {
+            consumer
+                .subscription
+                .add_permits((self.id, flow.consumer_id), flow.message_permits);
+        }
+    }
+
+    pub(super) fn ack(&mut self, ack: CommandAck) {
+        let Some(consumer) = self.consumers.get(&ack.consumer_id) else {
+            return;
+        };
+        let cumulative = ack.ack_type == AckType::Cumulative as i32;
+        let acks: Vec<Acknowledgement> = ack
+            .message_id
+            .iter()
+            .map(|id| Acknowledgement {
+                position: commands::position_of(id),
+                batch_index: id.batch_index.unwrap_or(-1),
+                ack_set: id.ack_set.clone(),
+            })
+            .collect();
+        consumer.subscription.acknowledge(cumulative, &acks);
+        if let Some(request_id) = ack.request_id {
+            self.send(commands::ack_response(ack.consumer_id, request_id));
+        }
+    }
+
+    pub(super) fn redeliver(&mut self, request: CommandRedeliverUnacknowledgedMessages) {
+        let Some(consumer) = self.consumers.get(&request.consumer_id) else {
+            return;
+        };
+        let key = (self.id, request.consumer_id);
+        if request.message_ids.is_empty() {
+            consumer.subscription.redeliver_unacknowledged(key, None);
+        } else {
+            let positions: Vec<Position> = request
+                .message_ids
+                .iter()
+                .map(commands::position_of)
+                .collect();
+            consumer
+                .subscription
+                .redeliver_unacknowledged(key, Some(&positions));
+        }
+    }
+
+    /// Resets the subscription to a message id or a publish time, then
+    /// closes its consumers, which reconnect and resume from there (as
+    /// Pulsar does).
+    pub(super) async fn seek(&mut self, seek: CommandSeek) {
+        let Some(consumer) = self.consumers.get(&seek.consumer_id) else {
+            self.send(commands::error(
+                seek.request_id,
+                ServerError::ConsumerNotFound,
+                format!("no consumer {}", seek.consumer_id),
+            ));
+            return;
+        };
+        let target = if let Some(id) = &seek.message_id {
+            if id.ledger_id == u64::MAX {
+                Position::EARLIEST
+            } else if id.ledger_id >= i64::MAX as u64 {
+                let last = consumer.topic.managed_ledger().last_confirmed();
+                Position::new(last.ledger_id, last.entry_id + 1)
+            } else {
+                commands::position_of(id)
+            }
+        } else if let Some(time) = seek.message_publish_time {
+            match consumer.topic.position_at_publish_time(time).await {
+                Ok(position) => position,
+                Err(e) => {
+                    self.send(commands::error(
+                        seek.request_id,
+                        e.server_error(),
+                        e.to_string(),
+                    ));
+                    return;
+                }
+            }
+        } else {
+            self.send(commands::error(
+                seek.request_id,
+                ServerError::NotAllowedError,
+                "SEEK needs a message id or a publish time",
+            ));
+            return;
+        };
+        let subscription = consumer.subscription.clone();
+        let disconnected = subscription.seek(target);
+        tracing::info!(connection = self.id, subscription = %subscription.name(), %target, "seek");
+        // Disconnect first, as Pulsar does: clients reset their start
+        // position on the disconnect that precedes the seek's success.
+        for handle in disconnected {
+            if handle.key.0 == self.id {
+                self.consumers.remove(&handle.key.1);
+            }
+            let _ = handle.outbound.send(commands::close_consumer(handle.key.1));
+        }
+        self.send(commands::success(seek.request_id));
+    }
+
+    pub(super) async fn last_message_id(&mut self, request: CommandGetLastMessageId) {
+        let Some(consumer) = self.consumers.get(&request.consumer_id) else {
+            self.send(commands::error(
+                request.request_id,
+                ServerError::ConsumerNotFound,
+                format!("no consumer {}", request.consumer_id),
+            ));
+            return;
+        };
+        let reply = match consumer.topic.last_message_id().await {
+            Ok(last) => commands::last_message_id(
+                request.request_id,
+                last,
+                Some(consumer.subscription.mark_delete_position()),
+            ),
+            Err(e) => commands::error(request.request_id, e.server_error(), e.to_string()),
+        };
+        self.send(reply);
+    }
+
+    pub(super) async fn unsubscribe(&mut self, request: CommandUnsubscribe) {
+        let Some(consumer) = self.consumers.get(&request.consumer_id) else {
+            self.send(commands::error(
+                request.request_id,
+                ServerError::ConsumerNotFound,
+                format!("no consumer {}", request.consumer_id),
+            ));
+            return;
+        };
+        let key = (self.id, request.consumer_id);
+        match consumer
+            .topic
+            .unsubscribe(&consumer.subscription, key)
+            .await
+        {
+            Ok(()) => {
+                self.consumers.remove(&request.consumer_id);
+                self.send(commands::success(request.request_id));
+            }
+            Err(e) => self.send(commands::error(
+                request.request_id,
+                e.server_error(),
+                e.to_string(),
+            )),
+        }
+    }
+
+    pub(super) async fn close_consumer(&mut self, request: CommandCloseConsumer) {
+        if let Some(consumer) = self.consumers.remove(&request.consumer_id) {
+            consumer
+                .topic
+                .release_consumer(&consumer.subscription, (self.id, request.consumer_id))
+                .await;
+        }
+        self.send(commands::success(request.request_id));
+    }
+}

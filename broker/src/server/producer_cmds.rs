@@ -1,0 +1,90 @@
+//! PRODUCER, SEND and CLOSE_PRODUCER.
+
+use pulsar::proto::{CommandCloseProducer, CommandProducer, CommandSend, ServerError};
+
+use super::connection::{Connection, Event};
+use crate::protocol::{commands, FramePayload};
+use crate::topic::TopicName;
+
+impl Connection {
+    /// Opens the topic off the connection task (it may recover ledgers);
+    /// PRODUCER_SUCCESS follows as an event.
+    pub(super) fn create_producer(&mut self, request: CommandProducer) {
+        let name = match TopicName::parse(&request.topic) {
+            Ok(name) => name,
+            Err(e) => {
+                tracing::warn!(connection = self.id, peer = %self.peer, error = %e, "producer refused");
+                self.send(commands::error(
+                    request.request_id,
+                    ServerError::InvalidTopicName,
+                    e.to_string(),
+                ));
+                return;
+            }
+        };
+        let producer_name = request
+            .producer_name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("magnetar-{}-{}", self.id, request.producer_id));
+        let service = self.service.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let result = service.topic(&name).await;
+            let _ = events.send(Event::ProducerReady {
+                producer_id: request.producer_id,
+                request_id: request.request_id,
+                producer_name,
+                result,
+            });
+        });
+    }
+
+    pub(super) fn publish(&mut self, send: CommandSend, payload: FramePayload) {
+        let (producer_id, sequence_id) = (send.producer_id, send.sequence_id);
+        let Some(producer) = self.producers.get(&producer_id) else {
+            self.send(commands::send_error(
+                producer_id,
+                sequence_id,
+                ServerError::NotAllowedError,
+                format!("no producer {producer_id} on this connection"),
+            ));
+            return;
+        };
+        let max = self.service.config().max_message_size;
+        if payload.payload.len() > max {
+            tracing::warn!(connection = self.id, peer = %self.peer, size = payload.payload.len(), max, "message too large");
+            self.send(commands::send_error(
+                producer_id,
+                sequence_id,
+                ServerError::NotAllowedError,
+                format!(
+                    "message of {} bytes exceeds the limit of {max}",
+                    payload.payload.len()
+                ),
+            ));
+            return;
+        }
+        let highest = send
+            .highest_sequence_id
+            .unwrap_or(sequence_id)
+            .max(sequence_id);
+        let metrics = self.service.metrics();
+        metrics.entries_in.inc();
+        metrics
+            .messages_in
+            .inc_by(send.num_messages.unwrap_or(1).max(1) as u64);
+        metrics.bytes_in.inc_by(payload.entry.len() as u64);
+        let timer = metrics.publish_seconds.start_timer();
+        let append = producer.topic.publish(payload.entry);
+        self.receipts.push_back(Box::pin(async move {
+            let result = append.await;
+            timer.observe_duration();
+            (producer_id, sequence_id, highest, result)
+        }));
+    }
+
+    pub(super) fn close_producer(&mut self, request: CommandCloseProducer) {
+        self.producers.remove(&request.producer_id);
+        self.send(commands::success(request.request_id));
+    }
+}

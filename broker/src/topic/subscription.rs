@@ -1,0 +1,667 @@
+//! A subscription: its cursor, its consumers, and the dispatcher task that
+//! reads entries and hands them to consumers within their permits.
+//!
+//! Delivered but unacknowledged entries are remembered per consumer; when a
+//! consumer leaves (or asks), they go back to a redelivery set that is
+//! served before new entries. A flusher task persists the cursor of a durable
+//! subscription every [`FLUSH_INTERVAL`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use magnetar_metadata::{Expect, MetadataStore, Version};
+use tokio::sync::{mpsc, Notify};
+
+use crate::cursor::{CursorSnapshot, CursorState};
+use crate::managed_ledger::{Entry, ManagedLedger, ManagedLedgerError, Position};
+use crate::metrics::BrokerMetrics;
+use crate::protocol::{commands, Outbound};
+
+/// How often a durable cursor is persisted when it changed.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Most entries one dispatch round reads.
+const MAX_ENTRIES_PER_READ: usize = 100;
+
+/// A consumer is known by its connection and its id on that connection.
+pub type ConsumerKey = (u64, u64);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscriptionType {
+    Exclusive,
+    Shared,
+    Failover,
+}
+
+/// What the subscription needs to reach a consumer.
+#[derive(Clone, Debug)]
+pub struct ConsumerHandle {
+    pub key: ConsumerKey,
+    pub name: String,
+    pub priority: i32,
+    pub outbound: mpsc::UnboundedSender<Outbound>,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SubscribeError {
+    #[error("exclusive subscription {0} already has a consumer")]
+    ExclusiveBusy(String),
+    #[error("subscription {name} is {existing:?}, not {requested:?}")]
+    TypeMismatch {
+        name: String,
+        existing: SubscriptionType,
+        requested: SubscriptionType,
+    },
+    #[error("subscription {0} has other consumers")]
+    OtherConsumers(String),
+    #[error("subscription {0} is closed")]
+    Closed(String),
+}
+
+struct ConsumerSlot {
+    handle: ConsumerHandle,
+    permits: i64,
+}
+
+struct SubState {
+    cursor: CursorState,
+    sub_type: SubscriptionType,
+    consumers: Vec<ConsumerSlot>,
+    /// Next consumer to try for Shared round robin.
+    round_robin: usize,
+    /// The dispatcher's read position: the next new entry is after it.
+    last_read: Position,
+    /// Entries to deliver again before new ones.
+    redeliver: BTreeSet<Position>,
+    /// Delivered, not yet acknowledged: to whom, and how many messages the
+    /// entry holds.
+    pending: BTreeMap<Position, (ConsumerKey, u32)>,
+    redelivery_counts: HashMap<Position, u32>,
+    /// Bumped by a seek, so a read started before it is discarded.
+    epoch: u64,
+    closed: bool,
+}
+
+/// Where a durable cursor lives and the version last written.
+struct CursorStore {
+    store: Arc<dyn MetadataStore>,
+    key: String,
+    version: tokio::sync::Mutex<Version>,
+}
+
+pub struct Subscription {
+    name: String,
+    topic: String,
+    ml: Arc<ManagedLedger>,
+    metrics: BrokerMetrics,
+    durable: Option<CursorStore>,
+    state: Mutex<SubState>,
+    wake: Notify,
+}
+
+enum Plan {
+    Read { after: Position, max: usize },
+    Redeliver(Vec<Position>),
+}
+
+impl Subscription {
+    /// Opens a durable subscription: its cursor stored at `key`, or a new one
+    /// at `initial` (stored at once, so the subscription exists from now on).
+    pub async fn open_durable(
+        topic: String,
+        name: String,
+        (ml, metrics): (Arc<ManagedLedger>, BrokerMetrics),
+        (store, key): (Arc<dyn MetadataStore>, String),
+        sub_type: SubscriptionType,
+        initial: Position,
+    ) -> Result<Arc<Subscription>, ManagedLedgerError> {
+        let (cursor, version) = loop {
+            if let Some(kv) = store.get(&key).await? {
+                let snapshot = CursorSnapshot::from_bytes(&kv.value).map_err(|e| {
+                    ManagedLedgerError::Metadata(format!("corrupt cursor {key}: {e}"))
+                })?;
+                break (CursorState::from_snapshot(snapshot), kv.version);
+            }
+            let mut cursor = CursorState::new(initial);
+            cursor.take_dirty();
+            match store
+                .put(&key, cursor.snapshot().to_bytes(), Expect::Absent, None)
+                .await
+            {
+                Ok(version) => break (cursor, version),
+                Err(magnetar_metadata::MetadataError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let durable = CursorStore {
+            store,
+            key,
+            version: tokio::sync::Mutex::new(version),
+        };
+        Ok(Self::start(
+            topic,
+            name,
+            (ml, metrics),
+            Some(durable),
+            sub_type,
+            cursor,
+        ))
+    }
+
+    /// A subscription that is never stored (a Reader): it starts after
+    /// `mark_delete` and disappears with its consumer.
+    pub fn open_non_durable(
+        topic: String,
+        name: String,
+        ml: Arc<ManagedLedger>,
+        metrics: BrokerMetrics,
+        sub_type: SubscriptionType,
+        mark_delete: Position,
+    ) -> Arc<Subscription> {
+        Self::start(
+            topic,
+            name,
+            (ml, metrics),
+            None,
+            sub_type,
+            CursorState::new(mark_delete),
+        )
+    }
+
+    fn start(
+        topic: String,
+        name: String,
+        (ml, metrics): (Arc<ManagedLedger>, BrokerMetrics),
+        durable: Option<CursorStore>,
+        sub_type: SubscriptionType,
+        cursor: CursorState,
+    ) -> Arc<Subscription> {
+        let last_read = cursor.mark_delete();
+        let sub = Arc::new(Subscription {
+            name,
+            topic,
+            ml,
+            metrics,
+            durable,
+            state: Mutex::new(SubState {
+                cursor,
+                sub_type,
+                consumers: Vec::new(),
+                round_robin: 0,
+                last_read,
+                redeliver: BTreeSet::new(),
+                pending: BTreeMap::new(),
+                redelivery_counts: HashMap::new(),
+                epoch: 0,
+                closed: false,
+            }),
+            wake: Notify::new(),
+        });
+        tokio::spawn(sub.clone().dispatch_loop());
+        if sub.durable.is_some() {
+            tokio::spawn(sub.clone().flush_loop());
+        }
+        sub
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_durable(&self) -> bool {
+        self.durable.is_some()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add_consumer(
+        &self,
+        handle: ConsumerHandle,
+        sub_type: SubscriptionType,
+    ) -> Result<(), SubscribeError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(SubscribeError::Closed(self.name.clone()));
+        }
+        if !st.consumers.is_empty() {
+            if st.sub_type != sub_type {
+                return Err(SubscribeError::TypeMismatch {
+                    name: self.name.clone(),
+                    existing: st.sub_type,
+                    requested: sub_type,
+                });
+            }
+            if sub_type == SubscriptionType::Exclusive {
+                return Err(SubscribeError::ExclusiveBusy(self.name.clone()));
+            }
+        }
+        st.sub_type = sub_type;
+        st.consumers.retain(|c| c.handle.key != handle.key);
+        st.consumers.push(ConsumerSlot { handle, permits: 0 });
+        Ok(())
+    }
+
+    /// Removes a consumer; what it had not acknowledged is redelivered to
+    /// the others. Returns whether the subscription has no consumers left.
+    pub fn remove_consumer(&self, key: ConsumerKey) -> bool {
+        let mut st = self.lock();
+        st.consumers.retain(|c| c.handle.key != key);
+        Self::requeue_pending_of(&mut st, key, None);
+        let empty = st.consumers.is_empty();
+        drop(st);
+        self.wake.notify_one();
+        empty
+    }
+
+    fn requeue_pending_of(st: &mut SubState, key: ConsumerKey, only: Option<&[Position]>) {
+        let positions: Vec<Position> = match only {
+            None => st
+                .pending
+                .iter()
+                .filter(|(_, (k, _))| *k == key)
+                .map(|(p, _)| *p)
+                .collect(),
+            Some(list) => list
+                .iter()
+                .filter(|p| st.pending.get(p).map(|(k, _)| *k) == Some(key))
+                .copied()
+                .collect(),
+        };
+        for p in positions {
+            st.pending.remove(&p);
+            *st.redelivery_counts.entry(p).or_insert(0) += 1;
+            st.redeliver.insert(p);
+        }
+    }
+
+    pub fn add_permits(&self, key: ConsumerKey, permits: u32) {
+        let mut st = self.lock();
+        if let Some(slot) = st.consumers.iter_mut().find(|c| c.handle.key == key) {
+            slot.permits += permits as i64;
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Applies acknowledgements. A non-empty ack set acknowledges only part
+    /// of a batch; so does a batch index without one (clients that ack each
+    /// message of a batch by its index), when the batch size is known.
+    pub fn acknowledge(&self, cumulative: bool, acks: &[Acknowledgement]) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        for ack in acks {
+            let position = &ack.position;
+            let derived;
+            let ack_set = if ack.ack_set.is_empty() && ack.batch_index >= 0 {
+                match st.pending.get(position) {
+                    Some((_, messages)) if *messages > 1 => {
+                        derived = remaining_after_ack(*messages, ack.batch_index, cumulative);
+                        &derived
+                    }
+                    _ => &ack.ack_set,
+                }
+            } else {
+                &ack.ack_set
+            };
+            if cumulative {
+                st.cursor
+                    .ack_cumulative(self.ml.as_ref(), *position, ack_set);
+                let mark_delete = st.cursor.mark_delete();
+                let after = Position::new(mark_delete.ledger_id, mark_delete.entry_id + 1);
+                st.pending = st.pending.split_off(&after);
+                st.redeliver = st.redeliver.split_off(&after);
+                st.redelivery_counts.retain(|p, _| *p >= after);
+            } else if st.cursor.ack(self.ml.as_ref(), *position, ack_set) {
+                st.pending.remove(position);
+                st.redeliver.remove(position);
+                st.redelivery_counts.remove(position);
+            }
+        }
+    }
+
+    /// Redelivers what `key` has not acknowledged: everything, or only the
+    /// listed positions.
+    pub fn redeliver_unacknowledged(&self, key: ConsumerKey, only: Option<&[Position]>) {
+        let mut st = self.lock();
+        Self::requeue_pending_of(&mut st, key, only);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Moves the cursor so delivery restarts at `target` and forgets all
+    /// acknowledgements after it. Returns the consumers, which the caller
+    /// disconnects (clients reconnect and resume from the new position).
+    pub fn seek(&self, target: Position) -> Vec<ConsumerHandle> {
+        let mark_delete = if target <= Position::new(0, 0) {
+            self.ml.first_position()
+        } else {
+            self.ml.position_before(target)
+        };
+        let mut st = self.lock();
+        st.cursor.reset(mark_delete);
+        st.last_read = mark_delete;
+        st.pending.clear();
+        st.redeliver.clear();
+        st.redelivery_counts.clear();
+        st.epoch += 1;
+        let consumers = std::mem::take(&mut st.consumers)
+            .into_iter()
+            .map(|c| c.handle)
+            .collect();
+        drop(st);
+        self.wake.notify_one();
+        consumers
+    }
+
+    pub fn mark_delete_position(&self) -> Position {
+        self.lock().cursor.mark_delete()
+    }
+
+    /// Entries not yet acknowledged (approximate: counts whole entries).
+    pub fn backlog_entries(&self) -> u64 {
+        let st = self.lock();
+        self.ml
+            .entries_after(st.cursor.mark_delete())
+            .saturating_sub(st.cursor.individually_acked() as u64)
+    }
+
+    /// Stops dispatching if `key` is the only consumer; the caller then
+    /// deletes the cursor with [`Self::delete_cursor`].
+    pub fn begin_unsubscribe(&self, key: ConsumerKey) -> Result<(), SubscribeError> {
+        let mut st = self.lock();
+        if st.consumers.iter().any(|c| c.handle.key != key) {
+            return Err(SubscribeError::OtherConsumers(self.name.clone()));
+        }
+        st.closed = true;
+        st.consumers.clear();
+        drop(st);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    pub async fn delete_cursor(&self) -> Result<(), ManagedLedgerError> {
+        if let Some(durable) = &self.durable {
+            let _version = durable.version.lock().await;
+            durable.store.delete(&durable.key, Expect::Any).await?;
+        }
+        Ok(())
+    }
+
+    /// Persists the cursor and stops the subscription's tasks.
+    pub async fn close(&self) {
+        if let Err(e) = self.flush().await {
+            tracing::warn!(topic = %self.topic, subscription = %self.name, error = %e, "final cursor flush failed");
+        }
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Writes the cursor if it changed since the last write (CAS on the
+    /// version this subscription wrote last: a conflict means another broker
+    /// took the topic over).
+    pub async fn flush(&self) -> Result<(), ManagedLedgerError> {
+        let Some(durable) = &self.durable else {
+            return Ok(());
+        };
+        let mut version = durable.version.lock().await;
+        let snapshot = {
+            let mut st = self.lock();
+            if st.closed || !st.cursor.take_dirty() {
+                return Ok(());
+            }
+            st.cursor.snapshot()
+        };
+        match durable
+            .store
+            .put(
+                &durable.key,
+                snapshot.to_bytes(),
+                Expect::Version(*version),
+                None,
+            )
+            .await
+        {
+            Ok(v) => {
+                *version = v;
+                Ok(())
+            }
+            Err(e) => {
+                self.lock().cursor.mark_dirty();
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn flush_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.is_closed() {
+                return;
+            }
+            if let Err(e) = self.flush().await {
+                tracing::warn!(topic = %self.topic, subscription = %self.name, error = %e, "cursor flush failed");
+            }
+        }
+    }
+
+    async fn dispatch_loop(self: Arc<Self>) {
+        let mut changes = self.ml.subscribe_changes();
+        loop {
+            if self.is_closed() {
+                return;
+            }
+            match self.dispatch_once().await {
+                Ok(true) => continue,
+                Ok(false) => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        changed = changes.changed() => if changed.is_err() { return },
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, subscription = %self.name, error = %e, "dispatch read failed; retrying");
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round: read what the consumers have permits for and deliver it.
+    /// `Ok(false)` when there is nothing to do until something changes.
+    async fn dispatch_once(&self) -> Result<bool, ManagedLedgerError> {
+        let (plan, epoch) = {
+            let mut st = self.lock();
+            let permits = Self::available_permits(&st);
+            if permits <= 0 {
+                return Ok(false);
+            }
+            let max = (permits as usize).clamp(1, MAX_ENTRIES_PER_READ);
+            let plan = if st.redeliver.is_empty() {
+                Plan::Read {
+                    after: st.last_read,
+                    max,
+                }
+            } else {
+                let mut positions = Vec::with_capacity(max);
+                while positions.len() < max {
+                    match st.redeliver.pop_first() {
+                        Some(p) => positions.push(p),
+                        None => break,
+                    }
+                }
+                Plan::Redeliver(positions)
+            };
+            (plan, st.epoch)
+        };
+        let (entries, is_read) = match &plan {
+            Plan::Read { after, max } => {
+                let entries = self.ml.read_entries(*after, *max).await?;
+                if entries.is_empty() {
+                    return Ok(false);
+                }
+                (entries, true)
+            }
+            Plan::Redeliver(positions) => (self.read_positions(positions).await, false),
+        };
+        let mut st = self.lock();
+        if st.epoch != epoch || st.closed {
+            return Ok(true);
+        }
+        let mut undelivered = Vec::new();
+        for entry in entries {
+            let position = entry.position;
+            if st.cursor.is_acked(position) {
+                if is_read {
+                    st.last_read = position;
+                }
+                continue;
+            }
+            if !undelivered.is_empty() || !self.deliver(&mut st, entry) {
+                if is_read {
+                    break;
+                }
+                undelivered.push(position);
+                continue;
+            }
+            if is_read {
+                st.last_read = position;
+            }
+        }
+        st.redeliver.extend(undelivered);
+        Ok(true)
+    }
+
+    /// Reads entries at given positions, skipping any that no longer exist.
+    async fn read_positions(&self, positions: &[Position]) -> Vec<Entry> {
+        let mut entries = Vec::with_capacity(positions.len());
+        for p in positions {
+            let before = self.ml.position_before(*p);
+            match self.ml.read_entries(before, 1).await {
+                Ok(mut read) if read.first().map(|e| e.position) == Some(*p) => {
+                    entries.append(&mut read)
+                }
+                Ok(_) => tracing::debug!(position = %p, "redelivery skipped a missing entry"),
+                Err(e) => {
+                    tracing::warn!(position = %p, error = %e, "redelivery read failed");
+                    self.lock().redeliver.insert(*p);
+                }
+            }
+        }
+        entries
+    }
+
+    fn available_permits(st: &SubState) -> i64 {
+        match st.sub_type {
+            SubscriptionType::Shared => st.consumers.iter().map(|c| c.permits.max(0)).sum(),
+            _ => Self::active_consumer(st)
+                .map(|i| st.consumers[i].permits.max(0))
+                .unwrap_or(0),
+        }
+    }
+
+    /// Exclusive and Failover deliver to one consumer: the first by
+    /// priority level (lower first), then by name.
+    fn active_consumer(st: &SubState) -> Option<usize> {
+        (0..st.consumers.len()).min_by(|a, b| {
+            let (a, b) = (&st.consumers[*a].handle, &st.consumers[*b].handle);
+            (a.priority, &a.name).cmp(&(b.priority, &b.name))
+        })
+    }
+
+    fn pick_consumer(st: &mut SubState) -> Option<usize> {
+        match st.sub_type {
+            SubscriptionType::Shared => {
+                let n = st.consumers.len();
+                for i in 0..n {
+                    let index = (st.round_robin + i) % n;
+                    if st.consumers[index].permits > 0 {
+                        st.round_robin = (index + 1) % n;
+                        return Some(index);
+                    }
+                }
+                None
+            }
+            _ => Self::active_consumer(st).filter(|i| st.consumers[*i].permits > 0),
+        }
+    }
+
+    /// Sends `entry` to a consumer with permits; false if none has any.
+    fn deliver(&self, st: &mut SubState, entry: Entry) -> bool {
+        let Some(index) = Self::pick_consumer(st) else {
+            return false;
+        };
+        let position = entry.position;
+        let messages = commands::messages_in_entry(&entry.data);
+        let redelivery_count = st.redelivery_counts.get(&position).copied().unwrap_or(0);
+        let ack_set = st
+            .cursor
+            .outstanding_batch(position)
+            .map(|s| s.to_vec())
+            .unwrap_or_default();
+        let slot = &mut st.consumers[index];
+        slot.permits -= messages as i64;
+        let key = slot.handle.key;
+        self.metrics.entries_out.inc();
+        self.metrics.messages_out.inc_by(messages as u64);
+        self.metrics.bytes_out.inc_by(entry.data.len() as u64);
+        let frame = commands::message(key.1, position, redelivery_count, ack_set, entry.data);
+        // A closed connection removes its consumers, which requeues this.
+        let _ = slot.handle.outbound.send(frame);
+        st.pending.insert(position, (key, messages));
+        true
+    }
+}
+
+/// One acknowledged message id, as a consumer sent it.
+#[derive(Clone, Debug)]
+pub struct Acknowledgement {
+    pub position: Position,
+    /// Index inside a batch, -1 for a whole entry.
+    pub batch_index: i32,
+    /// Pulsar's ack set: bit i set = message i still unacknowledged.
+    pub ack_set: Vec<i64>,
+}
+
+/// The ack set left after acknowledging message `index` of a batch of
+/// `messages` (and, when `cumulative`, every message before it).
+fn remaining_after_ack(messages: u32, index: i32, cumulative: bool) -> Vec<i64> {
+    let mut words = vec![0i64; (messages as usize).div_ceil(64)];
+    for i in 0..messages as usize {
+        let acked = if cumulative {
+            i <= index as usize
+        } else {
+            i == index as usize
+        };
+        if !acked {
+            words[i / 64] |= 1 << (i % 64);
+        }
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_sets_for_batch_indexes() {
+        assert_eq!(remaining_after_ack(3, 1, false), vec![0b101]);
+        assert_eq!(remaining_after_ack(3, 1, true), vec![0b100]);
+        assert_eq!(remaining_after_ack(3, 2, true), vec![0]);
+        let big = remaining_after_ack(70, 65, false);
+        assert_eq!(big.len(), 2);
+        assert_eq!(big[0], -1);
+        assert_eq!(big[1], 0b111101);
+    }
+}

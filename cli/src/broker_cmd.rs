@@ -1,0 +1,182 @@
+//! `magnetar broker`: serves topics over the Pulsar protocol, storing them on
+//! the bookies registered in the cluster metadata. Also used by standalone.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
+use magnetar_broker::ledger::{LedgerClient, LedgerConfig};
+use magnetar_broker::metrics::BrokerMetrics;
+use magnetar_broker::server::BrokerServer;
+use magnetar_broker::topic::{BrokerConfig, BrokerService};
+use magnetar_metadata::MetadataStore;
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+
+use crate::config_file::prefer_cli;
+
+/// Broker settings shared by `broker` and `standalone`.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BrokerTuning {
+    /// host:port that lookups send clients to [default: the address they connected to].
+    #[arg(long, env = "MAGNETAR_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Largest message or batch accepted, in bytes [default: 5 MiB].
+    #[arg(long, env = "MAGNETAR_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<usize>,
+    /// Entries per ledger before a topic rolls over to a new one [default: 50000].
+    #[arg(long, env = "MAGNETAR_MAX_ENTRIES_PER_LEDGER")]
+    pub max_entries_per_ledger: Option<u64>,
+    /// Recent entries kept in memory per topic, in MiB [default: 64].
+    #[arg(long, env = "MAGNETAR_CACHE_MB")]
+    pub cache_mb: Option<usize>,
+    /// Bookies per ledger for namespaces without a persistence policy [default: 2].
+    #[arg(long, env = "MAGNETAR_ENSEMBLE_SIZE")]
+    pub ensemble_size: Option<u32>,
+    /// Copies of each entry [default: 2].
+    #[arg(long, env = "MAGNETAR_WRITE_QUORUM")]
+    pub write_quorum: Option<u32>,
+    /// Copies confirmed before a receipt [default: 2].
+    #[arg(long, env = "MAGNETAR_ACK_QUORUM")]
+    pub ack_quorum: Option<u32>,
+}
+
+impl BrokerTuning {
+    pub fn merged(mut self, file: BrokerTuning) -> Self {
+        prefer_cli!(self, file; advertise, max_message_size, max_entries_per_ledger, cache_mb,
+            ensemble_size, write_quorum, ack_quorum);
+        self
+    }
+
+    /// A broker configuration from these settings over `defaults`.
+    pub fn config(&self, mut config: BrokerConfig) -> Result<BrokerConfig> {
+        if let Some(advertise) = &self.advertise {
+            config.advertised_address = Some(advertise.clone());
+        }
+        if let Some(max) = self.max_message_size {
+            anyhow::ensure!(max > 0, "--max-message-size must be positive");
+            config.max_message_size = max;
+        }
+        if let Some(n) = self.max_entries_per_ledger {
+            anyhow::ensure!(n > 0, "--max-entries-per-ledger must be positive");
+            config.managed_ledger.max_entries_per_ledger = n;
+        }
+        if let Some(mb) = self.cache_mb {
+            config.managed_ledger.cache_bytes = mb << 20;
+        }
+        let ledger = &mut config.managed_ledger.ledger;
+        let (e, qw, qa) = (
+            self.ensemble_size.unwrap_or(ledger.ensemble_size),
+            self.write_quorum.unwrap_or(ledger.write_quorum),
+            self.ack_quorum.unwrap_or(ledger.ack_quorum),
+        );
+        anyhow::ensure!(
+            qa >= 1 && qw >= qa && e >= qw,
+            "need ensemble-size >= write-quorum >= ack-quorum >= 1, got {e}/{qw}/{qa}"
+        );
+        *ledger = LedgerConfig::new(e, qw, qa);
+        Ok(config)
+    }
+}
+
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BrokerArgs {
+    /// Metadata store: etcd://host:port[,host:port...][/prefix] or embedded://DIR.
+    #[arg(long, env = "MAGNETAR_METADATA")]
+    pub metadata: Option<String>,
+    /// Pulsar protocol address [default: 0.0.0.0:6650].
+    #[arg(long, env = "MAGNETAR_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// HTTP address for /metrics and /health [default: 0.0.0.0:8080].
+    #[arg(long, env = "MAGNETAR_HTTP")]
+    pub http: Option<SocketAddr>,
+    #[command(flatten)]
+    #[serde(default)]
+    pub tuning: BrokerTuning,
+}
+
+impl BrokerArgs {
+    pub fn merged(mut self, file: BrokerArgs) -> Self {
+        prefer_cli!(self, file; metadata, listen, http);
+        self.tuning = self.tuning.merged(file.tuning);
+        self
+    }
+}
+
+/// A broker serving the Pulsar protocol and its HTTP endpoints.
+pub struct RunningBroker {
+    pub server: BrokerServer,
+    pub http_addr: SocketAddr,
+    http_task: JoinHandle<()>,
+}
+
+impl RunningBroker {
+    pub async fn start(
+        metadata: Arc<dyn MetadataStore>,
+        config: BrokerConfig,
+        listen: SocketAddr,
+        http: SocketAddr,
+    ) -> Result<RunningBroker> {
+        let metrics = BrokerMetrics::new().context("creating broker metrics")?;
+        let ledgers = LedgerClient::new(
+            metadata.clone(),
+            BookieClients::new(BookieClientConfig::default()),
+        );
+        let service = BrokerService::new(config, metadata, ledgers, metrics.clone());
+        let http_listener = tokio::net::TcpListener::bind(http)
+            .await
+            .with_context(|| format!("binding broker HTTP on {http}"))?;
+        let http_addr = http_listener.local_addr()?;
+        let router = magnetar_broker::http::router(metrics);
+        let http_task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(http_listener, router).await {
+                tracing::error!(error = %e, "broker HTTP server stopped");
+            }
+        });
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the Pulsar protocol on {listen}"))?;
+        let server = BrokerServer::start(listener, service)?;
+        Ok(RunningBroker {
+            server,
+            http_addr,
+            http_task,
+        })
+    }
+
+    /// Closes connections, persists cursors, seals ledgers.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+        self.http_task.abort();
+    }
+}
+
+pub async fn run(args: BrokerArgs) -> Result<()> {
+    let metadata_url = args
+        .metadata
+        .clone()
+        .context("--metadata is required (etcd://host:port or embedded://DIR)")?;
+    let config = args.tuning.config(BrokerConfig::default())?;
+    let metadata = magnetar_metadata::connect(&metadata_url)
+        .await
+        .with_context(|| format!("connecting to metadata at {metadata_url}"))?;
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6650)));
+    let http = args
+        .http
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
+    let broker = RunningBroker::start(metadata, config, listen, http).await?;
+    println!(
+        "broker serving pulsar://{} (metrics http://{}/metrics)",
+        broker.server.local_addr, broker.http_addr
+    );
+    crate::shutdown::requested().await?;
+    tracing::info!("shutting down");
+    broker.shutdown().await;
+    Ok(())
+}
