@@ -10,7 +10,9 @@ use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
 use magnetar_broker::ledger::{LedgerClient, LedgerConfig};
 use magnetar_broker::metrics::BrokerMetrics;
 use magnetar_broker::server::BrokerServer;
-use magnetar_broker::topic::{BrokerConfig, BrokerService};
+use magnetar_broker::topic::{
+    create_namespace_if_absent, BrokerConfig, BrokerService, NamespacePolicies, TenantInfo,
+};
 use magnetar_metadata::MetadataStore;
 use serde::Deserialize;
 use tokio::task::JoinHandle;
@@ -164,6 +166,17 @@ pub async fn run(args: BrokerArgs) -> Result<()> {
     let metadata = magnetar_metadata::connect(&metadata_url)
         .await
         .with_context(|| format!("connecting to metadata at {metadata_url}"))?;
+    // Like Pulsar's cluster initialisation: the default namespace exists,
+    // with the broker's default persistence.
+    create_namespace_if_absent(
+        metadata.as_ref(),
+        "public",
+        "default",
+        &TenantInfo::default(),
+        &NamespacePolicies::default(),
+    )
+    .await
+    .context("creating public/default")?;
     let listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6650)));

@@ -149,6 +149,9 @@ pub enum Mode {
     /// one process; the broker serves the Pulsar protocol on
     /// [`BookieProcess::pulsar_url`].
     Standalone,
+    /// `magnetar broker` against the given metadata URL (no bookie of its
+    /// own): serves the Pulsar protocol on [`BookieProcess::pulsar_url`].
+    Broker,
 }
 
 /// A `magnetar bookie` (or `standalone`) process. Its data directory and
@@ -176,6 +179,12 @@ pub type StandaloneProcess = BookieProcess;
 impl BookieProcess {
     pub async fn start(metadata_url: &str, extra_args: &[&str]) -> Result<BookieProcess> {
         Self::start_mode(Mode::Bookie, metadata_url, extra_args).await
+    }
+
+    /// `magnetar broker` against `metadata_url`, storing on the bookies
+    /// registered there.
+    pub async fn start_broker(metadata_url: &str, extra_args: &[&str]) -> Result<BookieProcess> {
+        Self::start_mode(Mode::Broker, metadata_url, extra_args).await
     }
 
     /// `magnetar standalone` with its data under a temporary directory.
@@ -272,10 +281,19 @@ impl BookieProcess {
                 .arg(self.grpc_addr())
                 .arg("--bookie-http")
                 .arg(self.http_addr()),
+            Mode::Broker => command
+                .arg("broker")
+                .arg("--metadata")
+                .arg(&self.metadata_url)
+                .arg("--listen")
+                .arg(self.broker_addr())
+                .arg("--http")
+                .arg(self.broker_http_addr()),
         };
+        if self.mode != Mode::Broker {
+            command.arg("--data-dir").arg(self.data_dir());
+        }
         let child = command
-            .arg("--data-dir")
-            .arg(self.data_dir())
             .args(&self.extra_args)
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -299,7 +317,8 @@ impl BookieProcess {
                     );
                 }
             }
-            if self.bookie_healthy().await && self.broker_accepting().await {
+            let bookie_ready = self.mode == Mode::Broker || self.bookie_healthy().await;
+            if bookie_ready && self.broker_accepting().await {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -317,6 +336,7 @@ impl BookieProcess {
         match self.mode {
             Mode::Bookie => "bookie",
             Mode::Standalone => "standalone",
+            Mode::Broker => "broker",
         }
     }
 
@@ -330,7 +350,7 @@ impl BookieProcess {
     /// True when there is no broker (bookie mode) or its port accepts a
     /// TCP connection.
     async fn broker_accepting(&self) -> bool {
-        if self.mode != Mode::Standalone {
+        if self.mode == Mode::Bookie {
             return true;
         }
         let connect = tokio::net::TcpStream::connect(self.broker_addr());

@@ -306,6 +306,14 @@ async fn raw_connection(standalone: &StandaloneProcess) -> Framed<TcpStream, Pul
     framed
 }
 
+fn ping() -> Frame {
+    Frame::command(BaseCommand {
+        r#type: Type::Ping as i32,
+        ping: Some(Default::default()),
+        ..Default::default()
+    })
+}
+
 async fn next_command(framed: &mut Framed<TcpStream, PulsarCodec>) -> BaseCommand {
     match tokio::time::timeout(RECEIVE_TIMEOUT, framed.next()).await {
         Ok(Some(Ok(Decoded::Frame(frame)))) => frame.command,
@@ -340,14 +348,7 @@ async fn hostile_input_hurts_only_its_own_connection() {
     // 2. A command before CONNECT.
     let socket = TcpStream::connect(standalone.broker_addr()).await.unwrap();
     let mut framed = Framed::new(socket, PulsarCodec::default());
-    framed
-        .send(Frame::command(BaseCommand {
-            r#type: Type::Ping as i32,
-            ping: Some(Default::default()),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+    framed.send(ping()).await.unwrap();
     assert_closed(&mut framed).await;
 
     // 3. An unknown command type after CONNECT.
@@ -427,14 +428,7 @@ async fn hostile_input_hurts_only_its_own_connection() {
     let reply = next_command(&mut framed).await;
     let send_error = reply.send_error.expect("SEND_ERROR");
     assert_eq!(send_error.error, ServerError::ChecksumError as i32);
-    framed
-        .send(Frame::command(BaseCommand {
-            r#type: Type::Ping as i32,
-            ping: Some(Default::default()),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+    framed.send(ping()).await.unwrap();
     assert_eq!(next_command(&mut framed).await.r#type, Type::Pong as i32);
 
     // 6. A frame larger than the limit closes that connection.

@@ -175,44 +175,49 @@ impl ManagedLedger {
     /// Appends `data` as the next entry. Entries are ordered by call order;
     /// the future resolves once the entry is durable on an ack quorum.
     pub fn append(self: &Arc<Self>, data: Bytes) -> impl Future<Output = AppendResult> + Send {
-        let this = self.clone();
-        let mut state = self.lock();
-        let pending = if let Some(err) = state.terminal.clone() {
-            Pending::Failed(err)
-        } else if let Some(current) = state.current.as_mut() {
-            let position = Position::new(current.id, current.next_entry);
-            current.next_entry += 1;
-            current.bytes += data.len() as u64;
-            let ack = current.writer.append(data.clone());
-            self.cache_lock().insert(position, data);
-            if self.needs_rollover(current) && !state.rolling {
-                state.rolling = true;
-                let ml = self.clone();
-                tokio::spawn(async move { ml.roll_over(None).await });
-            }
-            Pending::Writing(position, Box::pin(ack))
-        } else {
+        let pending = self.start_append(&mut self.lock(), data);
+        self.clone().finish_append(pending)
+    }
+
+    /// Assigns the entry its position (or queues it while no ledger is
+    /// writable), under the state lock so that call order is entry order.
+    fn start_append(self: &Arc<Self>, state: &mut State, data: Bytes) -> Pending {
+        if let Some(err) = state.terminal.clone() {
+            return Pending::Failed(err);
+        }
+        let Some(current) = state.current.as_mut() else {
             let (tx, rx) = oneshot::channel();
             state.queued.push_back((data, tx));
-            Pending::Queued(rx)
+            return Pending::Queued(rx);
         };
-        drop(state);
-        async move {
-            match pending {
-                Pending::Failed(err) => Err(err),
-                Pending::Queued(rx) => rx.await.unwrap_or(Err(ManagedLedgerError::Closed)),
-                Pending::Writing(position, ack) => match ack.await {
-                    Ok(entry_id) => {
-                        debug_assert_eq!(entry_id, position.entry_id);
-                        this.mark_confirmed(position);
-                        Ok(position)
-                    }
-                    Err(e) => {
-                        this.on_write_failed(position.ledger_id, &e);
-                        Err(e.into())
-                    }
-                },
-            }
+        let position = Position::new(current.id, current.next_entry);
+        current.next_entry += 1;
+        current.bytes += data.len() as u64;
+        let ack = current.writer.append(data.clone());
+        self.cache_lock().insert(position, data);
+        if self.needs_rollover(current) && !state.rolling {
+            state.rolling = true;
+            let ml = self.clone();
+            tokio::spawn(async move { ml.roll_over().await });
+        }
+        Pending::Writing(position, Box::pin(ack))
+    }
+
+    async fn finish_append(self: Arc<Self>, pending: Pending) -> AppendResult {
+        match pending {
+            Pending::Failed(err) => Err(err),
+            Pending::Queued(rx) => rx.await.unwrap_or(Err(ManagedLedgerError::Closed)),
+            Pending::Writing(position, ack) => match ack.await {
+                Ok(entry_id) => {
+                    debug_assert_eq!(entry_id, position.entry_id);
+                    self.mark_confirmed(position);
+                    Ok(position)
+                }
+                Err(e) => {
+                    self.on_write_failed(position.ledger_id, &e);
+                    Err(e.into())
+                }
+            },
         }
     }
 
@@ -247,54 +252,54 @@ impl ManagedLedger {
         }
         tracing::warn!(topic = %self.name, ledger = ledger_id, %error, "write failed; replacing the ledger");
         let failed = state.current.take();
-        if !state.rolling {
-            state.rolling = true;
-            drop(state);
-            self.cache_lock().invalidate_ledger(ledger_id);
+        let start_rollover = !state.rolling;
+        state.rolling = true;
+        drop(state);
+        self.cache_lock().invalidate_ledger(ledger_id);
+        if let Some(failed) = failed {
+            // Recover (fence and close) it: its last entry is whatever an
+            // ack quorum holds, which may be past what was confirmed here.
             let ml = self.clone();
-            tokio::spawn(async move { ml.roll_over(failed).await });
+            tokio::spawn(async move { ml.seal_until_done(failed.id, None).await });
+        }
+        if start_rollover {
+            let ml = self.clone();
+            tokio::spawn(async move { ml.roll_over().await });
         }
     }
 
-    /// Creates the next ledger, adds it to the list (CAS), switches appends
-    /// to it, then seals the previous one. `failed` is a ledger whose writer
-    /// already failed: it is recovered (fenced and closed) instead of closed.
-    async fn roll_over(self: Arc<Self>, failed: Option<CurrentLedger>) {
+    /// Replaces the current ledger (rollover, or after a write failure),
+    /// retrying with backoff until a new one is in place.
+    async fn roll_over(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.try_roll_over(failed.as_ref().map(|f| f.id)).await {
-                Ok(()) => break,
+            match self.try_roll_over().await {
+                Ok(()) => return,
                 Err(ManagedLedgerError::Fenced(why)) => {
                     self.fail_terminally(ManagedLedgerError::Fenced(why));
-                    break;
+                    return;
                 }
                 Err(e) => {
                     tracing::warn!(topic = %self.name, error = %e, "rollover failed; retrying");
-                    {
-                        let mut state = self.lock();
-                        if state.current.is_none() {
-                            // Nothing can be written: fail what waits rather than hold it.
-                            for (_, tx) in state.queued.drain(..) {
-                                let _ = tx
-                                    .send(Err(ManagedLedgerError::NoWritableLedger(e.to_string())));
-                            }
+                    let mut state = self.lock();
+                    if state.current.is_none() {
+                        // Nothing can be written: fail what waits rather than hold it.
+                        for (_, tx) in state.queued.drain(..) {
+                            let _ =
+                                tx.send(Err(ManagedLedgerError::NoWritableLedger(e.to_string())));
                         }
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        self.lock().rolling = false;
     }
 
-    async fn try_roll_over(
-        self: &Arc<Self>,
-        failed: Option<LedgerId>,
-    ) -> Result<(), ManagedLedgerError> {
-        if let Some(id) = failed {
-            self.seal(id, None).await?;
-        }
+    /// Creates the next ledger, adds it to the list and switches appends to
+    /// it; then seals the previous one in the background (retrying), since
+    /// readers cannot move past it until it is sealed.
+    async fn try_roll_over(self: &Arc<Self>) -> Result<(), ManagedLedgerError> {
         let writer = self.client.create(&self.config.ledger).await?;
         let new_id = writer.id();
         let added = self
@@ -311,7 +316,7 @@ impl ManagedLedger {
             let _ = writer.close().await;
             return Err(e);
         }
-        let (old, queued) = {
+        let old = {
             let mut state = self.lock();
             state.open_confirmed.insert(new_id, -1);
             let old = state.current.replace(CurrentLedger {
@@ -321,19 +326,44 @@ impl ManagedLedger {
                 bytes: 0,
                 created: Instant::now(),
             });
-            (old, std::mem::take(&mut state.queued))
+            state.rolling = false;
+            // Appends that waited go first, in their order, still under the lock.
+            let queued = std::mem::take(&mut state.queued);
+            for (data, tx) in queued {
+                let pending = self.start_append(&mut state, data);
+                let ml = self.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(ml.finish_append(pending).await);
+                });
+            }
+            old
         };
-        for (data, tx) in queued {
-            let append = self.append(data);
-            tokio::spawn(async move {
-                let _ = tx.send(append.await);
-            });
-        }
         tracing::debug!(topic = %self.name, ledger = new_id, "rolled over");
         if let Some(old) = old {
-            self.seal(old.id, Some(old.writer)).await?;
+            let ml = self.clone();
+            tokio::spawn(async move { ml.seal_until_done(old.id, Some(old.writer)).await });
         }
         Ok(())
+    }
+
+    /// Seals `id`, retrying until it is recorded (or this broker is fenced).
+    async fn seal_until_done(self: Arc<Self>, id: LedgerId, writer: Option<LedgerWriter>) {
+        let mut writer = writer;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.seal(id, writer.take()).await {
+                Ok(()) => return,
+                Err(ManagedLedgerError::Fenced(why)) => {
+                    self.fail_terminally(ManagedLedgerError::Fenced(why));
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.name, ledger = id, error = %e, "sealing failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 
     /// Closes `id` (through its writer, or by recovery when the writer is gone

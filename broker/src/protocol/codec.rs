@@ -35,20 +35,7 @@ impl Encoder<Outbound> for PulsarCodec {
             Outbound::Command(command) => (command, Bytes::new()),
             Outbound::Message { command, entry } => (command, entry),
         };
-        let command_size = command.encoded_len();
-        let total_size = 4 + command_size + entry.len();
-        if total_size > self.max_frame_size || total_size > u32::MAX as usize {
-            return Err(FrameError::FrameTooLarge {
-                total_size,
-                max_frame_size: self.max_frame_size,
-            });
-        }
-        dst.reserve(4 + total_size);
-        dst.put_u32(total_size as u32);
-        dst.put_u32(command_size as u32);
-        command
-            .encode(dst)
-            .expect("reserved capacity for the command");
+        self.put_command(&command, entry.len(), dst)?;
         dst.extend_from_slice(&entry);
         Ok(())
     }
@@ -78,6 +65,32 @@ impl PulsarCodec {
 
     pub fn max_frame_size(&self) -> usize {
         self.max_frame_size
+    }
+
+    /// Checks the frame's size, reserves room for all of it, and writes
+    /// `totalSize`, `commandSize` and the command; `section_size` bytes of
+    /// message section are the caller's to write next.
+    fn put_command(
+        &self,
+        command: &BaseCommand,
+        section_size: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), FrameError> {
+        let command_size = command.encoded_len();
+        let total_size = 4 + command_size + section_size;
+        if total_size > self.max_frame_size || total_size > u32::MAX as usize {
+            return Err(FrameError::FrameTooLarge {
+                total_size,
+                max_frame_size: self.max_frame_size,
+            });
+        }
+        dst.reserve(4 + total_size);
+        dst.put_u32(total_size as u32);
+        dst.put_u32(command_size as u32);
+        command
+            .encode(dst)
+            .expect("reserved capacity for the command");
+        Ok(())
     }
 }
 
@@ -127,7 +140,6 @@ impl Encoder<Frame> for PulsarCodec {
     type Error = FrameError;
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let command_size = frame.command.encoded_len();
         let metadata_size = frame
             .payload
             .as_ref()
@@ -138,21 +150,7 @@ impl Encoder<Frame> for PulsarCodec {
             Some(p) => 2 + 4 + 4 + metadata_size + p.payload.len(),
             None => 0,
         };
-        let total_size = 4 + command_size + section_size;
-        if total_size > self.max_frame_size || total_size > u32::MAX as usize {
-            return Err(FrameError::FrameTooLarge {
-                total_size,
-                max_frame_size: self.max_frame_size,
-            });
-        }
-
-        dst.reserve(4 + total_size);
-        dst.put_u32(total_size as u32);
-        dst.put_u32(command_size as u32);
-        frame
-            .command
-            .encode(dst)
-            .expect("reserved capacity for the command");
+        self.put_command(&frame.command, section_size, dst)?;
         if let Some(payload) = frame.payload {
             dst.put_u16(MAGIC_CRC32C);
             let checksum_at = dst.len();
@@ -440,6 +438,53 @@ mod tests {
             PulsarCodec::default().decode(&mut buf),
             Err(FrameError::InvalidCommand(_))
         ));
+    }
+
+    #[test]
+    fn a_stored_entry_goes_back_out_as_a_valid_message_unchanged() {
+        let sent = Frame::with_payload(send(1, 4), metadata(4), Bytes::from_static(b"batch"));
+        let mut buf = encode(sent);
+        let Decoded::Frame(frame) = decode_one(&mut buf) else {
+            panic!("expected a frame");
+        };
+        let entry = frame.payload.expect("payload").entry;
+        // The entry is the checksummed section exactly as the producer sent it.
+        assert_eq!(entry[..2], MAGIC_CRC32C.to_be_bytes());
+        assert_eq!(
+            crate::protocol::entry_metadata(&entry).unwrap(),
+            metadata(4)
+        );
+        let message = BaseCommand {
+            r#type: Type::Message as i32,
+            message: Some(CommandMessage {
+                consumer_id: 3,
+                message_id: MessageIdData {
+                    ledger_id: 8,
+                    entry_id: 2,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut out = BytesMut::new();
+        PulsarCodec::default()
+            .encode(
+                Outbound::Message {
+                    command: Box::new(message.clone()),
+                    entry,
+                },
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(
+            decode_one(&mut out),
+            whole(Frame::with_payload(
+                message,
+                metadata(4),
+                Bytes::from_static(b"batch")
+            ))
+        );
     }
 
     #[test]

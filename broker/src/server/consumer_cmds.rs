@@ -9,7 +9,7 @@ use pulsar::proto::{
     ServerError,
 };
 
-use super::connection::{Connection, Event};
+use super::connection::{Connection, ConsumerState, Event};
 use crate::managed_ledger::Position;
 use crate::protocol::commands;
 use crate::topic::{
@@ -17,6 +17,19 @@ use crate::topic::{
 };
 
 impl Connection {
+    /// The consumer, or an ERROR reply to `request_id` if there is none.
+    fn consumer_or_reply(&self, consumer_id: u64, request_id: u64) -> Option<&ConsumerState> {
+        let consumer = self.consumers.get(&consumer_id);
+        if consumer.is_none() {
+            self.send(commands::error(
+                request_id,
+                ServerError::ConsumerNotFound,
+                format!("no consumer {consumer_id}"),
+            ));
+        }
+        consumer
+    }
+
     pub(super) fn subscribe(&mut self, request: CommandSubscribe) {
         let refuse = |conn: &Connection, error: ServerError, message: String| {
             tracing::warn!(connection = conn.id, peer = %conn.peer, %message, "subscribe refused");
@@ -149,12 +162,7 @@ impl Connection {
     /// closes its consumers, which reconnect and resume from there (as
     /// Pulsar does).
     pub(super) async fn seek(&mut self, seek: CommandSeek) {
-        let Some(consumer) = self.consumers.get(&seek.consumer_id) else {
-            self.send(commands::error(
-                seek.request_id,
-                ServerError::ConsumerNotFound,
-                format!("no consumer {}", seek.consumer_id),
-            ));
+        let Some(consumer) = self.consumer_or_reply(seek.consumer_id, seek.request_id) else {
             return;
         };
         let target = if let Some(id) = &seek.message_id {
@@ -201,12 +209,7 @@ impl Connection {
     }
 
     pub(super) async fn last_message_id(&mut self, request: CommandGetLastMessageId) {
-        let Some(consumer) = self.consumers.get(&request.consumer_id) else {
-            self.send(commands::error(
-                request.request_id,
-                ServerError::ConsumerNotFound,
-                format!("no consumer {}", request.consumer_id),
-            ));
+        let Some(consumer) = self.consumer_or_reply(request.consumer_id, request.request_id) else {
             return;
         };
         let reply = match consumer.topic.last_message_id().await {
@@ -221,12 +224,7 @@ impl Connection {
     }
 
     pub(super) async fn unsubscribe(&mut self, request: CommandUnsubscribe) {
-        let Some(consumer) = self.consumers.get(&request.consumer_id) else {
-            self.send(commands::error(
-                request.request_id,
-                ServerError::ConsumerNotFound,
-                format!("no consumer {}", request.consumer_id),
-            ));
+        let Some(consumer) = self.consumer_or_reply(request.consumer_id, request.request_id) else {
             return;
         };
         let key = (self.id, request.consumer_id);

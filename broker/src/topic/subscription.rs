@@ -79,6 +79,9 @@ struct SubState {
     redelivery_counts: HashMap<Position, u32>,
     /// Bumped by a seek, so a read started before it is discarded.
     epoch: u64,
+    /// Recent average of messages per entry, to turn message permits into
+    /// an entry count to read (a batch is one entry of many messages).
+    messages_per_entry: f64,
     closed: bool,
 }
 
@@ -193,6 +196,7 @@ impl Subscription {
                 pending: BTreeMap::new(),
                 redelivery_counts: HashMap::new(),
                 epoch: 0,
+                messages_per_entry: 1.0,
                 closed: false,
             }),
             wake: Notify::new(),
@@ -486,7 +490,8 @@ impl Subscription {
             if permits <= 0 {
                 return Ok(false);
             }
-            let max = (permits as usize).clamp(1, MAX_ENTRIES_PER_READ);
+            let entries = (permits as f64 / st.messages_per_entry).ceil() as usize;
+            let max = entries.clamp(1, MAX_ENTRIES_PER_READ);
             let plan = if st.redeliver.is_empty() {
                 Plan::Read {
                     after: st.last_read,
@@ -609,6 +614,7 @@ impl Subscription {
             .outstanding_batch(position)
             .map(|s| s.to_vec())
             .unwrap_or_default();
+        st.messages_per_entry = 0.9 * st.messages_per_entry + 0.1 * messages as f64;
         let slot = &mut st.consumers[index];
         slot.permits -= messages as i64;
         let key = slot.handle.key;
