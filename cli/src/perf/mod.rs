@@ -6,6 +6,7 @@ mod consume;
 mod ledger;
 mod produce;
 mod report;
+mod wire_produce;
 
 use anyhow::Result;
 use clap::Subcommand;

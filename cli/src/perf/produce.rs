@@ -56,11 +56,21 @@ pub struct ProducePerfArgs {
     /// Unmeasured warm-up before it.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     warmup: Duration,
+    /// Publish pre-built batches straight over the Pulsar protocol, one
+    /// connection per producer, instead of through the `pulsar` crate:
+    /// measures the broker rather than the client library. Batches hold
+    /// `min(--batch-max-messages, --batch-max-bytes / --size)` messages and
+    /// `--max-pending` messages per producer are in flight as whole batches.
+    #[arg(long)]
+    wire: bool,
 }
 
 pub async fn run(args: ProducePerfArgs) -> Result<()> {
     if args.producers == 0 || args.max_pending == 0 || args.batch_max_messages == 0 {
         bail!("--producers, --max-pending and --batch-max-messages must be positive");
+    }
+    if args.wire {
+        return run_wire(args).await;
     }
     let pulsar =
         connect_with_outbound_queue(&args.connect, Some(args.max_pending.max(100))).await?;
@@ -122,6 +132,49 @@ pub async fn run(args: ProducePerfArgs) -> Result<()> {
     }
     drop(pulsar);
 
+    summarize(&args, &measured)
+}
+
+/// `--wire`: the same load without a client library in the way.
+async fn run_wire(args: ProducePerfArgs) -> Result<()> {
+    let address = super::wire_produce::address_of(&args.connect.url)?;
+    let per_batch =
+        (args.batch_max_bytes / args.size.max(1)).clamp(1, args.batch_max_messages as usize) as u32;
+    let window = (args.max_pending / per_batch as usize).max(1);
+    let load = Load::new();
+    let batches_per_second = args.rate as f64 / args.producers as f64 / per_batch as f64;
+    let tasks: Vec<_> = (0..args.producers)
+        .map(|i| {
+            let spec = super::wire_produce::WireProducer {
+                address: address.clone(),
+                topic: args.topic.clone(),
+                message_size: args.size,
+                messages_per_batch: per_batch,
+                window,
+                batches_per_second,
+            };
+            tokio::spawn(super::wire_produce::produce(spec, i, load.clone()))
+        })
+        .collect();
+    let measured = measure(
+        &load,
+        args.warmup,
+        args.duration,
+        "produced",
+        "publish latency",
+        String::new,
+    )
+    .await?;
+    for task in tasks {
+        task.await??;
+    }
+    println!(
+        "(wire client: {per_batch} messages per batch, {window} batches in flight per producer)"
+    );
+    summarize(&args, &measured)
+}
+
+fn summarize(args: &ProducePerfArgs, measured: &super::report::Measured) -> Result<()> {
     println!(
         "perf produce: {} producers, {} B messages, {}, {} pending per producer, rate {}",
         args.producers,

@@ -34,10 +34,11 @@ pub fn percentiles_line(h: &Histogram<u64>) -> String {
     )
 }
 
-/// Records `micros` clamped into the histogram's range, so that an outlier
-/// (or a clock that went backwards) never fails a run.
-pub fn record_clamped(h: &mut Histogram<u64>, micros: u64) {
-    let _ = h.record(micros.clamp(h.low(), h.high()));
+/// Records `count` operations of `micros` each, clamped into the
+/// histogram's range, so that an outlier (or a clock that went backwards)
+/// never fails a run.
+pub fn record_clamped_n(h: &mut Histogram<u64>, micros: u64, count: u64) {
+    let _ = h.record_n(micros.clamp(h.low(), h.high()), count);
 }
 
 /// One load-generating task's latencies: since the last progress line, and
@@ -55,10 +56,10 @@ impl LatencyRecorder {
         }
     }
 
-    pub fn record(&mut self, micros: u64, measuring: bool) {
-        record_clamped(&mut self.interval, micros);
+    pub fn record_n(&mut self, micros: u64, count: u64, measuring: bool) {
+        record_clamped_n(&mut self.interval, micros, count);
         if measuring {
-            record_clamped(&mut self.measured, micros);
+            record_clamped_n(&mut self.measured, micros, count);
         }
     }
 }
@@ -109,10 +110,22 @@ impl Load {
 
     /// One operation of `bytes` completed after `micros`.
     pub fn completed(&self, bytes: usize, micros: u64, recorder: &Mutex<LatencyRecorder>) {
-        self.done.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.completed_many(1, bytes as u64, micros, recorder);
+    }
+
+    /// `count` operations of `bytes` in all completed together after
+    /// `micros` (a batch acknowledged by one receipt).
+    pub fn completed_many(
+        &self,
+        count: u64,
+        bytes: u64,
+        micros: u64,
+        recorder: &Mutex<LatencyRecorder>,
+    ) {
+        self.done.fetch_add(count, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
         if let Ok(mut r) = recorder.lock() {
-            r.record(micros, self.measuring());
+            r.record_n(micros, count, self.measuring());
         }
     }
 
@@ -269,8 +282,8 @@ mod tests {
     #[test]
     fn out_of_range_latencies_are_clamped_not_dropped() {
         let mut h = latency_histogram();
-        record_clamped(&mut h, 0);
-        record_clamped(&mut h, 3_600_000_000);
+        record_clamped_n(&mut h, 0, 1);
+        record_clamped_n(&mut h, 3_600_000_000, 1);
         assert_eq!(h.len(), 2);
         assert_eq!(h.min(), 1);
         assert!(h.max() >= 60_000_000);
