@@ -293,10 +293,17 @@ impl Subscription {
     /// of a batch; so does a batch index without one (clients that ack each
     /// message of a batch by its index), when the batch size is known.
     pub fn acknowledge(&self, cumulative: bool, acks: &[Acknowledgement]) {
+        let last = self.ml.last_confirmed();
         let mut st = self.lock();
         let st = &mut *st;
         for ack in acks {
             let position = &ack.position;
+            if *position > last {
+                // Never delivered: acknowledging it would hide it from this
+                // subscription once it is written.
+                tracing::warn!(topic = %self.topic, subscription = %self.name, %position, "ignoring ack past the last entry");
+                continue;
+            }
             let derived;
             let ack_set = if ack.ack_set.is_empty() && ack.batch_index >= 0 {
                 match st.pending.get(position) {
