@@ -43,6 +43,9 @@ const ENTRY_OVERHEAD_BYTES: usize = 32;
 /// HTTP/2 pings on idle connections, so a peer that vanished without a TCP
 /// reset is noticed before the next request has to time out.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long past its deadline an add stream waits for any answer before it
+/// is declared failed (see `receive_results`).
+const DEADLINE_GRACE: Duration = Duration::from_secs(1);
 /// Flow-control windows measured with `magnetar perf bookie`.
 const STREAM_WINDOW_BYTES: u32 = 8 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
@@ -755,7 +758,16 @@ async fn receive_results(
         let next = match in_flight.oldest_deadline() {
             Some(deadline) => tokio::select! {
                 next = results.next() => next,
-                () = tokio::time::sleep_until(deadline) => return Err(E::Timeout),
+                () = tokio::time::sleep_until(deadline) => {
+                    // A process that was paused (SIGSTOP, a VM freeze) wakes
+                    // with every timer expired and the answers unread, and a
+                    // bookie in the same process has not run either: only a
+                    // bookie that stays silent a while longer has failed.
+                    match tokio::time::timeout(DEADLINE_GRACE, results.next()).await {
+                        Ok(next) => next,
+                        Err(_) => return Err(E::Timeout),
+                    }
+                }
             },
             None => tokio::select! {
                 next = results.next() => next,
