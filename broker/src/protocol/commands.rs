@@ -49,6 +49,15 @@ pub fn messages_in_entry(entry: &[u8]) -> u32 {
         .unwrap_or(1)
 }
 
+/// When a delayed message may be delivered (ms since the epoch), if it is one.
+pub fn deliver_at(entry: &[u8]) -> Option<u64> {
+    entry_metadata(entry)
+        .ok()
+        .and_then(|m| m.deliver_at_time)
+        .filter(|t| *t > 0)
+        .map(|t| t as u64)
+}
+
 pub fn connected(protocol_version: i32, max_message_size: usize) -> Outbound {
     command(Type::Connected, |c| {
         c.connected = Some(CommandConnected {

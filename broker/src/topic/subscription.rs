@@ -73,6 +73,10 @@ struct SubState {
     last_read: Position,
     /// Entries to deliver again before new ones.
     redeliver: BTreeSet<Position>,
+    /// Shared subscriptions: entries whose `deliver_at_time` (ms since the
+    /// epoch) has not come yet, held back until it does. Not persisted: after
+    /// a restart the cursor reads them again and holds them again.
+    delayed: BTreeSet<(u64, Position)>,
     /// Delivered, not yet acknowledged: to whom, and how many messages the
     /// entry holds.
     pending: BTreeMap<Position, (ConsumerKey, u32)>,
@@ -193,6 +197,7 @@ impl Subscription {
                 round_robin: 0,
                 last_read,
                 redeliver: BTreeSet::new(),
+                delayed: BTreeSet::new(),
                 pending: BTreeMap::new(),
                 redelivery_counts: HashMap::new(),
                 epoch: 0,
@@ -355,6 +360,7 @@ impl Subscription {
         st.last_read = mark_delete;
         st.pending.clear();
         st.redeliver.clear();
+        st.delayed.clear();
         st.redelivery_counts.clear();
         st.epoch += 1;
         let consumers = std::mem::take(&mut st.consumers)
@@ -472,9 +478,14 @@ impl Subscription {
             match self.dispatch_once().await {
                 Ok(true) => continue,
                 Ok(false) => {
+                    let next_due = self.lock().delayed.first().map(|(at, _)| *at);
+                    let until_due = next_due
+                        .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+                        .unwrap_or(Duration::from_secs(3600));
                     tokio::select! {
                         _ = self.wake.notified() => {}
                         changed = changes.changed() => if changed.is_err() { return },
+                        _ = tokio::time::sleep(until_due), if next_due.is_some() => {}
                     }
                 }
                 Err(e) => {
@@ -493,6 +504,7 @@ impl Subscription {
     async fn dispatch_once(&self) -> Result<bool, ManagedLedgerError> {
         let (plan, epoch) = {
             let mut st = self.lock();
+            Self::release_due(&mut st);
             let permits = Self::available_permits(&st);
             if permits <= 0 {
                 return Ok(false);
@@ -531,6 +543,7 @@ impl Subscription {
             return Ok(true);
         }
         let mut undelivered = Vec::new();
+        let now = now_ms();
         for entry in entries {
             let position = entry.position;
             if st.cursor.is_acked(position) {
@@ -538,6 +551,15 @@ impl Subscription {
                     st.last_read = position;
                 }
                 continue;
+            }
+            if st.sub_type == SubscriptionType::Shared {
+                if let Some(at) = commands::deliver_at(&entry.data).filter(|at| *at > now) {
+                    st.delayed.insert((at, position));
+                    if is_read {
+                        st.last_read = position;
+                    }
+                    continue;
+                }
             }
             if !undelivered.is_empty() || !self.deliver(&mut st, entry) {
                 if is_read {
@@ -571,6 +593,19 @@ impl Subscription {
             }
         }
         entries
+    }
+
+    /// Moves held-back entries whose delivery time has come to the front of
+    /// the line.
+    fn release_due(st: &mut SubState) {
+        let now = now_ms();
+        while let Some((at, position)) = st.delayed.first().copied() {
+            if at > now {
+                break;
+            }
+            st.delayed.pop_first();
+            st.redeliver.insert(position);
+        }
     }
 
     fn available_permits(st: &SubState) -> i64 {
@@ -634,6 +669,13 @@ impl Subscription {
         st.pending.insert(position, (key, messages));
         true
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// One acknowledged message id, as a consumer sent it.
