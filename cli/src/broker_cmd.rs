@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
 use magnetar_broker::ledger::{LedgerClient, LedgerConfig};
+use magnetar_broker::managed_ledger::EntryCache;
 use magnetar_broker::metrics::BrokerMetrics;
 use magnetar_broker::server::BrokerServer;
 use magnetar_broker::topic::{
@@ -32,7 +33,7 @@ pub struct BrokerTuning {
     /// Entries per ledger before a topic rolls over to a new one [default: 50000].
     #[arg(long, env = "MAGNETAR_MAX_ENTRIES_PER_LEDGER")]
     pub max_entries_per_ledger: Option<u64>,
-    /// Recent entries kept in memory per topic, in MiB [default: 64].
+    /// Recent entries kept in memory, across all topics, in MiB [default: 256].
     #[arg(long, env = "MAGNETAR_CACHE_MB")]
     pub cache_mb: Option<usize>,
     /// Bookies per ledger for namespaces without a persistence policy [default: 2].
@@ -67,7 +68,7 @@ impl BrokerTuning {
             config.managed_ledger.max_entries_per_ledger = n;
         }
         if let Some(mb) = self.cache_mb {
-            config.managed_ledger.cache_bytes = mb << 20;
+            config.managed_ledger.cache = EntryCache::new(mb << 20);
         }
         let ledger = &mut config.managed_ledger.ledger;
         let (e, qw, qa) = (

@@ -21,7 +21,7 @@ use magnetar_metadata::{MetadataStore, Version};
 use tokio::sync::{oneshot, watch};
 
 use crate::ledger::{EntryId, LedgerClient, LedgerConfig, LedgerId, LedgerReader, LedgerWriter};
-use cache::EntryCache;
+pub use cache::EntryCache;
 pub use error::ManagedLedgerError;
 pub use ledger_list::{LedgerInfo, LedgerList, LedgerListStore};
 pub use position::Position;
@@ -34,8 +34,9 @@ pub struct ManagedLedgerConfig {
     pub max_entries_per_ledger: u64,
     pub max_ledger_bytes: u64,
     pub max_ledger_age: Duration,
-    /// Recent entries kept in memory per topic.
-    pub cache_bytes: usize,
+    /// Recent entries in memory; clones of a config share one cache, so a
+    /// broker's topics share one budget.
+    pub cache: EntryCache,
 }
 
 impl Default for ManagedLedgerConfig {
@@ -45,7 +46,7 @@ impl Default for ManagedLedgerConfig {
             max_entries_per_ledger: 50_000,
             max_ledger_bytes: 2 << 30,
             max_ledger_age: Duration::from_secs(4 * 3600),
-            cache_bytes: 64 << 20,
+            cache: EntryCache::new(256 << 20),
         }
     }
 }
@@ -88,7 +89,7 @@ pub struct ManagedLedger {
     client: LedgerClient,
     list_store: LedgerListStore,
     state: Mutex<State>,
-    cache: Mutex<EntryCache>,
+    cache: EntryCache,
     readers: tokio::sync::Mutex<HashMap<LedgerId, LedgerReader>>,
     /// Serialises changes of the ledger list.
     list_updates: tokio::sync::Mutex<()>,
@@ -139,7 +140,7 @@ impl ManagedLedger {
         tracing::info!(topic = %name, ledger = writer.id(), ledgers = list.ledgers.len(), "managed ledger open");
         Ok(Arc::new(ManagedLedger {
             name,
-            cache: Mutex::new(EntryCache::new(config.cache_bytes)),
+            cache: config.cache.clone(),
             config,
             client,
             list_store,
@@ -194,7 +195,7 @@ impl ManagedLedger {
         current.next_entry += 1;
         current.bytes += data.len() as u64;
         let ack = current.writer.append(data.clone());
-        self.cache_lock().insert(position, data);
+        self.cache.insert(position, data);
         if self.needs_rollover(current) && !state.rolling {
             state.rolling = true;
             let ml = self.clone();
@@ -219,10 +220,6 @@ impl ManagedLedger {
                 }
             },
         }
-    }
-
-    fn cache_lock(&self) -> MutexGuard<'_, EntryCache> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn needs_rollover(&self, current: &CurrentLedger) -> bool {
@@ -255,7 +252,7 @@ impl ManagedLedger {
         let start_rollover = !state.rolling;
         state.rolling = true;
         drop(state);
-        self.cache_lock().invalidate_ledger(ledger_id);
+        self.cache.invalidate_ledger(ledger_id);
         if let Some(failed) = failed {
             // Recover (fence and close) it: its last entry is whatever an
             // ack quorum holds, which may be past what was confirmed here.
@@ -575,16 +572,12 @@ impl ManagedLedger {
         };
         let last = last_readable.min(first.entry_id + max_entries as i64 - 1);
         let mut entries = Vec::with_capacity((last - first.entry_id + 1) as usize);
-        {
-            let cache = self.cache_lock();
-            for e in first.entry_id..=last {
-                let position = Position::new(first.ledger_id, e);
-                match cache.get(&position) {
-                    Some(data) => entries.push(Entry { position, data }),
-                    None => break,
-                }
-            }
-        }
+        entries.extend(
+            self.cache
+                .get_run(first.ledger_id, first.entry_id, last)
+                .into_iter()
+                .map(|(position, data)| Entry { position, data }),
+        );
         let from = first.entry_id + entries.len() as i64;
         if from <= last {
             let read = self.read_from_bookies(first.ledger_id, from, last).await?;
