@@ -40,22 +40,29 @@ pub fn position_of(id: &MessageIdData) -> Position {
     Position::new(id.ledger_id, id.entry_id as i64)
 }
 
-/// Number of messages an entry holds (a batch holds several).
-pub fn messages_in_entry(entry: &[u8]) -> u32 {
-    entry_metadata(entry)
-        .ok()
-        .and_then(|m| m.num_messages_in_batch)
-        .map(|n| n.max(1) as u32)
-        .unwrap_or(1)
+/// What dispatch needs to know of a stored entry, read from its metadata
+/// once: how many messages it holds (a batch holds several) and, for a
+/// delayed message, when it may be delivered (ms since the epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryInfo {
+    pub messages: u32,
+    pub deliver_at: Option<u64>,
 }
 
-/// When a delayed message may be delivered (ms since the epoch), if it is one.
-pub fn deliver_at(entry: &[u8]) -> Option<u64> {
-    entry_metadata(entry)
-        .ok()
-        .and_then(|m| m.deliver_at_time)
-        .filter(|t| *t > 0)
-        .map(|t| t as u64)
+pub fn entry_info(entry: &[u8]) -> EntryInfo {
+    match entry_metadata(entry) {
+        Ok(m) => EntryInfo {
+            messages: m
+                .num_messages_in_batch
+                .map(|n| n.max(1) as u32)
+                .unwrap_or(1),
+            deliver_at: m.deliver_at_time.filter(|t| *t > 0).map(|t| t as u64),
+        },
+        Err(_) => EntryInfo {
+            messages: 1,
+            deliver_at: None,
+        },
+    }
 }
 
 pub fn connected(protocol_version: i32, max_message_size: usize) -> Outbound {

@@ -538,13 +538,18 @@ impl Subscription {
             }
             Plan::Redeliver(positions) => (self.read_positions(positions).await, false),
         };
+        // Each entry's metadata is decoded once, before taking the lock.
+        let infos: Vec<commands::EntryInfo> = entries
+            .iter()
+            .map(|e| commands::entry_info(&e.data))
+            .collect();
         let mut st = self.lock();
         if st.epoch != epoch || st.closed {
             return Ok(true);
         }
         let mut undelivered = Vec::new();
         let now = now_ms();
-        for entry in entries {
+        for (entry, info) in entries.into_iter().zip(infos) {
             let position = entry.position;
             if st.cursor.is_acked(position) {
                 if is_read {
@@ -553,7 +558,7 @@ impl Subscription {
                 continue;
             }
             if st.sub_type == SubscriptionType::Shared {
-                if let Some(at) = commands::deliver_at(&entry.data).filter(|at| *at > now) {
+                if let Some(at) = info.deliver_at.filter(|at| *at > now) {
                     st.delayed.insert((at, position));
                     if is_read {
                         st.last_read = position;
@@ -561,7 +566,7 @@ impl Subscription {
                     continue;
                 }
             }
-            if !undelivered.is_empty() || !self.deliver(&mut st, entry) {
+            if !undelivered.is_empty() || !self.deliver(&mut st, entry, info.messages) {
                 if is_read {
                     break;
                 }
@@ -643,13 +648,13 @@ impl Subscription {
         }
     }
 
-    /// Sends `entry` to a consumer with permits; false if none has any.
-    fn deliver(&self, st: &mut SubState, entry: Entry) -> bool {
+    /// Sends `entry` (of `messages` messages) to a consumer with permits;
+    /// false if none has any.
+    fn deliver(&self, st: &mut SubState, entry: Entry, messages: u32) -> bool {
         let Some(index) = Self::pick_consumer(st) else {
             return false;
         };
         let position = entry.position;
-        let messages = commands::messages_in_entry(&entry.data);
         let redelivery_count = st.redelivery_counts.get(&position).copied().unwrap_or(0);
         let ack_set = st
             .cursor

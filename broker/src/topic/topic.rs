@@ -195,7 +195,7 @@ impl Topic {
         let before = self.ml.position_before(last);
         let entries = self.ml.read_entries(before, 1).await?;
         if let Some(entry) = entries.first().filter(|e| e.position == last) {
-            let messages = commands::messages_in_entry(&entry.data);
+            let messages = commands::entry_info(&entry.data).messages;
             if messages > 1 {
                 id.batch_index = Some(messages as i32 - 1);
             }
