@@ -12,7 +12,10 @@ mod subscription;
 mod topic;
 
 pub use name::{InvalidTopicName, TopicName};
-pub use policies::{create_namespace_if_absent, NamespacePolicies, PersistencePolicy, TenantInfo};
+pub use policies::{
+    create_namespace_if_absent, BacklogQuota, BacklogQuotaPolicy, NamespacePolicies,
+    PersistencePolicy, RetentionPolicy, TenantInfo,
+};
 pub use service::{BrokerConfig, BrokerService, ServiceError};
 pub use subscription::{
     Acknowledgement, ConsumerHandle, ConsumerKey, SubscribeError, Subscription, SubscriptionType,

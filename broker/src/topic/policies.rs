@@ -1,6 +1,6 @@
 //! Tenant and namespace records as stored in metadata (`keys::tenant`,
 //! `keys::namespace`). Unknown fields are kept out of the way with defaults,
-//! so later policies (retention, quotas) extend these without a migration.
+//! so later policies extend these without a migration.
 
 use bytes::Bytes;
 use magnetar_metadata::{keys, Expect, MetadataError, MetadataStore};
@@ -22,11 +22,67 @@ pub struct PersistencePolicy {
     pub ack_quorum: u32,
 }
 
+/// How long and how much acknowledged data a namespace keeps (Pulsar's
+/// `RetentionPolicies`; JSON field names as in Pulsar's admin API). A ledger
+/// every cursor has passed is deleted once it is older than the time limit
+/// or the retained size exceeds the size limit; -1 means unlimited, 0 means
+/// delete as soon as it is consumed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionPolicy {
+    #[serde(default)]
+    pub retention_time_in_minutes: i64,
+    #[serde(default, rename = "retentionSizeInMB")]
+    pub retention_size_in_mb: i64,
+}
+
+/// What happens when a topic's backlog passes its quota (Pulsar's
+/// `BacklogQuota.RetentionPolicy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BacklogQuotaPolicy {
+    /// Producers are refused and disconnected until the backlog shrinks;
+    /// clients keep retrying, so their sends are held.
+    ProducerRequestHold,
+    /// Producers are refused and disconnected; clients fail their sends.
+    ProducerException,
+    /// The slowest cursors are moved forward until the backlog fits.
+    ConsumerBacklogEviction,
+}
+
+/// Backlog limit of each topic in a namespace (Pulsar's `BacklogQuota`, type
+/// `destination_storage`): `limit_size` in bytes, `limit_time` in seconds
+/// (age of the oldest unacknowledged message); -1 or absent means no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BacklogQuota {
+    #[serde(default = "unlimited")]
+    pub limit_size: i64,
+    #[serde(default = "unlimited")]
+    pub limit_time: i64,
+    pub policy: BacklogQuotaPolicy,
+}
+
+fn unlimited() -> i64 {
+    -1
+}
+
+/// A namespace's policies as stored at `keys::namespace`. Every field is
+/// optional so records written by older brokers still load.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NamespacePolicies {
     /// `None`: the broker's default persistence.
     #[serde(default)]
     pub persistence: Option<PersistencePolicy>,
+    /// `None`: Pulsar's default, acknowledged ledgers are deleted at once.
+    #[serde(default)]
+    pub retention: Option<RetentionPolicy>,
+    /// Unacknowledged messages older than this are acknowledged by the
+    /// broker (expired). `None` or 0: never.
+    #[serde(default)]
+    pub message_ttl_seconds: Option<u32>,
+    #[serde(default)]
+    pub backlog_quota: Option<BacklogQuota>,
 }
 
 /// Creates a tenant and a namespace unless they exist (standalone's

@@ -120,7 +120,7 @@ impl BrokerService {
         &self.store
     }
 
-    async fn namespace_policies(
+    pub async fn namespace_policies(
         &self,
         name: &TopicName,
     ) -> Result<NamespacePolicies, ServiceError> {
