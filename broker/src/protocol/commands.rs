@@ -6,8 +6,8 @@ use pulsar::proto::base_command::Type;
 use pulsar::proto::command_lookup_topic_response::LookupType;
 use pulsar::proto::command_partitioned_topic_metadata_response::LookupType as MetadataLookupType;
 use pulsar::proto::{
-    BaseCommand, CommandAckResponse, CommandCloseConsumer, CommandConnected, CommandError,
-    CommandGetLastMessageIdResponse, CommandGetTopicsOfNamespaceResponse,
+    BaseCommand, CommandAckResponse, CommandCloseConsumer, CommandCloseProducer, CommandConnected,
+    CommandError, CommandGetLastMessageIdResponse, CommandGetTopicsOfNamespaceResponse,
     CommandLookupTopicResponse, CommandMessage, CommandPartitionedTopicMetadataResponse,
     CommandPong, CommandProducerSuccess, CommandSendError, CommandSendReceipt, CommandSuccess,
     MessageIdData, ServerError,
@@ -171,6 +171,17 @@ pub fn close_consumer(consumer_id: u64) -> Outbound {
     command(Type::CloseConsumer, |c| {
         c.close_consumer = Some(CommandCloseConsumer {
             consumer_id,
+            request_id: 0,
+        })
+    })
+}
+
+/// Tells a client its producer is closed by the broker; the client
+/// reconnects (and is told why if it is refused again).
+pub fn close_producer(producer_id: u64) -> Outbound {
+    command(Type::CloseProducer, |c| {
+        c.close_producer = Some(CommandCloseProducer {
+            producer_id,
             request_id: 0,
         })
     })

@@ -284,8 +284,24 @@ impl Connection {
                 result,
             } => match result {
                 Ok(topic) => {
+                    if let Err(e) =
+                        topic.add_producer((self.id, producer_id), self.outbound.clone())
+                    {
+                        tracing::warn!(connection = self.id, topic = %topic.full_name(), error = %e, "producer refused");
+                        self.send(commands::error(request_id, e.server_error(), e.to_string()));
+                        return;
+                    }
                     tracing::debug!(connection = self.id, topic = %topic.full_name(), producer = %producer_name, "producer ready");
-                    self.producers.insert(producer_id, ProducerState { topic });
+                    if let Some(replaced) = self.producers.insert(
+                        producer_id,
+                        ProducerState {
+                            topic: topic.clone(),
+                        },
+                    ) {
+                        if !Arc::ptr_eq(&replaced.topic, &topic) {
+                            replaced.topic.remove_producer((self.id, producer_id));
+                        }
+                    }
                     self.send(commands::producer_success(request_id, producer_name, -1));
                 }
                 Err(e) => {
@@ -351,6 +367,8 @@ impl Connection {
                 .release_consumer(&consumer.subscription, (self.id, consumer_id))
                 .await;
         }
-        self.producers.clear();
+        for (producer_id, producer) in self.producers.drain() {
+            producer.topic.remove_producer((self.id, producer_id));
+        }
     }
 }

@@ -84,7 +84,11 @@ impl Connection {
     }
 
     pub(super) fn close_producer(&mut self, request: CommandCloseProducer) {
-        self.producers.remove(&request.producer_id);
+        if let Some(producer) = self.producers.remove(&request.producer_id) {
+            producer
+                .topic
+                .remove_producer((self.id, request.producer_id));
+        }
         self.send(commands::success(request.request_id));
     }
 }

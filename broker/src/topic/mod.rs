@@ -21,4 +21,4 @@ pub use subscription::{
     Acknowledgement, ConsumerHandle, ConsumerKey, SubscribeError, Subscription, SubscriptionType,
     FLUSH_INTERVAL,
 };
-pub use topic::{InitialPosition, SubscribeRequest, Topic};
+pub use topic::{InitialPosition, ProducerKey, SubscribeRequest, Topic};

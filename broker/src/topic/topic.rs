@@ -7,12 +7,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use magnetar_metadata::{keys, MetadataStore};
 use pulsar::proto::MessageIdData;
+use tokio::sync::mpsc;
 
 use super::subscription::{ConsumerHandle, ConsumerKey, Subscription, SubscriptionType};
 use super::{ServiceError, TopicName};
 use crate::managed_ledger::{ManagedLedger, ManagedLedgerError, Position};
 use crate::metrics::BrokerMetrics;
-use crate::protocol::commands;
+use crate::protocol::{commands, Outbound};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitialPosition {
@@ -39,7 +40,13 @@ pub struct Topic {
     store: Arc<dyn MetadataStore>,
     metrics: BrokerMetrics,
     subscriptions: tokio::sync::Mutex<HashMap<String, Arc<Subscription>>>,
+    /// Producers attached here, so the broker can close them (topic deletion,
+    /// backlog quota) and count them.
+    producers: std::sync::Mutex<HashMap<ProducerKey, mpsc::UnboundedSender<Outbound>>>,
 }
+
+/// A producer is known by its connection and its id on that connection.
+pub type ProducerKey = (u64, u64);
 
 impl Topic {
     pub(super) fn new(
@@ -55,6 +62,7 @@ impl Topic {
             store,
             metrics,
             subscriptions: tokio::sync::Mutex::new(HashMap::new()),
+            producers: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -68,6 +76,39 @@ impl Topic {
 
     pub fn managed_ledger(&self) -> &Arc<ManagedLedger> {
         &self.ml
+    }
+
+    fn producers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ProducerKey, mpsc::UnboundedSender<Outbound>>> {
+        self.producers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Attaches a producer; `outbound` is its connection's writer, used to
+    /// close it from the broker's side.
+    pub fn add_producer(
+        &self,
+        key: ProducerKey,
+        outbound: mpsc::UnboundedSender<Outbound>,
+    ) -> Result<(), ServiceError> {
+        self.producers().insert(key, outbound);
+        Ok(())
+    }
+
+    pub fn remove_producer(&self, key: ProducerKey) {
+        self.producers().remove(&key);
+    }
+
+    pub fn producer_count(&self) -> usize {
+        self.producers().len()
+    }
+
+    /// Sends CLOSE_PRODUCER to every producer and forgets them; clients
+    /// reconnect through lookup.
+    pub fn disconnect_producers(&self) {
+        for ((_, producer_id), outbound) in self.producers().drain() {
+            let _ = outbound.send(commands::close_producer(producer_id));
+        }
     }
 
     /// Appends one entry (a message or a whole batch, as the producer sent it).
