@@ -1,5 +1,7 @@
-//! The broker's HTTP endpoints for operators: Prometheus `/metrics` and
-//! `/health`. (Admin REST joins it with the cluster issue.)
+//! The broker's HTTP endpoints: Prometheus `/metrics`, `/health`, and the
+//! admin REST API ([`crate::admin`]).
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
@@ -8,8 +10,9 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::metrics::BrokerMetrics;
+use crate::topic::BrokerService;
 
-pub fn router(metrics: BrokerMetrics) -> Router {
+pub fn router(metrics: BrokerMetrics, service: Arc<BrokerService>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route(
@@ -17,6 +20,7 @@ pub fn router(metrics: BrokerMetrics) -> Router {
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .with_state(metrics)
+        .merge(crate::admin::router(service))
 }
 
 async fn metrics_handler(State(metrics): State<BrokerMetrics>) -> impl IntoResponse {

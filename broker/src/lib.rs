@@ -1,8 +1,10 @@
 //! Magnetar broker: the BookKeeper-style ledger client ([`ledger`]),
 //! managed ledgers and cursors (topic storage), topics with their
 //! subscriptions and dispatch ([`topic`]), and the Pulsar binary protocol
-//! ([`protocol`] framing, [`server`] connections).
+//! ([`protocol`] framing, [`server`] connections), and the admin REST API
+//! ([`admin`], served by [`http`]).
 
+pub mod admin;
 pub mod cursor;
 pub mod http;
 pub mod ledger;

@@ -217,6 +217,7 @@ async fn acknowledgements_survive_a_broker_restart() {
             name: "c".into(),
             priority: 0,
             outbound: tx,
+            key_shared: Default::default(),
         };
         let sub = topic.subscribe(&request, handle).await.unwrap();
         // Ack 0..10 (contiguous) and 15, 20 individually.
@@ -240,6 +241,7 @@ async fn acknowledgements_survive_a_broker_restart() {
         name: "c".into(),
         priority: 0,
         outbound: tx,
+        key_shared: Default::default(),
     };
     let sub = topic.subscribe(&request, handle).await.unwrap();
     assert_eq!(sub.mark_delete_position(), positions[9]);

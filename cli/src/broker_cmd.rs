@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -45,12 +46,25 @@ pub struct BrokerTuning {
     /// Copies confirmed before a receipt [default: 2].
     #[arg(long, env = "MAGNETAR_ACK_QUORUM")]
     pub ack_quorum: Option<u32>,
+    /// How often message TTL, backlog quotas and retention are applied to
+    /// open topics, e.g. 60s or 500ms [default: 60s].
+    #[arg(long, env = "MAGNETAR_HOUSEKEEPING_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "human_duration")]
+    pub housekeeping_interval: Option<Duration>,
+}
+
+/// A duration in the file as the flag takes it ("60s", "1m 30s").
+fn human_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 impl BrokerTuning {
     pub fn merged(mut self, file: BrokerTuning) -> Self {
         prefer_cli!(self, file; advertise, max_message_size, max_entries_per_ledger, cache_mb,
-            ensemble_size, write_quorum, ack_quorum);
+            ensemble_size, write_quorum, ack_quorum, housekeeping_interval);
         self
     }
 
@@ -69,6 +83,13 @@ impl BrokerTuning {
         }
         if let Some(mb) = self.cache_mb {
             config.managed_ledger.cache = EntryCache::new(mb << 20);
+        }
+        if let Some(interval) = self.housekeeping_interval {
+            anyhow::ensure!(
+                !interval.is_zero(),
+                "--housekeeping-interval must be positive"
+            );
+            config.housekeeping_interval = interval;
         }
         let ledger = &mut config.managed_ledger.ledger;
         let (e, qw, qa) = (
@@ -94,7 +115,7 @@ pub struct BrokerArgs {
     /// Pulsar protocol address [default: 0.0.0.0:6650].
     #[arg(long, env = "MAGNETAR_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// HTTP address for /metrics and /health [default: 0.0.0.0:8080].
+    /// HTTP address for admin REST, /metrics and /health [default: 0.0.0.0:8080].
     #[arg(long, env = "MAGNETAR_HTTP")]
     pub http: Option<SocketAddr>,
     #[command(flatten)]
@@ -134,7 +155,7 @@ impl RunningBroker {
             .await
             .with_context(|| format!("binding broker HTTP on {http}"))?;
         let http_addr = http_listener.local_addr()?;
-        let router = magnetar_broker::http::router(metrics);
+        let router = magnetar_broker::http::router(metrics, service.clone());
         let http_task = tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, router).await {
                 tracing::error!(error = %e, "broker HTTP server stopped");
@@ -193,4 +214,37 @@ pub async fn run(args: BrokerArgs) -> Result<()> {
     tracing::info!("shutting down");
     broker.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct TestCli {
+        #[command(flatten)]
+        tuning: BrokerTuning,
+    }
+
+    #[test]
+    fn housekeeping_interval_from_flag_or_file() {
+        let default = BrokerTuning::default()
+            .config(BrokerConfig::default())
+            .unwrap();
+        assert_eq!(default.housekeeping_interval, Duration::from_secs(60));
+
+        let cli = TestCli::parse_from(["test", "--housekeeping-interval", "1s"]);
+        let config = cli.tuning.config(BrokerConfig::default()).unwrap();
+        assert_eq!(config.housekeeping_interval, Duration::from_secs(1));
+
+        let file: BrokerTuning = toml::from_str(r#"housekeeping-interval = "1m 30s""#).unwrap();
+        let merged = TestCli::parse_from(["test"]).tuning.merged(file);
+        let config = merged.config(BrokerConfig::default()).unwrap();
+        assert_eq!(config.housekeeping_interval, Duration::from_secs(90));
+
+        let zero = TestCli::parse_from(["test", "--housekeeping-interval", "0s"]);
+        assert!(zero.tuning.config(BrokerConfig::default()).is_err());
+        assert!(toml::from_str::<BrokerTuning>(r#"housekeeping-interval = "soon""#).is_err());
+    }
 }

@@ -1,5 +1,6 @@
 //! `magnetar`: one binary for every Magnetar process and tool.
 
+mod admin;
 mod bookie_cmd;
 mod broker_cmd;
 mod client;
@@ -38,6 +39,8 @@ enum Command {
     Bookie(bookie_cmd::BookieArgs),
     /// A broker: serves topics over the Pulsar protocol, stores them on bookies.
     Broker(broker_cmd::BrokerArgs),
+    /// Administer tenants, namespaces and topics over the broker's admin REST API (like pulsar-admin).
+    Admin(admin::AdminArgs),
     /// Publish messages to a topic and print their ids.
     Produce(client::produce::ProduceArgs),
     /// Receive, print and acknowledge messages of a subscription.
@@ -59,6 +62,7 @@ fn main() -> Result<()> {
             Command::Standalone(args) => standalone_cmd::run(args.merged(file.standalone)).await,
             Command::Bookie(args) => bookie_cmd::run(args.merged(file.bookie)).await,
             Command::Broker(args) => broker_cmd::run(args.merged(file.broker)).await,
+            Command::Admin(args) => admin::run(args).await,
             Command::Produce(args) => client::produce::run(args).await,
             Command::Consume(args) => client::consume::run(args).await,
             Command::Perf(cmd) => perf::run(cmd).await,

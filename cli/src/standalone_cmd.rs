@@ -91,6 +91,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
                 write_quorum: 1,
                 ack_quorum: 1,
             }),
+            ..NamespacePolicies::default()
         },
     )
     .await

@@ -57,9 +57,10 @@ class Standalone:
     """One `magnetar standalone` process. Ports and data directory are kept
     across restarts, so a restarted server is the same server to clients."""
 
-    def __init__(self, binary: Path, root: Path):
+    def __init__(self, binary: Path, root: Path, extra_args=()):
         self.binary = binary
         self.root = root
+        self.extra_args = list(extra_args)
         self.data_dir = root / "data"
         self.log_path = root / "standalone.log"
         self.broker_port = free_port()
@@ -94,6 +95,7 @@ class Standalone:
                     "--http", f"127.0.0.1:{self.broker_http_port}",
                     "--bookie-listen", f"127.0.0.1:{self.bookie_port}",
                     "--bookie-http", f"127.0.0.1:{self.bookie_http_port}",
+                    *self.extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -174,14 +176,21 @@ class Standalone:
 
 
 @pytest.fixture
-def magnetar():
-    """A fresh `magnetar standalone` per test; killed and its directory
-    removed at teardown."""
+def magnetar_args():
+    """Extra `magnetar standalone` flags. A test module overrides this fixture
+    to run its servers differently, e.g. with a short housekeeping interval."""
+    return []
+
+
+@pytest.fixture
+def magnetar(magnetar_args):
+    """A fresh `magnetar standalone` per test (with `magnetar_args`); killed
+    and its directory removed at teardown."""
     binary = magnetar_bin()
     if not binary.is_file():
         pytest.fail(f"{binary} not found: set MAGNETAR_BIN or run `cargo build --bin magnetar`")
     root = Path(tempfile.mkdtemp(prefix="magnetar-py-"))
-    server = Standalone(binary, root)
+    server = Standalone(binary, root, extra_args=magnetar_args)
     try:
         server.start()
         yield server

@@ -1,7 +1,9 @@
 //! Reads (BookKeeper's `PendingReadOp`): an entry comes from one bookie of its
 //! write set; if that bookie errs or is slow, the next one is asked too
-//! (speculative read) and the first good answer wins. A reader of an open
-//! ledger never returns an entry past the last add confirmed.
+//! (speculative read) and the first good answer wins. A range is read in
+//! runs from one bookie when every bookie holds every entry (E = Qw), which
+//! is what catch-up reads need. A reader of an open ledger never returns an
+//! entry past the last add confirmed.
 
 use std::time::Duration;
 
@@ -20,6 +22,9 @@ const SPECULATIVE_READ_DELAY: Duration = Duration::from_millis(200);
 /// Entries fetched concurrently by a range read.
 const READ_CONCURRENCY: usize = 64;
 
+/// Cheap to clone (metadata and shared connections), so concurrent reads of
+/// one ledger each work on their own copy.
+#[derive(Clone)]
 pub struct LedgerReader {
     id: LedgerId,
     metadata: LedgerMetadata,
@@ -108,14 +113,61 @@ impl LedgerReader {
                 lac: self.last_readable,
             });
         }
-        let (clients, id, metadata) = (&self.clients, self.id, &self.metadata);
-        futures::stream::iter(first..=last)
-            .map(|e| async move { read_entry(clients, id, metadata, e).await.map(|b| (e, b)) })
-            .buffered(READ_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect()
+        let mut entries = Vec::with_capacity((last - first + 1) as usize);
+        let mut next = first;
+        if self.metadata.write_quorum == self.metadata.ensemble_size {
+            // Every bookie of an ensemble stores all of its entries: one
+            // request per run (per ensemble, per bookie reply size) instead
+            // of one per entry.
+            while next <= last {
+                let run_end = self
+                    .metadata
+                    .next_ensemble_change(next)
+                    .map_or(last, |change| (change - 1).min(last));
+                let Some(mut run) = self.read_run(next, run_end).await else {
+                    break;
+                };
+                next += run.len() as EntryId;
+                entries.append(&mut run);
+            }
+        }
+        if next <= last {
+            let (clients, id, metadata) = (&self.clients, self.id, &self.metadata);
+            let rest: Vec<(EntryId, Bytes)> = futures::stream::iter(next..=last)
+                .map(|e| async move { read_entry(clients, id, metadata, e).await.map(|b| (e, b)) })
+                .buffered(READ_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?;
+            entries.extend(rest);
+        }
+        Ok(entries)
+    }
+
+    /// A prefix of `[first, last]` (all in one ensemble) from one bookie of
+    /// it, trying each in turn; `None` if none answered with any entry (the
+    /// caller then reads entry by entry, with speculative reads).
+    async fn read_run(&self, first: EntryId, last: EntryId) -> Option<Vec<(EntryId, Bytes)>> {
+        let ensemble = self.metadata.ensemble_for(first);
+        // Spread runs over the ensemble's bookies.
+        let start = first.rem_euclid(ensemble.len().max(1) as EntryId) as usize;
+        for i in 0..ensemble.len() {
+            let bookie = &ensemble[(start + i) % ensemble.len()];
+            match self
+                .clients
+                .get(bookie)
+                .read_entries(self.id, first, last, 0)
+                .await
+            {
+                Ok(run) if !run.is_empty() => return Some(run),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(ledger = self.id, bookie = %bookie, first, last, error = %e, "range read failed; trying the next bookie")
+                }
+            }
+        }
+        None
     }
 }
 

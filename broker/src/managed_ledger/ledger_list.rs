@@ -27,6 +27,11 @@ pub struct LedgerInfo {
     /// Creation time, milliseconds since the Unix epoch.
     #[serde(default)]
     pub created_ms: u64,
+    /// Time the ledger was closed (its age for retention), milliseconds
+    /// since the Unix epoch; 0 while open, or in lists written before it was
+    /// recorded (then `created_ms` stands in).
+    #[serde(default)]
+    pub closed_ms: u64,
 }
 
 impl LedgerList {
@@ -101,6 +106,50 @@ impl LedgerListStore {
                 "{} changed under this broker",
                 self.key
             ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates an empty list (a new topic without ledgers); false if the
+    /// topic already exists.
+    pub async fn create_empty(&self) -> Result<bool, ManagedLedgerError> {
+        match self
+            .store
+            .put(
+                &self.key,
+                LedgerList::default().to_bytes()?,
+                Expect::Absent,
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(MetadataError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The list and its version if the topic exists.
+    pub async fn load_versioned(
+        &self,
+    ) -> Result<Option<(LedgerList, Version)>, ManagedLedgerError> {
+        match self.store.get(&self.key).await? {
+            Some(kv) => Ok(Some((LedgerList::from_bytes(&kv.value)?, kv.version))),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes the list if it is still at `expected`; `Fenced` otherwise.
+    pub async fn delete(&self, expected: Version) -> Result<(), ManagedLedgerError> {
+        match self
+            .store
+            .delete(&self.key, Expect::Version(expected))
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(MetadataError::Conflict { .. }) => Err(ManagedLedgerError::Fenced(
+                format!("{} changed under this broker", self.key),
+            )),
             Err(e) => Err(e.into()),
         }
     }

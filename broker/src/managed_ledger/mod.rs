@@ -7,9 +7,12 @@
 //! It stores entries as opaque bytes and must never know what a message is.
 
 mod cache;
+mod delete;
 mod error;
 mod ledger_list;
 mod position;
+mod stats;
+mod trim;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -22,9 +25,12 @@ use tokio::sync::{oneshot, watch};
 
 use crate::ledger::{EntryId, LedgerClient, LedgerConfig, LedgerId, LedgerReader, LedgerWriter};
 pub use cache::EntryCache;
+pub use delete::delete_stored;
 pub use error::ManagedLedgerError;
 pub use ledger_list::{LedgerInfo, LedgerList, LedgerListStore};
 pub use position::Position;
+pub use stats::{LedgerStats, StorageStats};
+pub use trim::{ledgers_to_trim, RetentionLimits};
 
 /// Rollover thresholds and replication of a topic's ledgers (Pulsar's
 /// defaults: 50,000 entries, 2 GiB, 4 hours).
@@ -81,6 +87,9 @@ struct State {
     open_confirmed: BTreeMap<LedgerId, EntryId>,
     /// Set once closed or fenced: every later append fails with it.
     terminal: Option<ManagedLedgerError>,
+    /// Ledgers trimmed from the list whose deletion failed, retried on the
+    /// next trim.
+    undeleted: Vec<LedgerId>,
 }
 
 pub struct ManagedLedger {
@@ -121,6 +130,7 @@ impl ManagedLedger {
             let metadata = client.recover(info.ledger_id).await?;
             info.entries = Some((metadata.last_entry_id + 1) as u64);
             info.size = metadata.length;
+            info.closed_ms = now_ms();
             sealed_any = true;
             tracing::info!(topic = %name, ledger = info.ledger_id, entries = ?info.entries, "recovered open ledger");
         }
@@ -133,6 +143,7 @@ impl ManagedLedger {
             entries: None,
             size: 0,
             created_ms: now_ms(),
+            closed_ms: 0,
         });
         version = list_store.update(&list, version).await?;
         let mut open_confirmed = BTreeMap::new();
@@ -158,6 +169,7 @@ impl ManagedLedger {
                 queued: VecDeque::new(),
                 open_confirmed,
                 terminal: None,
+                undeleted: Vec::new(),
             }),
             readers: tokio::sync::Mutex::new(HashMap::new()),
             list_updates: tokio::sync::Mutex::new(()),
@@ -306,6 +318,7 @@ impl ManagedLedger {
                     entries: None,
                     size: 0,
                     created_ms: now_ms(),
+                    closed_ms: 0,
                 })
             })
             .await;
@@ -382,6 +395,7 @@ impl ManagedLedger {
             if let Some(info) = list.info_mut(id) {
                 info.entries = Some(entries);
                 info.size = metadata.length;
+                info.closed_ms = now_ms();
             }
         })
         .await?;
@@ -592,13 +606,18 @@ impl ManagedLedger {
         first: EntryId,
         last: EntryId,
     ) -> Result<Vec<Entry>, ManagedLedgerError> {
-        let mut readers = self.readers.lock().await;
         for attempt in 0..2 {
-            if let std::collections::hash_map::Entry::Vacant(slot) = readers.entry(ledger_id) {
-                slot.insert(self.client.open_reader(ledger_id).await?);
-            }
-            let Some(reader) = readers.get_mut(&ledger_id) else {
-                continue;
+            // The map lock covers opening only; reads of one ledger by
+            // several subscriptions run concurrently, each on a copy.
+            let mut reader = {
+                let mut readers = self.readers.lock().await;
+                if let std::collections::hash_map::Entry::Vacant(slot) = readers.entry(ledger_id) {
+                    slot.insert(self.client.open_reader(ledger_id).await?);
+                }
+                let Some(reader) = readers.get(&ledger_id) else {
+                    continue;
+                };
+                reader.clone()
             };
             // Entries this broker saw confirmed are readable even before the
             // bookies' LAC catches up.
@@ -616,7 +635,7 @@ impl ManagedLedger {
                 Err(e) if attempt == 0 => {
                     // The ensemble may have changed since the reader opened.
                     tracing::debug!(topic = %self.name, ledger = ledger_id, error = %e, "read failed; reopening");
-                    readers.remove(&ledger_id);
+                    self.readers.lock().await.remove(&ledger_id);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -628,6 +647,156 @@ impl ManagedLedger {
     pub fn ledgers(&self) -> Vec<LedgerInfo> {
         self.lock().list.ledgers.clone()
     }
+
+    /// Deletes the closed ledgers that every cursor has passed and that
+    /// `limits` no longer keep, and closed ledgers without entries (see
+    /// [`ledgers_to_trim`]). `slowest` is the slowest cursor's mark-delete
+    /// position; a topic without cursors passes its last entry. Returns the
+    /// ledgers taken off the list.
+    ///
+    /// The list changes first (CAS, serialised with rollovers and seals),
+    /// then each ledger's metadata is deleted: a crash in between leaves
+    /// unlisted ledgers behind, never a list naming a missing ledger.
+    /// Bookies drop the entries of ledgers without metadata on their
+    /// garbage-collection scans. Cursors and readers positioned in a deleted
+    /// ledger move on to the next one (see [`Self::next_readable`]).
+    pub async fn trim_consumed(
+        &self,
+        slowest: Position,
+        limits: &RetentionLimits,
+    ) -> Result<Vec<LedgerId>, ManagedLedgerError> {
+        let trimmed = {
+            let _serial = self.list_updates.lock().await;
+            let (list, version) = {
+                let state = self.lock();
+                if state.terminal.is_some() {
+                    return Ok(Vec::new());
+                }
+                (state.list.clone(), state.version)
+            };
+            let doomed = ledgers_to_trim(&list.ledgers, slowest, limits, now_ms());
+            if !doomed.is_empty() {
+                let mut kept = list;
+                kept.ledgers.retain(|l| !doomed.contains(&l.ledger_id));
+                let version = match self.list_store.update(&kept, version).await {
+                    Ok(version) => version,
+                    Err(ManagedLedgerError::Fenced(why)) => {
+                        self.fail_terminally(ManagedLedgerError::Fenced(why.clone()));
+                        return Err(ManagedLedgerError::Fenced(why));
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut state = self.lock();
+                state.list = kept;
+                state.version = version;
+            }
+            doomed
+        };
+        let mut to_delete = std::mem::take(&mut self.lock().undeleted);
+        to_delete.extend(&trimmed);
+        if !to_delete.is_empty() {
+            let mut readers = self.readers.lock().await;
+            for id in &to_delete {
+                readers.remove(id);
+            }
+        }
+        for id in to_delete {
+            self.cache.invalidate_ledger(id);
+            match self.client.delete(id).await {
+                Ok(()) | Err(crate::ledger::LedgerError::NoSuchLedger(_)) => {
+                    tracing::info!(topic = %self.name, ledger = id, "deleted consumed ledger");
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.name, ledger = id, error = %e, "deleting a trimmed ledger failed; retrying on the next trim");
+                    self.lock().undeleted.push(id);
+                }
+            }
+        }
+        Ok(trimmed)
+    }
+
+    /// `(ledger, entries, bytes)` of each listed ledger as far as known now:
+    /// what closed ledgers recorded, the confirmed entries and the bytes
+    /// appended so far of the current one, nothing yet for a ledger whose
+    /// seal is under way.
+    fn ledger_sizes(state: &State) -> Vec<(LedgerId, u64, u64)> {
+        state
+            .list
+            .ledgers
+            .iter()
+            .map(|info| match info.entries {
+                Some(n) => (info.ledger_id, n, info.size),
+                None => {
+                    let bytes = state
+                        .current
+                        .as_ref()
+                        .filter(|c| c.id == info.ledger_id)
+                        .map_or(0, |c| c.bytes);
+                    let (entries, _) = Self::readable_entries(state, info);
+                    (info.ledger_id, entries, bytes)
+                }
+            })
+            .collect()
+    }
+
+    /// Bytes stored after `after` (a cursor's backlog in bytes). The ledger
+    /// `after` falls in counts its entries after it at that ledger's average
+    /// entry size, as Pulsar estimates backlog size.
+    pub fn bytes_after(&self, after: Position) -> u64 {
+        let state = self.lock();
+        Self::ledger_sizes(&state)
+            .into_iter()
+            .filter(|(id, _, _)| *id >= after.ledger_id)
+            .map(|(id, entries, bytes)| {
+                if id > after.ledger_id {
+                    bytes
+                } else {
+                    let left = entries.saturating_sub((after.entry_id + 1).max(0) as u64);
+                    share(bytes, left, entries)
+                }
+            })
+            .sum()
+    }
+
+    /// The earliest mark-delete position that leaves at most `max_bytes`
+    /// after it (counting whole entries at their ledger's average size,
+    /// rounded so the estimate stays within `max_bytes`): where backlog
+    /// eviction moves cursors that are behind it. Never past the last
+    /// confirmed entry.
+    pub fn mark_delete_leaving(&self, max_bytes: u64) -> Position {
+        let target = {
+            let state = self.lock();
+            let sizes = Self::ledger_sizes(&state);
+            let mut kept = 0u64;
+            let mut target = None;
+            for (id, entries, bytes) in sizes.iter().rev() {
+                if kept + bytes <= max_bytes {
+                    kept += bytes;
+                    continue;
+                }
+                let average = bytes.div_ceil((*entries).max(1)).max(1);
+                let fit = ((max_bytes - kept) / average).min(*entries);
+                target = Some(Position::new(*id, *entries as i64 - fit as i64 - 1));
+                break;
+            }
+            match target {
+                Some(p) => p,
+                None => {
+                    let first = state.list.ledgers.first().map_or(0, |l| l.ledger_id);
+                    return Position::new(first, -1);
+                }
+            }
+        };
+        target.min(self.last_confirmed())
+    }
+}
+
+/// `part` of `whole` entries' share of `bytes`.
+fn share(bytes: u64, part: u64, whole: u64) -> u64 {
+    if whole == 0 {
+        return 0;
+    }
+    (u128::from(bytes) * u128::from(part.min(whole)) / u128::from(whole)) as u64
 }
 
 impl crate::cursor::PositionOrder for ManagedLedger {

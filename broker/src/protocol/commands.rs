@@ -6,16 +6,17 @@ use pulsar::proto::base_command::Type;
 use pulsar::proto::command_lookup_topic_response::LookupType;
 use pulsar::proto::command_partitioned_topic_metadata_response::LookupType as MetadataLookupType;
 use pulsar::proto::{
-    BaseCommand, CommandAckResponse, CommandCloseConsumer, CommandCloseProducer, CommandConnected,
-    CommandError, CommandGetLastMessageIdResponse, CommandGetTopicsOfNamespaceResponse,
-    CommandLookupTopicResponse, CommandMessage, CommandPartitionedTopicMetadataResponse,
-    CommandPong, CommandProducerSuccess, CommandSendError, CommandSendReceipt, CommandSuccess,
-    MessageIdData, ServerError,
+    BaseCommand, CommandAckResponse, CommandActiveConsumerChange, CommandCloseConsumer,
+    CommandCloseProducer, CommandConnected, CommandError, CommandGetLastMessageIdResponse,
+    CommandGetTopicsOfNamespaceResponse, CommandLookupTopicResponse, CommandMessage,
+    CommandPartitionedTopicMetadataResponse, CommandPong, CommandProducerSuccess, CommandSendError,
+    CommandSendReceipt, CommandSuccess, MessageIdData, ServerError,
 };
 
 use super::codec::Outbound;
 use super::frame::entry_metadata;
 use crate::managed_ledger::Position;
+use crate::topic::sticky_key_hash;
 
 fn command(r#type: Type, fill: impl FnOnce(&mut BaseCommand)) -> Outbound {
     let mut command = BaseCommand {
@@ -41,12 +42,14 @@ pub fn position_of(id: &MessageIdData) -> Position {
 }
 
 /// What dispatch needs to know of a stored entry, read from its metadata
-/// once: how many messages it holds (a batch holds several) and, for a
-/// delayed message, when it may be delivered (ms since the epoch).
+/// once: how many messages it holds (a batch holds several), for a delayed
+/// message when it may be delivered (ms since the epoch), and the hash of
+/// its sticky key for Key_Shared (a batch goes by the batch's key).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryInfo {
     pub messages: u32,
     pub deliver_at: Option<u64>,
+    pub key_hash: u16,
 }
 
 pub fn entry_info(entry: &[u8]) -> EntryInfo {
@@ -57,10 +60,12 @@ pub fn entry_info(entry: &[u8]) -> EntryInfo {
                 .map(|n| n.max(1) as u32)
                 .unwrap_or(1),
             deliver_at: m.deliver_at_time.filter(|t| *t > 0).map(|t| t as u64),
+            key_hash: sticky_key_hash(m.ordering_key.as_deref(), m.partition_key.as_deref()),
         },
         Err(_) => EntryInfo {
             messages: 1,
             deliver_at: None,
+            key_hash: sticky_key_hash(None, None),
         },
     }
 }
@@ -172,6 +177,16 @@ pub fn close_consumer(consumer_id: u64) -> Outbound {
         c.close_consumer = Some(CommandCloseConsumer {
             consumer_id,
             request_id: 0,
+        })
+    })
+}
+
+/// Failover: tells a consumer whether it is now the one receiving.
+pub fn active_consumer_change(consumer_id: u64, is_active: bool) -> Outbound {
+    command(Type::ActiveConsumerChange, |c| {
+        c.active_consumer_change = Some(CommandActiveConsumerChange {
+            consumer_id,
+            is_active: Some(is_active),
         })
     })
 }

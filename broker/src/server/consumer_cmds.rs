@@ -3,18 +3,50 @@
 
 use pulsar::proto::command_ack::AckType;
 use pulsar::proto::command_subscribe::{InitialPosition as WireInitialPosition, SubType};
+use pulsar::proto::KeySharedMode as WireKeySharedMode;
 use pulsar::proto::{
     CommandAck, CommandCloseConsumer, CommandFlow, CommandGetLastMessageId,
     CommandRedeliverUnacknowledgedMessages, CommandSeek, CommandSubscribe, CommandUnsubscribe,
-    ServerError,
+    KeySharedMeta, KeySharedMode, ServerError,
 };
 
 use super::connection::{Connection, ConsumerState, Event};
 use crate::managed_ledger::Position;
 use crate::protocol::commands;
 use crate::topic::{
-    Acknowledgement, ConsumerHandle, InitialPosition, SubscribeRequest, SubscriptionType, TopicName,
+    Acknowledgement, ConsumerHandle, InitialPosition, KeySharedOptions, SubscribeRequest,
+    SubscriptionType, TopicName,
 };
+
+/// A Key_Shared consumer's KeySharedMeta in broker terms (AUTO_SPLIT when
+/// absent, as clients that send none expect).
+fn key_shared_options(meta: Option<&KeySharedMeta>) -> Result<KeySharedOptions, String> {
+    let Some(meta) = meta else {
+        return Ok(KeySharedOptions::default());
+    };
+    let mode = match KeySharedMode::try_from(meta.key_shared_mode) {
+        Ok(WireKeySharedMode::AutoSplit) => crate::topic::KeySharedMode::AutoSplit,
+        Ok(WireKeySharedMode::Sticky) => {
+            let mut ranges = Vec::with_capacity(meta.hash_ranges.len());
+            for range in &meta.hash_ranges {
+                let (Ok(start), Ok(end)) = (u32::try_from(range.start), u32::try_from(range.end))
+                else {
+                    return Err(format!(
+                        "hash range {}..={} is negative",
+                        range.start, range.end
+                    ));
+                };
+                ranges.push((start, end));
+            }
+            crate::topic::KeySharedMode::Sticky(ranges)
+        }
+        Err(_) => return Err(format!("unknown key shared mode {}", meta.key_shared_mode)),
+    };
+    Ok(KeySharedOptions {
+        mode,
+        allow_out_of_order: meta.allow_out_of_order_delivery.unwrap_or(false),
+    })
+}
 
 impl Connection {
     /// The consumer, or an ERROR reply to `request_id` if there is none.
@@ -50,12 +82,18 @@ impl Connection {
             Ok(SubType::Exclusive) => SubscriptionType::Exclusive,
             Ok(SubType::Shared) => SubscriptionType::Shared,
             Ok(SubType::Failover) => SubscriptionType::Failover,
-            Ok(SubType::KeyShared) | Err(_) => return refuse(
-                self,
-                ServerError::NotAllowedError,
-                "subscription type not supported by this broker (Exclusive, Shared, Failover are)"
-                    .into(),
-            ),
+            Ok(SubType::KeyShared) => SubscriptionType::KeyShared,
+            Err(_) => {
+                return refuse(
+                    self,
+                    ServerError::NotAllowedError,
+                    format!("unknown subscription type {}", request.sub_type),
+                )
+            }
+        };
+        let key_shared = match key_shared_options(request.key_shared_meta.as_ref()) {
+            Ok(options) => options,
+            Err(message) => return refuse(self, ServerError::ConsumerAssignError, message),
         };
         let initial = match request.initial_position.map(WireInitialPosition::try_from) {
             Some(Ok(WireInitialPosition::Earliest)) => InitialPosition::Earliest,
@@ -74,6 +112,7 @@ impl Connection {
             name: request.consumer_name.clone().unwrap_or_default(),
             priority: request.priority_level.unwrap_or(0),
             outbound: self.outbound.clone(),
+            key_shared,
         };
         // A re-subscribe of a live consumer id (after the broker closed it)
         // replaces the old registration, which must go first.

@@ -30,6 +30,11 @@ impl Connection {
         let events = self.events.clone();
         tokio::spawn(async move {
             let result = service.topic(&name).await;
+            if let Ok(topic) = &result {
+                // Admission checks the quota as it is now, not as of the
+                // last housekeeping tick.
+                topic.recheck_backlog_quota().await;
+            }
             let _ = events.send(Event::ProducerReady {
                 producer_id: request.producer_id,
                 request_id: request.request_id,
@@ -69,16 +74,20 @@ impl Connection {
             .unwrap_or(sequence_id)
             .max(sequence_id);
         let metrics = self.service.metrics();
+        let messages = send.num_messages.unwrap_or(1).max(1) as u64;
+        let bytes = payload.entry.len() as u64;
         metrics.entries_in.inc();
-        metrics
-            .messages_in
-            .inc_by(send.num_messages.unwrap_or(1).max(1) as u64);
-        metrics.bytes_in.inc_by(payload.entry.len() as u64);
+        metrics.messages_in.inc_by(messages);
+        metrics.bytes_in.inc_by(bytes);
         let timer = metrics.publish_seconds.start_timer();
-        let append = producer.topic.publish(payload.entry);
+        let topic = producer.topic.clone();
+        let append = topic.publish(payload.entry);
         self.receipts.push_back(Box::pin(async move {
             let result = append.await;
             timer.observe_duration();
+            if result.is_ok() {
+                topic.record_published(messages, bytes);
+            }
             (producer_id, sequence_id, highest, result)
         }));
     }

@@ -4,6 +4,9 @@
 //! Nothing here touches a socket: connections (`crate::server`) call in with
 //! decoded commands and hand over a channel to write to.
 
+mod counters;
+mod housekeeping;
+mod key_shared;
 mod name;
 mod policies;
 mod service;
@@ -11,6 +14,10 @@ mod subscription;
 #[allow(clippy::module_inception)]
 mod topic;
 
+pub use counters::{PublishRate, PublishTotals, TopicCounters};
+pub use housekeeping::{retention_limits, DEFAULT_HOUSEKEEPING_INTERVAL};
+pub use key_shared::{sticky_key_hash, KeySharedError, KeySharedMode, HASH_RANGE_SIZE};
+pub(crate) use name::valid_segment;
 pub use name::{InvalidTopicName, TopicName};
 pub use policies::{
     create_namespace_if_absent, BacklogQuota, BacklogQuotaPolicy, NamespacePolicies,
@@ -18,7 +25,7 @@ pub use policies::{
 };
 pub use service::{BrokerConfig, BrokerService, ServiceError};
 pub use subscription::{
-    Acknowledgement, ConsumerHandle, ConsumerKey, SubscribeError, Subscription, SubscriptionType,
-    FLUSH_INTERVAL,
+    Acknowledgement, ConsumerHandle, ConsumerKey, KeySharedOptions, SubscribeError, Subscription,
+    SubscriptionType, FLUSH_INTERVAL,
 };
 pub use topic::{InitialPosition, ProducerKey, SubscribeRequest, Topic};

@@ -20,7 +20,7 @@ pub struct InvalidTopicName {
 }
 
 /// Characters Pulsar allows in tenant, namespace and topic names.
-fn valid_segment(s: &str) -> bool {
+pub(crate) fn valid_segment(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 512
         && s.chars()
@@ -69,6 +69,15 @@ impl TopicName {
     pub fn namespace_name(&self) -> String {
         format!("{}/{}", self.tenant, self.namespace)
     }
+
+    /// Partition `index` of this (partitioned) topic: `{topic}-partition-{index}`.
+    pub fn partition(&self, index: u32) -> TopicName {
+        TopicName {
+            tenant: self.tenant.clone(),
+            namespace: self.namespace.clone(),
+            local: format!("{}-partition-{index}", self.local),
+        }
+    }
 }
 
 impl fmt::Display for TopicName {
@@ -100,6 +109,10 @@ mod tests {
         assert_eq!(
             TopicName::parse("a/b/c").unwrap().to_string(),
             "persistent://a/b/c"
+        );
+        assert_eq!(
+            t.partition(3).to_string(),
+            "persistent://acme/orders/in-1-partition-3"
         );
     }
 

@@ -2,19 +2,22 @@
 //! attempt), checks that its namespace exists, and closes them all on
 //! shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use magnetar_metadata::{keys, MetadataError, MetadataStore};
+use magnetar_metadata::{keys, Expect, MetadataError, MetadataStore};
 use pulsar::proto::ServerError;
 use thiserror::Error;
 use tokio::sync::OnceCell;
 
-use super::policies::NamespacePolicies;
+use super::housekeeping::{Housekeeper, DEFAULT_HOUSEKEEPING_INTERVAL};
+use super::policies::{BacklogQuotaPolicy, NamespacePolicies};
 use super::subscription::SubscribeError;
 use super::{Topic, TopicName};
 use crate::ledger::{LedgerClient, LedgerConfig};
-use crate::managed_ledger::{ManagedLedger, ManagedLedgerConfig, ManagedLedgerError};
+use crate::managed_ledger::{
+    delete_stored, ManagedLedger, ManagedLedgerConfig, ManagedLedgerError,
+};
 use crate::metrics::BrokerMetrics;
 
 /// What the broker needs to serve topics.
@@ -30,6 +33,9 @@ pub struct BrokerConfig {
     pub advertised_address: Option<String>,
     /// SENDs in flight per connection before the broker stops reading it.
     pub max_pending_sends_per_connection: usize,
+    /// How often message TTL, backlog quotas and retention are applied to
+    /// open topics (see `housekeeping`).
+    pub housekeeping_interval: std::time::Duration,
 }
 
 impl Default for BrokerConfig {
@@ -39,6 +45,7 @@ impl Default for BrokerConfig {
             managed_ledger: ManagedLedgerConfig::default(),
             advertised_address: None,
             max_pending_sends_per_connection: 1000,
+            housekeeping_interval: DEFAULT_HOUSEKEEPING_INTERVAL,
         }
     }
 }
@@ -57,6 +64,25 @@ pub enum ServiceError {
     Metadata(String),
     #[error("broker is shutting down")]
     ShuttingDown,
+    /// A producer-blocking backlog quota is exceeded (Pulsar's codes:
+    /// clients retry a held producer and fail the sends of the other).
+    #[error("backlog quota exceeded on {topic} ({policy:?})")]
+    BacklogQuotaExceeded {
+        topic: String,
+        policy: BacklogQuotaPolicy,
+    },
+    #[error("topic {0} not found")]
+    TopicNotFound(String),
+    /// Pulsar's refusal to delete a topic in use without `force`.
+    #[error("topic {0} has active producers/subscriptions")]
+    TopicBusy(String),
+    /// Clients retry this (ServiceNotReady) until the topic is gone.
+    #[error("topic {0} is being deleted")]
+    TopicBeingDeleted(String),
+    #[error("subscription {0} not found")]
+    SubscriptionNotFound(String),
+    #[error("subscription {0} has active consumers")]
+    SubscriptionBusy(String),
 }
 
 impl From<MetadataError> for ServiceError {
@@ -72,10 +98,25 @@ impl ServiceError {
             ServiceError::InvalidTopic(_) => ServerError::InvalidTopicName,
             ServiceError::NamespaceNotFound(_) => ServerError::TopicNotFound,
             ServiceError::Subscribe(SubscribeError::Closed(_)) => ServerError::SubscriptionNotFound,
+            ServiceError::Subscribe(SubscribeError::KeyShared(_)) => {
+                ServerError::ConsumerAssignError
+            }
             ServiceError::Subscribe(_) => ServerError::ConsumerBusy,
             ServiceError::Storage(_) => ServerError::PersistenceError,
             ServiceError::Metadata(_) => ServerError::MetadataError,
             ServiceError::ShuttingDown => ServerError::ServiceNotReady,
+            ServiceError::BacklogQuotaExceeded {
+                policy: BacklogQuotaPolicy::ProducerException,
+                ..
+            } => ServerError::ProducerBlockedQuotaExceededException,
+            ServiceError::BacklogQuotaExceeded { .. } => {
+                ServerError::ProducerBlockedQuotaExceededError
+            }
+            ServiceError::TopicNotFound(_) => ServerError::TopicNotFound,
+            ServiceError::TopicBusy(_) => ServerError::NotAllowedError,
+            ServiceError::TopicBeingDeleted(_) => ServerError::ServiceNotReady,
+            ServiceError::SubscriptionNotFound(_) => ServerError::SubscriptionNotFound,
+            ServiceError::SubscriptionBusy(_) => ServerError::ConsumerBusy,
         }
     }
 }
@@ -88,7 +129,12 @@ pub struct BrokerService {
     ledgers: LedgerClient,
     metrics: BrokerMetrics,
     topics: tokio::sync::Mutex<HashMap<String, TopicSlot>>,
+    /// Topics being deleted, which are not opened meanwhile. Added and
+    /// checked while holding `topics`.
+    deleting: std::sync::Mutex<HashSet<String>>,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// The lifecycle-policy task, stopped on shutdown.
+    housekeeper: std::sync::Mutex<Option<Housekeeper>>,
 }
 
 impl BrokerService {
@@ -98,14 +144,33 @@ impl BrokerService {
         ledgers: LedgerClient,
         metrics: BrokerMetrics,
     ) -> Arc<Self> {
-        Arc::new(BrokerService {
+        let interval = config.housekeeping_interval;
+        let service = Arc::new(BrokerService {
             config,
             store,
             ledgers,
             metrics,
             topics: tokio::sync::Mutex::new(HashMap::new()),
+            deleting: std::sync::Mutex::new(HashSet::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
-        })
+            housekeeper: std::sync::Mutex::new(None),
+        });
+        let housekeeper = Housekeeper::start(Arc::downgrade(&service), interval);
+        if housekeeper.is_none() {
+            tracing::warn!("no Tokio runtime: lifecycle policies (TTL, backlog quota, retention) are not applied");
+        }
+        *service.housekeeper_slot() = housekeeper;
+        service
+    }
+
+    fn housekeeper_slot(&self) -> std::sync::MutexGuard<'_, Option<Housekeeper>> {
+        self.housekeeper.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The topics open on this broker now.
+    pub async fn open_topics(&self) -> Vec<Arc<Topic>> {
+        let slots: Vec<TopicSlot> = self.topics.lock().await.values().cloned().collect();
+        slots.iter().filter_map(|s| s.get().cloned()).collect()
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -143,13 +208,13 @@ impl BrokerService {
             return Err(ServiceError::ShuttingDown);
         }
         let full = name.to_string();
-        let slot = self
-            .topics
-            .lock()
-            .await
-            .entry(full.clone())
-            .or_default()
-            .clone();
+        let slot = {
+            let mut topics = self.topics.lock().await;
+            if self.deleting().contains(&full) {
+                return Err(ServiceError::TopicBeingDeleted(full));
+            }
+            topics.entry(full.clone()).or_default().clone()
+        };
         let opened = slot
             .get_or_try_init(|| self.open_topic(name))
             .await
@@ -178,12 +243,18 @@ impl BrokerService {
             config,
         )
         .await?;
-        Ok(Arc::new(Topic::new(
+        let topic = Arc::new(Topic::new(
             name.clone(),
             ml,
             self.store.clone(),
             self.metrics.clone(),
-        )))
+        ));
+        topic.set_backlog_quota(policies.backlog_quota);
+        if let Err(e) = async { Ok::<(), ServiceError>(()) }.await {
+            topic.close().await;
+            return Err(e);
+        }
+        Ok(topic)
     }
 
     /// Partition count of a partitioned topic, 0 for a plain one.
@@ -216,16 +287,155 @@ impl BrokerService {
         Ok(topics)
     }
 
-    /// Stops opening topics, then persists cursors and seals the ledgers of
-    /// every open topic.
+    /// Stops opening topics and the housekeeping task, then persists
+    /// cursors and seals the ledgers of every open topic.
     pub async fn shutdown(&self) {
         self.shutting_down
             .store(true, std::sync::atomic::Ordering::Release);
+        let housekeeper = self.housekeeper_slot().take();
+        if let Some(housekeeper) = housekeeper {
+            housekeeper.stop().await;
+        }
         let slots: Vec<TopicSlot> = self.topics.lock().await.drain().map(|(_, s)| s).collect();
         for slot in slots {
             if let Some(topic) = slot.get() {
                 topic.close().await;
             }
         }
+    }
+}
+
+/// Admin operations on topics: existence, deletion.
+impl BrokerService {
+    fn deleting(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.deleting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The topic if it is open on this broker now (never opens it).
+    pub async fn loaded_topic(&self, name: &TopicName) -> Option<Arc<Topic>> {
+        let slot = self.topics.lock().await.get(&name.to_string()).cloned();
+        slot.and_then(|s| s.get().cloned())
+    }
+
+    /// Whether the topic exists: open here, or stored in metadata.
+    pub async fn topic_exists(&self, name: &TopicName) -> Result<bool, ServiceError> {
+        if self.loaded_topic(name).await.is_some() {
+            return Ok(true);
+        }
+        let key = keys::topic(&name.tenant, &name.namespace, &name.local);
+        Ok(self.store.get(&key).await?.is_some())
+    }
+
+    /// The topic, opened if it exists; `TopicNotFound` rather than creating it.
+    pub async fn existing_topic(&self, name: &TopicName) -> Result<Arc<Topic>, ServiceError> {
+        if !self.topic_exists(name).await? {
+            return Err(ServiceError::TopicNotFound(name.to_string()));
+        }
+        self.topic(name).await
+    }
+
+    /// Deletes a topic: its subscriptions and cursors, its ledgers, then its
+    /// ledger list (see [`Topic`]'s deletion for `force`). Meanwhile the
+    /// topic is not served (`TopicBeingDeleted`, which clients retry); after
+    /// it, a producer creates the topic anew, empty. A topic not open here
+    /// is deleted from metadata directly.
+    pub async fn delete_topic(&self, name: &TopicName, force: bool) -> Result<(), ServiceError> {
+        let full = name.to_string();
+        let slot = {
+            let topics = self.topics.lock().await;
+            if !self.deleting().insert(full.clone()) {
+                return Err(ServiceError::TopicBeingDeleted(full));
+            }
+            topics.get(&full).cloned()
+        };
+        let _guard = DeletingGuard {
+            service: self,
+            name: full.clone(),
+        };
+        // An open under way finishes first; a failed one leaves no topic.
+        let open = match slot {
+            Some(slot) => slot
+                .get_or_try_init(|| async { Err(()) })
+                .await
+                .ok()
+                .cloned(),
+            None => None,
+        };
+        let Some(topic) = open else {
+            return self.delete_stored_topic(name).await;
+        };
+        let result = topic.delete(force).await;
+        if !matches!(result, Err(ServiceError::TopicBusy(_))) {
+            // Past the busy check the topic is fenced for good: drop it, so
+            // a retry works on what is left in metadata.
+            let mut topics = self.topics.lock().await;
+            let current = topics.get(&full).and_then(|s| s.get().cloned());
+            if current.is_some_and(|t| Arc::ptr_eq(&t, &topic)) {
+                topics.remove(&full);
+            }
+        }
+        result
+    }
+
+    async fn delete_stored_topic(&self, name: &TopicName) -> Result<(), ServiceError> {
+        let key = keys::topic(&name.tenant, &name.namespace, &name.local);
+        if self.store.get(&key).await?.is_none() {
+            return Err(ServiceError::TopicNotFound(name.to_string()));
+        }
+        let prefix = keys::cursors_prefix(&name.tenant, &name.namespace, &name.local);
+        for kv in self.store.list(&prefix).await? {
+            self.store.delete(&kv.key, Expect::Any).await?;
+        }
+        if !delete_stored(self.store.clone(), key, &self.ledgers).await? {
+            return Err(ServiceError::TopicNotFound(name.to_string()));
+        }
+        tracing::info!(topic = %name, "stored topic deleted");
+        Ok(())
+    }
+
+    /// Deletes every partition of a partitioned topic, then its partition
+    /// count. Without `force`, a partition with clients refuses the whole
+    /// deletion before anything is deleted.
+    pub async fn delete_partitioned_topic(
+        &self,
+        name: &TopicName,
+        force: bool,
+    ) -> Result<(), ServiceError> {
+        let partitions = self.partitions(name).await?;
+        if partitions == 0 {
+            return Err(ServiceError::TopicNotFound(name.to_string()));
+        }
+        let names: Vec<TopicName> = (0..partitions).map(|i| name.partition(i)).collect();
+        if !force {
+            for partition in &names {
+                if let Some(topic) = self.loaded_topic(partition).await {
+                    if topic.has_clients().await {
+                        return Err(ServiceError::TopicBusy(partition.to_string()));
+                    }
+                }
+            }
+        }
+        for partition in &names {
+            match self.delete_topic(partition, force).await {
+                Ok(()) | Err(ServiceError::TopicNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let key = keys::partitioned_topic(&name.tenant, &name.namespace, &name.local);
+        self.store.delete(&key, Expect::Any).await?;
+        tracing::info!(topic = %name, partitions, "partitioned topic deleted");
+        Ok(())
+    }
+}
+
+/// Ends a topic's deletion (whatever its outcome) when dropped.
+struct DeletingGuard<'a> {
+    service: &'a BrokerService,
+    name: String,
+}
+
+impl Drop for DeletingGuard<'_> {
+    fn drop(&mut self) {
+        self.service.deleting().remove(&self.name);
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use magnetar_metadata::{Expect, MetadataStore, Version};
 use tokio::sync::{mpsc, Notify};
 
+use super::key_shared::{HashSelector, KeySharedError, KeySharedMode};
 use crate::cursor::{CursorSnapshot, CursorState};
 use crate::managed_ledger::{Entry, ManagedLedger, ManagedLedgerError, Position};
 use crate::metrics::BrokerMetrics;
@@ -22,6 +23,9 @@ use crate::protocol::{commands, Outbound};
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Most entries one dispatch round reads.
 const MAX_ENTRIES_PER_READ: usize = 100;
+/// Key_Shared: most entries held back (their key's consumer is busy or
+/// still draining) before the dispatcher stops reading ahead.
+const MAX_KEY_SHARED_LOOKAHEAD: usize = 2_000;
 
 /// A consumer is known by its connection and its id on that connection.
 pub type ConsumerKey = (u64, u64);
@@ -31,6 +35,25 @@ pub enum SubscriptionType {
     Exclusive,
     Shared,
     Failover,
+    KeyShared,
+}
+
+/// A Key_Shared consumer's request (KeySharedMeta).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySharedOptions {
+    pub mode: KeySharedMode,
+    /// The consumer accepts a key's messages before earlier ones of that key
+    /// were acknowledged by its previous consumer.
+    pub allow_out_of_order: bool,
+}
+
+impl Default for KeySharedOptions {
+    fn default() -> Self {
+        KeySharedOptions {
+            mode: KeySharedMode::AutoSplit,
+            allow_out_of_order: false,
+        }
+    }
 }
 
 /// What the subscription needs to reach a consumer.
@@ -40,6 +63,8 @@ pub struct ConsumerHandle {
     pub name: String,
     pub priority: i32,
     pub outbound: mpsc::UnboundedSender<Outbound>,
+    /// Only for Key_Shared subscriptions.
+    pub key_shared: KeySharedOptions,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -56,11 +81,31 @@ pub enum SubscribeError {
     OtherConsumers(String),
     #[error("subscription {0} is closed")]
     Closed(String),
+    #[error(transparent)]
+    KeyShared(#[from] KeySharedError),
 }
 
 struct ConsumerSlot {
     handle: ConsumerHandle,
     permits: i64,
+}
+
+/// A delivered, unacknowledged entry.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    consumer: ConsumerKey,
+    /// Messages in the entry (a batch holds several).
+    messages: u32,
+    /// Sticky key hash, on Key_Shared subscriptions.
+    hash: Option<u16>,
+}
+
+/// An entry waiting in the redelivery set: what is known of it without
+/// reading it again (`messages` 0: not known).
+#[derive(Clone, Copy, Debug, Default)]
+struct Waiting {
+    messages: u32,
+    hash: Option<u16>,
 }
 
 struct SubState {
@@ -69,17 +114,26 @@ struct SubState {
     consumers: Vec<ConsumerSlot>,
     /// Next consumer to try for Shared round robin.
     round_robin: usize,
+    /// Failover: the consumer last told it is active.
+    active: Option<ConsumerKey>,
+    /// Key_Shared: which consumer owns which key hashes.
+    selector: HashSelector,
+    /// Key_Shared: per key hash, the consumer holding delivered but
+    /// unacknowledged entries of it and how many. A hash whose owner changed
+    /// is not delivered to the new owner until this drains.
+    pending_hashes: HashMap<u16, (ConsumerKey, u32)>,
+    /// Key_Shared: skip the per-key ordering checks.
+    allow_out_of_order: bool,
     /// The dispatcher's read position: the next new entry is after it.
     last_read: Position,
-    /// Entries to deliver again before new ones.
-    redeliver: BTreeSet<Position>,
+    /// Entries to deliver again (or, on Key_Shared, held back) before new ones.
+    redeliver: BTreeMap<Position, Waiting>,
     /// Shared subscriptions: entries whose `deliver_at_time` (ms since the
     /// epoch) has not come yet, held back until it does. Not persisted: after
     /// a restart the cursor reads them again and holds them again.
     delayed: BTreeSet<(u64, Position)>,
-    /// Delivered, not yet acknowledged: to whom, and how many messages the
-    /// entry holds.
-    pending: BTreeMap<Position, (ConsumerKey, u32)>,
+    /// Delivered, not yet acknowledged.
+    pending: BTreeMap<Position, Pending>,
     redelivery_counts: HashMap<Position, u32>,
     /// Bumped by a seek, so a read started before it is discarded.
     epoch: u64,
@@ -102,13 +156,106 @@ pub struct Subscription {
     ml: Arc<ManagedLedger>,
     metrics: BrokerMetrics,
     durable: Option<CursorStore>,
+    /// The partition this topic is, for Failover's active-consumer choice.
+    partition: Option<u32>,
     state: Mutex<SubState>,
     wake: Notify,
 }
 
 enum Plan {
     Read { after: Position, max: usize },
-    Redeliver(Vec<Position>),
+    Redeliver(Vec<(Position, Waiting)>),
+}
+
+impl SubState {
+    fn record_pending(&mut self, position: Position, pending: Pending) {
+        if let Some(hash) = pending.hash {
+            let slot = self
+                .pending_hashes
+                .entry(hash)
+                .or_insert((pending.consumer, 0));
+            slot.0 = pending.consumer;
+            slot.1 += 1;
+        }
+        self.pending.insert(position, pending);
+    }
+
+    fn forget_hash(&mut self, pending: &Pending) {
+        let Some(hash) = pending.hash else { return };
+        if let Some(slot) = self.pending_hashes.get_mut(&hash) {
+            slot.1 = slot.1.saturating_sub(1);
+            if slot.1 == 0 {
+                self.pending_hashes.remove(&hash);
+            }
+        }
+    }
+
+    fn take_pending(&mut self, position: &Position) -> Option<Pending> {
+        let pending = self.pending.remove(position)?;
+        self.forget_hash(&pending);
+        Some(pending)
+    }
+
+    /// Drops everything pending or waiting at or before `mark_delete`.
+    fn forget_through(&mut self, mark_delete: Position) {
+        let after = Position::new(mark_delete.ledger_id, mark_delete.entry_id + 1);
+        let kept = self.pending.split_off(&after);
+        for (_, pending) in std::mem::replace(&mut self.pending, kept) {
+            self.forget_hash(&pending);
+        }
+        self.redeliver = self.redeliver.split_off(&after);
+        self.redelivery_counts.retain(|p, _| *p >= after);
+    }
+
+    /// Puts a delivered entry back in line for redelivery.
+    fn requeue(&mut self, position: Position) {
+        if let Some(pending) = self.take_pending(&position) {
+            *self.redelivery_counts.entry(position).or_insert(0) += 1;
+            self.redeliver.insert(
+                position,
+                Waiting {
+                    messages: pending.messages,
+                    hash: pending.hash,
+                },
+            );
+        }
+    }
+
+    fn index_of(&self, key: ConsumerKey) -> Option<usize> {
+        self.consumers.iter().position(|c| c.handle.key == key)
+    }
+
+    /// Key_Shared: the consumer that may take an entry of `hash` now, given
+    /// the permits left in `permits` (per consumer index).
+    fn key_shared_target(&self, hash: u16, permits: &[i64]) -> Option<usize> {
+        let target = self.selector.select(hash)?;
+        if !self.allow_out_of_order {
+            if let Some((holder, _)) = self.pending_hashes.get(&hash) {
+                if *holder != target {
+                    return None;
+                }
+            }
+        }
+        let index = self.index_of(target)?;
+        (permits[index] > 0).then_some(index)
+    }
+
+    /// Exclusive and Failover deliver to one consumer: among those of the
+    /// best priority level (lowest number), sorted by name, the first, or on
+    /// a partition the one at `partition % count`, so a partitioned topic's
+    /// partitions spread over the consumers.
+    fn active_consumer(&self, partition: Option<u32>) -> Option<usize> {
+        let best = self.consumers.iter().map(|c| c.handle.priority).min()?;
+        let mut candidates: Vec<usize> = (0..self.consumers.len())
+            .filter(|i| self.consumers[*i].handle.priority == best)
+            .collect();
+        candidates.sort_by(|a, b| {
+            let (a, b) = (&self.consumers[*a].handle, &self.consumers[*b].handle);
+            (&a.name, a.key).cmp(&(&b.name, b.key))
+        });
+        let index = partition.unwrap_or(0) as usize % candidates.len();
+        Some(candidates[index])
+    }
 }
 
 impl Subscription {
@@ -184,19 +331,27 @@ impl Subscription {
         cursor: CursorState,
     ) -> Arc<Subscription> {
         let last_read = cursor.mark_delete();
+        let partition = topic
+            .rsplit_once("-partition-")
+            .and_then(|(_, n)| n.parse().ok());
         let sub = Arc::new(Subscription {
             name,
             topic,
             ml,
             metrics,
             durable,
+            partition,
             state: Mutex::new(SubState {
                 cursor,
                 sub_type,
                 consumers: Vec::new(),
                 round_robin: 0,
+                active: None,
+                selector: HashSelector::default(),
+                pending_hashes: HashMap::new(),
+                allow_out_of_order: false,
                 last_read,
-                redeliver: BTreeSet::new(),
+                redeliver: BTreeMap::new(),
                 delayed: BTreeSet::new(),
                 pending: BTreeMap::new(),
                 redelivery_counts: HashMap::new(),
@@ -246,9 +401,23 @@ impl Subscription {
                 return Err(SubscribeError::ExclusiveBusy(self.name.clone()));
             }
         }
+        if sub_type == SubscriptionType::KeyShared {
+            st.selector.remove_consumer(handle.key);
+            st.selector
+                .add_consumer(handle.key, &handle.key_shared.mode)?;
+            if st.consumers.is_empty() {
+                st.allow_out_of_order = handle.key_shared.allow_out_of_order;
+            }
+        }
         st.sub_type = sub_type;
         st.consumers.retain(|c| c.handle.key != handle.key);
+        let key = handle.key;
         st.consumers.push(ConsumerSlot { handle, permits: 0 });
+        if sub_type == SubscriptionType::Failover {
+            self.update_active(&mut st, Some(key));
+        }
+        drop(st);
+        self.wake.notify_one();
         Ok(())
     }
 
@@ -257,11 +426,47 @@ impl Subscription {
     pub fn remove_consumer(&self, key: ConsumerKey) -> bool {
         let mut st = self.lock();
         st.consumers.retain(|c| c.handle.key != key);
+        st.selector.remove_consumer(key);
         Self::requeue_pending_of(&mut st, key, None);
+        if st.sub_type == SubscriptionType::Failover {
+            self.update_active(&mut st, None);
+        }
         let empty = st.consumers.is_empty();
         drop(st);
         self.wake.notify_one();
         empty
+    }
+
+    /// Failover: after a membership change, tells consumers who is active if
+    /// that changed (ACTIVE_CONSUMER_CHANGE), and hands what the previous
+    /// active consumer had not acknowledged to the new one. `joined` also
+    /// gets told its state when nothing changed.
+    fn update_active(&self, st: &mut SubState, joined: Option<ConsumerKey>) {
+        let active = st
+            .active_consumer(self.partition)
+            .map(|i| st.consumers[i].handle.key);
+        if active == st.active {
+            if let Some(index) = joined.and_then(|k| st.index_of(k)) {
+                let handle = &st.consumers[index].handle;
+                let _ = handle.outbound.send(commands::active_consumer_change(
+                    handle.key.1,
+                    active == Some(handle.key),
+                ));
+            }
+            return;
+        }
+        if let Some(previous) = st.active {
+            Self::requeue_pending_of(st, previous, None);
+        }
+        st.active = active;
+        tracing::debug!(topic = %self.topic, subscription = %self.name, ?active, "active consumer changed");
+        for slot in &st.consumers {
+            let is_active = Some(slot.handle.key) == active;
+            let _ = slot.handle.outbound.send(commands::active_consumer_change(
+                slot.handle.key.1,
+                is_active,
+            ));
+        }
     }
 
     fn requeue_pending_of(st: &mut SubState, key: ConsumerKey, only: Option<&[Position]>) {
@@ -269,19 +474,17 @@ impl Subscription {
             None => st
                 .pending
                 .iter()
-                .filter(|(_, (k, _))| *k == key)
+                .filter(|(_, p)| p.consumer == key)
                 .map(|(p, _)| *p)
                 .collect(),
             Some(list) => list
                 .iter()
-                .filter(|p| st.pending.get(p).map(|(k, _)| *k) == Some(key))
+                .filter(|p| st.pending.get(p).map(|p| p.consumer) == Some(key))
                 .copied()
                 .collect(),
         };
         for p in positions {
-            st.pending.remove(&p);
-            *st.redelivery_counts.entry(p).or_insert(0) += 1;
-            st.redeliver.insert(p);
+            st.requeue(p);
         }
     }
 
@@ -312,8 +515,8 @@ impl Subscription {
             let derived;
             let ack_set = if ack.ack_set.is_empty() && ack.batch_index >= 0 {
                 match st.pending.get(position) {
-                    Some((_, messages)) if *messages > 1 => {
-                        derived = remaining_after_ack(*messages, ack.batch_index, cumulative);
+                    Some(p) if p.messages > 1 => {
+                        derived = remaining_after_ack(p.messages, ack.batch_index, cumulative);
                         &derived
                     }
                     _ => &ack.ack_set,
@@ -325,15 +528,16 @@ impl Subscription {
                 st.cursor
                     .ack_cumulative(self.ml.as_ref(), *position, ack_set);
                 let mark_delete = st.cursor.mark_delete();
-                let after = Position::new(mark_delete.ledger_id, mark_delete.entry_id + 1);
-                st.pending = st.pending.split_off(&after);
-                st.redeliver = st.redeliver.split_off(&after);
-                st.redelivery_counts.retain(|p, _| *p >= after);
+                st.forget_through(mark_delete);
             } else if st.cursor.ack(self.ml.as_ref(), *position, ack_set) {
-                st.pending.remove(position);
+                st.take_pending(position);
                 st.redeliver.remove(position);
                 st.redelivery_counts.remove(position);
             }
+        }
+        // On Key_Shared an ack may release a key held for a new consumer.
+        if st.sub_type == SubscriptionType::KeyShared && !st.redeliver.is_empty() {
+            self.wake.notify_one();
         }
     }
 
@@ -359,10 +563,13 @@ impl Subscription {
         st.cursor.reset(mark_delete);
         st.last_read = mark_delete;
         st.pending.clear();
+        st.pending_hashes.clear();
         st.redeliver.clear();
         st.delayed.clear();
         st.redelivery_counts.clear();
         st.epoch += 1;
+        st.selector = HashSelector::default();
+        st.active = None;
         let consumers = std::mem::take(&mut st.consumers)
             .into_iter()
             .map(|c| c.handle)
@@ -393,6 +600,7 @@ impl Subscription {
         }
         st.closed = true;
         st.consumers.clear();
+        st.selector = HashSelector::default();
         drop(st);
         self.wake.notify_one();
         Ok(())
@@ -511,7 +719,12 @@ impl Subscription {
             }
             let entries = (permits as f64 / st.messages_per_entry).ceil() as usize;
             let max = entries.clamp(1, MAX_ENTRIES_PER_READ);
-            let plan = if st.redeliver.is_empty() {
+            let plan = if st.sub_type == SubscriptionType::KeyShared {
+                match Self::plan_key_shared(&mut st, max) {
+                    Some(plan) => plan,
+                    None => return Ok(false),
+                }
+            } else if st.redeliver.is_empty() {
                 Plan::Read {
                     after: st.last_read,
                     max,
@@ -547,6 +760,17 @@ impl Subscription {
         if st.epoch != epoch || st.closed {
             return Ok(true);
         }
+        let key_shared = st.sub_type == SubscriptionType::KeyShared;
+        // Key_Shared keeps each key in order: an entry waits while an
+        // earlier one of its key waits.
+        let mut first_waiting: HashMap<u16, Position> = HashMap::new();
+        if key_shared && !st.allow_out_of_order {
+            for (position, waiting) in &st.redeliver {
+                if let Some(hash) = waiting.hash {
+                    first_waiting.entry(hash).or_insert(*position);
+                }
+            }
+        }
         let mut undelivered = Vec::new();
         let now = now_ms();
         for (entry, info) in entries.into_iter().zip(infos) {
@@ -566,11 +790,31 @@ impl Subscription {
                     continue;
                 }
             }
-            if !undelivered.is_empty() || !self.deliver(&mut st, entry, info.messages) {
+            if key_shared {
+                let hash = info.key_hash;
+                let held = first_waiting.get(&hash).is_some_and(|p| *p < position);
+                if held || !self.deliver(&mut st, entry, info) {
+                    st.redeliver.insert(
+                        position,
+                        Waiting {
+                            messages: info.messages,
+                            hash: Some(hash),
+                        },
+                    );
+                    if !st.allow_out_of_order {
+                        first_waiting.entry(hash).or_insert(position);
+                    }
+                }
+                if is_read {
+                    st.last_read = position;
+                }
+                continue;
+            }
+            if !undelivered.is_empty() || !self.deliver(&mut st, entry, info) {
                 if is_read {
                     break;
                 }
-                undelivered.push(position);
+                undelivered.push((position, Waiting::default()));
                 continue;
             }
             if is_read {
@@ -581,10 +825,54 @@ impl Subscription {
         Ok(true)
     }
 
+    /// Key_Shared: the waiting entries that can go out now (in order, at most
+    /// one blocked entry per key stopping that key), else new entries if the
+    /// look-ahead allows; `None` when there is nothing to do.
+    fn plan_key_shared(st: &mut SubState, max: usize) -> Option<Plan> {
+        let mut permits: Vec<i64> = st.consumers.iter().map(|c| c.permits).collect();
+        let mut blocked = std::collections::HashSet::new();
+        let mut chosen = Vec::new();
+        for (position, waiting) in &st.redeliver {
+            if chosen.len() >= max {
+                break;
+            }
+            let Some(hash) = waiting.hash else {
+                // Not read yet: read it and decide then.
+                chosen.push(*position);
+                continue;
+            };
+            if blocked.contains(&hash) {
+                continue;
+            }
+            match st.key_shared_target(hash, &permits) {
+                Some(index) => {
+                    permits[index] -= waiting.messages.max(1) as i64;
+                    chosen.push(*position);
+                }
+                None => {
+                    if !st.allow_out_of_order {
+                        blocked.insert(hash);
+                    }
+                }
+            }
+        }
+        if !chosen.is_empty() {
+            let taken = chosen
+                .into_iter()
+                .filter_map(|p| st.redeliver.remove(&p).map(|w| (p, w)))
+                .collect();
+            return Some(Plan::Redeliver(taken));
+        }
+        (st.redeliver.len() < MAX_KEY_SHARED_LOOKAHEAD).then_some(Plan::Read {
+            after: st.last_read,
+            max,
+        })
+    }
+
     /// Reads entries at given positions, skipping any that no longer exist.
-    async fn read_positions(&self, positions: &[Position]) -> Vec<Entry> {
+    async fn read_positions(&self, positions: &[(Position, Waiting)]) -> Vec<Entry> {
         let mut entries = Vec::with_capacity(positions.len());
-        for p in positions {
+        for (p, waiting) in positions {
             let before = self.ml.position_before(*p);
             match self.ml.read_entries(before, 1).await {
                 Ok(mut read) if read.first().map(|e| e.position) == Some(*p) => {
@@ -593,7 +881,7 @@ impl Subscription {
                 Ok(_) => tracing::debug!(position = %p, "redelivery skipped a missing entry"),
                 Err(e) => {
                     tracing::warn!(position = %p, error = %e, "redelivery read failed");
-                    self.lock().redeliver.insert(*p);
+                    self.lock().redeliver.insert(*p, *waiting);
                 }
             }
         }
@@ -609,29 +897,28 @@ impl Subscription {
                 break;
             }
             st.delayed.pop_first();
-            st.redeliver.insert(position);
+            st.redeliver.insert(position, Waiting::default());
         }
     }
 
     fn available_permits(st: &SubState) -> i64 {
         match st.sub_type {
-            SubscriptionType::Shared => st.consumers.iter().map(|c| c.permits.max(0)).sum(),
-            _ => Self::active_consumer(st)
+            SubscriptionType::Shared | SubscriptionType::KeyShared => {
+                st.consumers.iter().map(|c| c.permits.max(0)).sum()
+            }
+            SubscriptionType::Failover => st
+                .active
+                .and_then(|k| st.index_of(k))
+                .map(|i| st.consumers[i].permits.max(0))
+                .unwrap_or(0),
+            SubscriptionType::Exclusive => st
+                .active_consumer(None)
                 .map(|i| st.consumers[i].permits.max(0))
                 .unwrap_or(0),
         }
     }
 
-    /// Exclusive and Failover deliver to one consumer: the first by
-    /// priority level (lower first), then by name.
-    fn active_consumer(st: &SubState) -> Option<usize> {
-        (0..st.consumers.len()).min_by(|a, b| {
-            let (a, b) = (&st.consumers[*a].handle, &st.consumers[*b].handle);
-            (a.priority, &a.name).cmp(&(b.priority, &b.name))
-        })
-    }
-
-    fn pick_consumer(st: &mut SubState) -> Option<usize> {
+    fn pick_consumer(&self, st: &mut SubState, info: &commands::EntryInfo) -> Option<usize> {
         match st.sub_type {
             SubscriptionType::Shared => {
                 let n = st.consumers.len();
@@ -644,16 +931,26 @@ impl Subscription {
                 }
                 None
             }
-            _ => Self::active_consumer(st).filter(|i| st.consumers[*i].permits > 0),
+            SubscriptionType::KeyShared => {
+                let permits: Vec<i64> = st.consumers.iter().map(|c| c.permits).collect();
+                st.key_shared_target(info.key_hash, &permits)
+            }
+            SubscriptionType::Failover => st
+                .active
+                .and_then(|k| st.index_of(k))
+                .filter(|i| st.consumers[*i].permits > 0),
+            SubscriptionType::Exclusive => st
+                .active_consumer(None)
+                .filter(|i| st.consumers[*i].permits > 0),
         }
     }
 
-    /// Sends `entry` (of `messages` messages) to a consumer with permits;
-    /// false if none has any.
-    fn deliver(&self, st: &mut SubState, entry: Entry, messages: u32) -> bool {
-        let Some(index) = Self::pick_consumer(st) else {
+    /// Sends `entry` to a consumer with permits; false if none may take it.
+    fn deliver(&self, st: &mut SubState, entry: Entry, info: commands::EntryInfo) -> bool {
+        let Some(index) = self.pick_consumer(st, &info) else {
             return false;
         };
+        let messages = info.messages;
         let position = entry.position;
         let redelivery_count = st.redelivery_counts.get(&position).copied().unwrap_or(0);
         let ack_set = st
@@ -671,8 +968,64 @@ impl Subscription {
         let frame = commands::message(key.1, position, redelivery_count, ack_set, entry.data);
         // A closed connection removes its consumers, which requeues this.
         let _ = slot.handle.outbound.send(frame);
-        st.pending.insert(position, (key, messages));
+        let hash = (st.sub_type == SubscriptionType::KeyShared).then_some(info.key_hash);
+        st.record_pending(
+            position,
+            Pending {
+                consumer: key,
+                messages,
+                hash,
+            },
+        );
         true
+    }
+
+    // Read-only views for admin stats and topic deletion.
+
+    pub fn sub_type(&self) -> SubscriptionType {
+        self.lock().sub_type
+    }
+
+    /// The attached consumers (clones of their handles).
+    pub fn consumers(&self) -> Vec<ConsumerHandle> {
+        self.lock()
+            .consumers
+            .iter()
+            .map(|c| c.handle.clone())
+            .collect()
+    }
+
+    /// The cursor as it would be stored now.
+    pub fn cursor_snapshot(&self) -> CursorSnapshot {
+        self.lock().cursor.snapshot()
+    }
+
+    // Lifecycle policies (message TTL, backlog eviction; see `housekeeping`).
+
+    /// Acknowledges on the broker's behalf every entry up to and including
+    /// `position` (cumulatively), as message expiry and backlog eviction do:
+    /// they are never delivered afterwards, and entries waiting for
+    /// (re)delivery up to there are dropped. Returns whether the
+    /// mark-delete position moved.
+    pub fn expire_until(&self, position: Position) -> bool {
+        if position <= self.mark_delete_position() {
+            return false;
+        }
+        self.acknowledge(
+            true,
+            &[Acknowledgement {
+                position,
+                batch_index: -1,
+                ack_set: Vec::new(),
+            }],
+        );
+        let mut st = self.lock();
+        let mark_delete = st.cursor.mark_delete();
+        st.delayed.retain(|(_, p)| *p > mark_delete);
+        if st.last_read < mark_delete {
+            st.last_read = mark_delete;
+        }
+        mark_delete >= position
     }
 }
 

@@ -2,15 +2,19 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use magnetar_metadata::{keys, MetadataStore};
+use magnetar_metadata::{keys, Expect, MetadataStore};
 use pulsar::proto::MessageIdData;
 use tokio::sync::mpsc;
 
+use super::counters::TopicCounters;
+use super::housekeeping::QuotaState;
 use super::subscription::{ConsumerHandle, ConsumerKey, Subscription, SubscriptionType};
 use super::{ServiceError, TopicName};
+use crate::cursor::CursorSnapshot;
 use crate::managed_ledger::{ManagedLedger, ManagedLedgerError, Position};
 use crate::metrics::BrokerMetrics;
 use crate::protocol::{commands, Outbound};
@@ -39,10 +43,18 @@ pub struct Topic {
     ml: Arc<ManagedLedger>,
     store: Arc<dyn MetadataStore>,
     metrics: BrokerMetrics,
-    subscriptions: tokio::sync::Mutex<HashMap<String, Arc<Subscription>>>,
+    pub(super) subscriptions: tokio::sync::Mutex<HashMap<String, Arc<Subscription>>>,
+    /// The backlog quota and whether it is exceeded (see `housekeeping`).
+    pub(super) quota: std::sync::Mutex<QuotaState>,
     /// Producers attached here, so the broker can close them (topic deletion,
     /// backlog quota) and count them.
     producers: std::sync::Mutex<HashMap<ProducerKey, mpsc::UnboundedSender<Outbound>>>,
+    /// Set while the topic is being deleted: no producer or consumer may
+    /// attach (set under the producers lock, checked under it and under
+    /// the subscriptions lock).
+    fenced: AtomicBool,
+    /// Publish counters for admin stats.
+    counters: TopicCounters,
 }
 
 /// A producer is known by its connection and its id on that connection.
@@ -62,7 +74,10 @@ impl Topic {
             store,
             metrics,
             subscriptions: tokio::sync::Mutex::new(HashMap::new()),
+            quota: std::sync::Mutex::new(QuotaState::default()),
             producers: std::sync::Mutex::new(HashMap::new()),
+            fenced: AtomicBool::new(false),
+            counters: TopicCounters::new(),
         }
     }
 
@@ -91,7 +106,19 @@ impl Topic {
         key: ProducerKey,
         outbound: mpsc::UnboundedSender<Outbound>,
     ) -> Result<(), ServiceError> {
-        self.producers().insert(key, outbound);
+        let mut producers = self.producers();
+        if self.fenced.load(Ordering::Acquire) {
+            return Err(ServiceError::TopicBeingDeleted(self.full_name.clone()));
+        }
+        // Pulsar refuses producers while a producer-blocking backlog quota
+        // is exceeded; clients retry (hold) or fail their sends (exception).
+        if let Some(policy) = self.producer_block() {
+            return Err(ServiceError::BacklogQuotaExceeded {
+                topic: self.full_name.clone(),
+                policy,
+            });
+        }
+        producers.insert(key, outbound);
         Ok(())
     }
 
@@ -127,6 +154,9 @@ impl Topic {
         handle: ConsumerHandle,
     ) -> Result<Arc<Subscription>, ServiceError> {
         let mut subscriptions = self.subscriptions.lock().await;
+        if self.fenced.load(Ordering::Acquire) {
+            return Err(ServiceError::TopicBeingDeleted(self.full_name.clone()));
+        }
         let subscription = match subscriptions.get(&request.subscription) {
             Some(existing) if existing.is_durable() || !request.durable => existing.clone(),
             _ => {
@@ -137,6 +167,40 @@ impl Topic {
         };
         subscription.add_consumer(handle, request.sub_type)?;
         Ok(subscription)
+    }
+
+    /// Opens every stored durable subscription, as Pulsar recovers all
+    /// cursors when it loads a topic: lifecycle policies must see each
+    /// cursor, also one no consumer has reattached to since, so trimming
+    /// never passes it and TTL and backlog quotas apply to it.
+    pub(super) async fn load_subscriptions(&self) -> Result<(), ServiceError> {
+        let (tenant, namespace, local) =
+            (&self.name.tenant, &self.name.namespace, &self.name.local);
+        let prefix = keys::cursors_prefix(tenant, namespace, local);
+        let stored = self.store.list(&prefix).await?;
+        let mut subscriptions = self.subscriptions.lock().await;
+        for kv in stored {
+            let Some(name) = keys::child_name(&prefix, &kv.key) else {
+                continue;
+            };
+            if subscriptions.contains_key(&name) {
+                continue;
+            }
+            let subscription = Subscription::open_durable(
+                self.full_name.clone(),
+                name.clone(),
+                (self.ml.clone(), self.metrics.clone()),
+                (
+                    self.store.clone(),
+                    keys::cursor(tenant, namespace, local, &name),
+                ),
+                SubscriptionType::Exclusive,
+                self.ml.first_position(),
+            )
+            .await?;
+            subscriptions.insert(name, subscription);
+        }
+        Ok(())
     }
 
     async fn create_subscription(
@@ -314,5 +378,158 @@ impl Topic {
         if let Err(e) = self.ml.close().await {
             tracing::warn!(topic = %self.full_name, error = %e, "closing managed ledger failed");
         }
+    }
+}
+
+/// What admin requests need of a topic: its counters, its subscriptions as
+/// open here and as stored, and deletion.
+impl Topic {
+    /// Counts one stored entry of `messages` messages (admin stats).
+    pub fn record_published(&self, messages: u64, bytes: u64) {
+        self.counters.record(messages, bytes);
+    }
+
+    pub fn counters(&self) -> &TopicCounters {
+        &self.counters
+    }
+
+    /// The attached producers, by (connection, producer id).
+    pub fn producer_keys(&self) -> Vec<ProducerKey> {
+        let mut keys: Vec<ProducerKey> = self.producers().keys().copied().collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Whether producers or consumers are attached.
+    pub async fn has_clients(&self) -> bool {
+        self.producer_count() > 0
+            || self
+                .subscriptions
+                .lock()
+                .await
+                .values()
+                .any(|s| !s.consumers().is_empty())
+    }
+
+    /// Subscriptions open on this broker: durable ones a consumer opened
+    /// since the topic was loaded, and readers.
+    pub async fn open_subscriptions(&self) -> Vec<Arc<Subscription>> {
+        let mut open: Vec<Arc<Subscription>> =
+            self.subscriptions.lock().await.values().cloned().collect();
+        open.sort_by(|a, b| a.name().cmp(b.name()));
+        open
+    }
+
+    /// Every durable subscription's cursor as stored in metadata, including
+    /// ones nobody has opened since the topic was loaded.
+    pub async fn stored_cursors(&self) -> Result<Vec<(String, CursorSnapshot)>, ServiceError> {
+        let prefix =
+            keys::cursors_prefix(&self.name.tenant, &self.name.namespace, &self.name.local);
+        let mut cursors = Vec::new();
+        for kv in self.store.list(&prefix).await? {
+            let Some(name) = keys::child_name(&prefix, &kv.key) else {
+                continue;
+            };
+            let snapshot = CursorSnapshot::from_bytes(&kv.value)
+                .map_err(|e| ServiceError::Metadata(format!("corrupt cursor {}: {e}", kv.key)))?;
+            cursors.push((name, snapshot));
+        }
+        Ok(cursors)
+    }
+
+    /// Names of the stored subscriptions and of open readers, sorted.
+    pub async fn subscription_names(&self) -> Result<Vec<String>, ServiceError> {
+        let mut names: Vec<String> = self
+            .stored_cursors()
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        for open in self.open_subscriptions().await {
+            names.push(open.name().to_string());
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Deletes a subscription and its cursor. One with consumers is refused
+    /// unless `force`; then they are sent CLOSE_CONSUMER (clients that
+    /// subscribe again create it anew).
+    pub async fn delete_subscription(&self, name: &str, force: bool) -> Result<(), ServiceError> {
+        let key = keys::cursor(
+            &self.name.tenant,
+            &self.name.namespace,
+            &self.name.local,
+            name,
+        );
+        // Held throughout, so no SUBSCRIBE recreates the cursor midway.
+        let mut subscriptions = self.subscriptions.lock().await;
+        let open = subscriptions.get(name).cloned();
+        if open.is_none() && self.store.get(&key).await?.is_none() {
+            return Err(ServiceError::SubscriptionNotFound(name.to_string()));
+        }
+        let consumers = open.as_ref().map(|s| s.consumers()).unwrap_or_default();
+        if !consumers.is_empty() && !force {
+            return Err(ServiceError::SubscriptionBusy(name.to_string()));
+        }
+        match &open {
+            Some(subscription) => {
+                subscription.close().await;
+                subscription.delete_cursor().await?;
+                subscriptions.remove(name);
+            }
+            None => {
+                self.store.delete(&key, Expect::Any).await?;
+            }
+        }
+        drop(subscriptions);
+        for consumer in consumers {
+            let _ = consumer
+                .outbound
+                .send(commands::close_consumer(consumer.key.1));
+        }
+        tracing::info!(topic = %self.full_name, subscription = name, force, "subscription deleted");
+        Ok(())
+    }
+
+    /// Deletes the topic's subscriptions, cursors and ledgers. Refused with
+    /// `TopicBusy` while producers or consumers are attached unless `force`,
+    /// which sends them CLOSE_PRODUCER / CLOSE_CONSUMER. Past that check the
+    /// topic stays fenced (nothing attaches) even if a later step fails; the
+    /// caller drops it and a retry works on the stored remains.
+    pub(super) async fn delete(&self, force: bool) -> Result<(), ServiceError> {
+        {
+            let _producers = self.producers();
+            self.fenced.store(true, Ordering::Release);
+        }
+        // Waits for a SUBSCRIBE under way; later ones see the fence.
+        let mut subscriptions = self.subscriptions.lock().await;
+        let busy =
+            self.producer_count() > 0 || subscriptions.values().any(|s| !s.consumers().is_empty());
+        if busy && !force {
+            self.fenced.store(false, Ordering::Release);
+            return Err(ServiceError::TopicBusy(self.full_name.clone()));
+        }
+        self.disconnect_producers();
+        let open: Vec<Arc<Subscription>> = subscriptions.drain().map(|(_, s)| s).collect();
+        drop(subscriptions);
+        for subscription in open {
+            let consumers = subscription.consumers();
+            subscription.close().await;
+            for consumer in consumers {
+                let _ = consumer
+                    .outbound
+                    .send(commands::close_consumer(consumer.key.1));
+            }
+        }
+        let prefix =
+            keys::cursors_prefix(&self.name.tenant, &self.name.namespace, &self.name.local);
+        for kv in self.store.list(&prefix).await? {
+            self.store.delete(&kv.key, Expect::Any).await?;
+        }
+        self.ml.delete().await?;
+        tracing::info!(topic = %self.full_name, force, "topic deleted");
+        Ok(())
     }
 }

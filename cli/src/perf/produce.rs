@@ -63,6 +63,14 @@ pub struct ProducePerfArgs {
     /// `--max-pending` messages per producer are in flight as whole batches.
     #[arg(long)]
     wire: bool,
+    /// With `--wire`: the topic is partitioned into this many partitions and
+    /// producer i writes to partition i mod N (the crate routes by itself).
+    #[arg(long, default_value_t = 0)]
+    partitions: u32,
+    /// With `--wire`: give each batch one of this many keys in turn (key-based
+    /// batching, as Key_Shared producers use); 0 = no keys.
+    #[arg(long, default_value_t = 0)]
+    keys: u32,
 }
 
 pub async fn run(args: ProducePerfArgs) -> Result<()> {
@@ -71,6 +79,9 @@ pub async fn run(args: ProducePerfArgs) -> Result<()> {
     }
     if args.wire {
         return run_wire(args).await;
+    }
+    if args.partitions > 0 || args.keys > 0 {
+        bail!("--partitions and --keys apply to --wire (the crate finds partitions itself)");
     }
     let pulsar =
         connect_with_outbound_queue(&args.connect, Some(args.max_pending.max(100))).await?;
@@ -145,9 +156,15 @@ async fn run_wire(args: ProducePerfArgs) -> Result<()> {
     let batches_per_second = args.rate as f64 / args.producers as f64 / per_batch as f64;
     let tasks: Vec<_> = (0..args.producers)
         .map(|i| {
+            let topic = if args.partitions > 0 {
+                format!("{}-partition-{}", args.topic, i as u32 % args.partitions)
+            } else {
+                args.topic.clone()
+            };
             let spec = super::wire_produce::WireProducer {
                 address: address.clone(),
-                topic: args.topic.clone(),
+                topic,
+                keys: args.keys,
                 message_size: args.size,
                 messages_per_batch: per_batch,
                 window,

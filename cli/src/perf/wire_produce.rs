@@ -38,6 +38,8 @@ pub struct WireProducer {
     pub window: usize,
     /// Batches per second for this producer; 0 = unlimited.
     pub batches_per_second: f64,
+    /// Batches carry keys `key-0..key-{keys-1}` in turn; 0 = no key.
+    pub keys: u32,
 }
 
 /// `pulsar://host:port` → `host:port`.
@@ -188,6 +190,8 @@ pub async fn produce(spec: WireProducer, id: usize, load: Arc<Load>) -> Result<(
             sequence_id,
             publish_time: now_ms(),
             num_messages_in_batch: Some(spec.messages_per_batch as i32),
+            partition_key: (spec.keys > 0)
+                .then(|| format!("key-{}", (sequence_id + id as u64) % spec.keys as u64)),
             ..Default::default()
         };
         let send = BaseCommand {

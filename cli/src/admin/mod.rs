@@ -1,0 +1,251 @@
+//! `magnetar admin`: pulsar-admin's verbs over the broker's admin REST API
+//! at `--admin-url`. Answers are printed as JSON; a refusal prints the
+//! broker's reason on stderr and exits with status 1. It only speaks HTTP
+//! to a broker, never to metadata or bookies.
+
+mod namespaces;
+mod tenants;
+mod topics;
+mod units;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use reqwest::header::CONTENT_TYPE;
+use reqwest::Method;
+use serde_json::Value;
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// The broker's HTTP (admin REST) address.
+    #[arg(
+        long = "admin-url",
+        visible_alias = "url",
+        env = "MAGNETAR_ADMIN_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub admin_url: String,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Tenants: create, list, get, delete.
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
+    /// Namespaces and their policies.
+    #[command(subcommand)]
+    Namespaces(namespaces::NamespacesCommand),
+    /// Persistent topics, partitioned topics, subscriptions and stats.
+    #[command(subcommand)]
+    Topics(topics::TopicsCommand),
+}
+
+/// Runs one admin command. A failure (a refusal, or no broker at the URL)
+/// is one line on stderr and exit status 1, as pulsar-admin does, rather
+/// than an error report with a backtrace.
+pub async fn run(args: AdminArgs) -> Result<()> {
+    let client = AdminClient::new(&args.admin_url);
+    let result = match args.command {
+        AdminCommand::Tenants(cmd) => tenants::run(&client, cmd).await,
+        AdminCommand::Namespaces(cmd) => namespaces::run(&client, cmd).await,
+        AdminCommand::Topics(cmd) => topics::run(&client, cmd).await,
+    };
+    if let Err(e) = result {
+        eprintln!("{e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Requests to `/admin/v2/...` of one broker.
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl AdminClient {
+    fn new(url: &str) -> Self {
+        AdminClient {
+            http: reqwest::Client::new(),
+            base: format!("{}/admin/v2", url.trim_end_matches('/')),
+        }
+    }
+
+    /// Sends the request; the JSON answer, `None` for an empty one (Pulsar
+    /// answers changes, and reads of unset policies, with 204).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>> {
+        let url = format!("{}/{path}", self.base);
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(serde_json::to_vec(body)?);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .with_context(|| format!("reading the answer to {method} {url}"))?;
+        if !status.is_success() {
+            bail!("{status}: {}", reason(&bytes));
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .with_context(|| format!("{method} {url} answered with something other than JSON"))
+    }
+
+    async fn get(&self, path: &str) -> Result<Option<Value>> {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn put(&self, path: &str, body: Option<&Value>) -> Result<Option<Value>> {
+        self.call(Method::PUT, path, body).await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<Option<Value>> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<Option<Value>> {
+        self.call(Method::DELETE, path, None).await
+    }
+}
+
+/// The broker's reason for a refusal: Pulsar's `{"reason": ...}`, else the
+/// body as text.
+fn reason(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string())
+}
+
+/// Prints an answer as JSON; an empty answer to a read prints `null`.
+fn print(answer: Option<Value>) -> Result<()> {
+    let value = answer.unwrap_or(Value::Null);
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+/// One name as a URL path segment, percent-encoded (subscription names
+/// may hold any character; topic names may hold `%`).
+fn segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~:=".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// `tenant/namespace` as a URL path.
+fn namespace_path(namespace: &str) -> Result<String> {
+    match namespace.split('/').collect::<Vec<_>>().as_slice() {
+        [tenant, ns] if !tenant.is_empty() && !ns.is_empty() => {
+            Ok(format!("{}/{}", segment(tenant), segment(ns)))
+        }
+        _ => bail!("expected a namespace as tenant/namespace, got {namespace:?}"),
+    }
+}
+
+/// A topic name (`persistent://t/ns/topic`, `t/ns/topic` or just `topic` in
+/// public/default) as the URL path `persistent/t/ns/topic`.
+fn topic_path(topic: &str) -> Result<String> {
+    let rest = if let Some(rest) = topic.strip_prefix("persistent://") {
+        rest.to_string()
+    } else if topic.contains("://") {
+        bail!("only persistent:// topics exist here, got {topic:?}");
+    } else if topic.contains('/') {
+        topic.to_string()
+    } else {
+        format!("public/default/{topic}")
+    };
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [tenant, ns, local] if !tenant.is_empty() && !ns.is_empty() && !local.is_empty() => {
+            Ok(format!(
+                "persistent/{}/{}/{}",
+                segment(tenant),
+                segment(ns),
+                segment(local)
+            ))
+        }
+        _ => bail!("expected a topic as persistent://tenant/namespace/topic, got {topic:?}"),
+    }
+}
+
+/// `?force=true` when forced.
+fn force_query(force: bool) -> &'static str {
+    if force {
+        "?force=true"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_become_paths() {
+        assert_eq!(
+            topic_path("persistent://acme/orders/in").unwrap(),
+            "persistent/acme/orders/in"
+        );
+        assert_eq!(topic_path("a/b/c").unwrap(), "persistent/a/b/c");
+        assert_eq!(
+            topic_path("hello").unwrap(),
+            "persistent/public/default/hello"
+        );
+        assert_eq!(topic_path("a/b/x%y").unwrap(), "persistent/a/b/x%25y");
+        for bad in [
+            "non-persistent://a/b/c",
+            "a/b",
+            "a/b/c/d",
+            "persistent://a//c",
+        ] {
+            assert!(topic_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(segment("sub-1_a.b:c=d"), "sub-1_a.b:c=d");
+        assert_eq!(segment("a b/c?d%"), "a%20b%2Fc%3Fd%25");
+        assert_eq!(segment("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn namespace_names_become_paths() {
+        assert_eq!(namespace_path("acme/orders").unwrap(), "acme/orders");
+        assert!(namespace_path("acme").is_err());
+        assert!(namespace_path("a/b/c").is_err());
+        assert!(namespace_path("/b").is_err());
+    }
+
+    #[test]
+    fn refusal_reasons() {
+        assert_eq!(
+            reason(br#"{"reason": "Tenant acme already exists"}"#),
+            "Tenant acme already exists"
+        );
+        assert_eq!(reason(b"plain text\n"), "plain text");
+    }
+}

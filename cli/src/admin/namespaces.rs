@@ -1,0 +1,235 @@
+//! `magnetar admin namespaces ...` (pulsar-admin namespaces): namespaces
+//! and their retention, message TTL, backlog quota and persistence.
+
+use anyhow::Result;
+use clap::{Subcommand, ValueEnum};
+use serde_json::json;
+
+use super::units::{parse_size_bytes, parse_time_secs, to_mebibytes, to_minutes};
+use super::{namespace_path, print, segment, AdminClient};
+
+/// What happens when a backlog quota is exceeded.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum QuotaPolicy {
+    ProducerRequestHold,
+    ProducerException,
+    ConsumerBacklogEviction,
+}
+
+/// Which limit of a backlog quota.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum QuotaType {
+    DestinationStorage,
+    MessageAge,
+}
+
+fn snake(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NamespacesCommand {
+    /// Create a namespace (tenant/namespace).
+    Create {
+        namespace: String,
+    },
+    /// List the namespaces of a tenant.
+    List {
+        tenant: String,
+    },
+    /// Delete a namespace that has no topics.
+    Delete {
+        namespace: String,
+    },
+    /// Show a namespace's policies.
+    Policies {
+        namespace: String,
+    },
+    /// Keep consumed data for a time and/or size (-1: no limit).
+    SetRetention {
+        namespace: String,
+        /// e.g. 10m, 3h, 7d; -1 for no time limit.
+        #[arg(short = 't', long, value_parser = parse_time_secs, allow_hyphen_values = true)]
+        time: i64,
+        /// e.g. 100M, 10G; -1 for no size limit.
+        #[arg(short = 's', long, value_parser = parse_size_bytes, allow_hyphen_values = true)]
+        size: i64,
+    },
+    GetRetention {
+        namespace: String,
+    },
+    RemoveRetention {
+        namespace: String,
+    },
+    /// Expire unacknowledged messages after this long.
+    SetMessageTtl {
+        namespace: String,
+        /// Seconds, or a time such as 1h.
+        #[arg(long, alias = "messageTTL", value_parser = parse_time_secs)]
+        ttl: i64,
+    },
+    GetMessageTtl {
+        namespace: String,
+    },
+    RemoveMessageTtl {
+        namespace: String,
+    },
+    /// Limit each topic's backlog.
+    SetBacklogQuota {
+        namespace: String,
+        /// e.g. 10M, 2G; -1 for none.
+        #[arg(long, alias = "limitSize", value_parser = parse_size_bytes, allow_hyphen_values = true)]
+        limit_size: Option<i64>,
+        /// Age of the oldest unacknowledged message, e.g. 1h; -1 for none.
+        #[arg(long, alias = "limitTime", value_parser = parse_time_secs, allow_hyphen_values = true)]
+        limit_time: Option<i64>,
+        #[arg(short = 'p', long)]
+        policy: QuotaPolicy,
+        #[arg(long = "type", value_enum, default_value = "destination_storage")]
+        quota_type: QuotaType,
+    },
+    GetBacklogQuotas {
+        namespace: String,
+    },
+    RemoveBacklogQuota {
+        namespace: String,
+        #[arg(long = "type", value_enum, default_value = "destination_storage")]
+        quota_type: QuotaType,
+    },
+    /// Replication of new ledgers: ensemble >= write quorum >= ack quorum >= 1.
+    SetPersistence {
+        namespace: String,
+        #[arg(short = 'e', long)]
+        bookkeeper_ensemble: u32,
+        #[arg(short = 'w', long)]
+        bookkeeper_write_quorum: u32,
+        #[arg(short = 'a', long)]
+        bookkeeper_ack_quorum: u32,
+        #[arg(short = 'r', long, default_value_t = 0.0)]
+        ml_mark_delete_max_rate: f64,
+    },
+    GetPersistence {
+        namespace: String,
+    },
+    RemovePersistence {
+        namespace: String,
+    },
+}
+
+pub async fn run(client: &AdminClient, command: NamespacesCommand) -> Result<()> {
+    use NamespacesCommand::*;
+    let path = |ns: &str, tail: &str| -> Result<String> {
+        Ok(format!("namespaces/{}{tail}", namespace_path(ns)?))
+    };
+    match command {
+        Create { namespace } => {
+            client.put(&path(&namespace, "")?, None).await?;
+        }
+        List { tenant } => print(
+            client
+                .get(&format!("namespaces/{}", segment(&tenant)))
+                .await?,
+        )?,
+        Delete { namespace } => {
+            client.delete(&path(&namespace, "")?).await?;
+        }
+        Policies { namespace } => print(client.get(&path(&namespace, "")?).await?)?,
+        SetRetention {
+            namespace,
+            time,
+            size,
+        } => {
+            let body = json!({
+                "retentionTimeInMinutes": to_minutes(time),
+                "retentionSizeInMB": to_mebibytes(size),
+            });
+            client.post(&path(&namespace, "/retention")?, &body).await?;
+        }
+        GetRetention { namespace } => print(client.get(&path(&namespace, "/retention")?).await?)?,
+        RemoveRetention { namespace } => {
+            client.delete(&path(&namespace, "/retention")?).await?;
+        }
+        SetMessageTtl { namespace, ttl } => {
+            client
+                .post(&path(&namespace, "/messageTTL")?, &json!(ttl))
+                .await?;
+        }
+        GetMessageTtl { namespace } => print(client.get(&path(&namespace, "/messageTTL")?).await?)?,
+        RemoveMessageTtl { namespace } => {
+            client.delete(&path(&namespace, "/messageTTL")?).await?;
+        }
+        SetBacklogQuota {
+            namespace,
+            limit_size,
+            limit_time,
+            policy,
+            quota_type,
+        } => {
+            let body = json!({
+                "limitSize": limit_size.unwrap_or(-1),
+                "limitTime": limit_time.unwrap_or(-1),
+                "policy": snake(policy),
+            });
+            let tail = format!("/backlogQuota?backlogQuotaType={}", snake(quota_type));
+            client.post(&path(&namespace, &tail)?, &body).await?;
+        }
+        GetBacklogQuotas { namespace } => {
+            print(client.get(&path(&namespace, "/backlogQuotaMap")?).await?)?
+        }
+        RemoveBacklogQuota {
+            namespace,
+            quota_type,
+        } => {
+            let tail = format!("/backlogQuota?backlogQuotaType={}", snake(quota_type));
+            client.delete(&path(&namespace, &tail)?).await?;
+        }
+        SetPersistence {
+            namespace,
+            bookkeeper_ensemble,
+            bookkeeper_write_quorum,
+            bookkeeper_ack_quorum,
+            ml_mark_delete_max_rate,
+        } => {
+            let body = json!({
+                "bookkeeperEnsemble": bookkeeper_ensemble,
+                "bookkeeperWriteQuorum": bookkeeper_write_quorum,
+                "bookkeeperAckQuorum": bookkeeper_ack_quorum,
+                "managedLedgerMaxMarkDeleteRate": ml_mark_delete_max_rate,
+            });
+            client
+                .post(&path(&namespace, "/persistence")?, &body)
+                .await?;
+        }
+        GetPersistence { namespace } => {
+            print(client.get(&path(&namespace, "/persistence")?).await?)?
+        }
+        RemovePersistence { namespace } => {
+            client.delete(&path(&namespace, "/persistence")?).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_values_use_pulsar_names() {
+        assert_eq!(
+            snake(QuotaPolicy::ProducerRequestHold),
+            "producer_request_hold"
+        );
+        assert_eq!(
+            snake(QuotaPolicy::ConsumerBacklogEviction),
+            "consumer_backlog_eviction"
+        );
+        assert_eq!(snake(QuotaType::DestinationStorage), "destination_storage");
+        assert_eq!(snake(QuotaType::MessageAge), "message_age");
+    }
+}
