@@ -98,6 +98,10 @@ def test_partitioned_topic_routing_growth_and_stats(magnetar, new_client, topic)
     # Each message says which partition it came from.
     by_partition = Counter(msg.topic_name() for msg in got)
     assert sorted(by_partition) == [f"{topic}-partition-{i}" for i in range(4)], by_partition
+    for msg in got:
+        assert msg.topic_name().endswith(f"-partition-{msg.message_id().partition()}"), (
+            f"message id {msg.message_id()} does not name its partition {msg.topic_name()}"
+        )
     assert sorted(msg.data() for msg in got) == sorted(payload(i) for i in range(70))
     assert_no_more(consumer, 500)
 

@@ -148,18 +148,22 @@ pub fn send_error(
 }
 
 /// A MESSAGE frame carrying a stored entry as is.
+/// A MESSAGE carrying a stored entry; `partition` is the topic's partition
+/// index (clients put it in the message ids they hand out).
 pub fn message(
     consumer_id: u64,
-    position: Position,
+    (position, partition): (Position, Option<u32>),
     redelivery_count: u32,
     ack_set: Vec<i64>,
     entry: Bytes,
 ) -> Outbound {
+    let mut id = message_id(position);
+    id.partition = partition.map(|p| p as i32);
     let command = BaseCommand {
         r#type: Type::Message as i32,
         message: Some(CommandMessage {
             consumer_id,
-            message_id: message_id(position),
+            message_id: id,
             redelivery_count: Some(redelivery_count),
             ack_set,
             consumer_epoch: None,

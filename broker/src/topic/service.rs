@@ -250,7 +250,7 @@ impl BrokerService {
             self.metrics.clone(),
         ));
         topic.set_backlog_quota(policies.backlog_quota);
-        if let Err(e) = async { Ok::<(), ServiceError>(()) }.await {
+        if let Err(e) = topic.load_subscriptions().await {
             topic.close().await;
             return Err(e);
         }

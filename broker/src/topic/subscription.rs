@@ -965,7 +965,13 @@ impl Subscription {
         self.metrics.entries_out.inc();
         self.metrics.messages_out.inc_by(messages as u64);
         self.metrics.bytes_out.inc_by(entry.data.len() as u64);
-        let frame = commands::message(key.1, position, redelivery_count, ack_set, entry.data);
+        let frame = commands::message(
+            key.1,
+            (position, self.partition),
+            redelivery_count,
+            ack_set,
+            entry.data,
+        );
         // A closed connection removes its consumers, which requeues this.
         let _ = slot.handle.outbound.send(frame);
         let hash = (st.sub_type == SubscriptionType::KeyShared).then_some(info.key_hash);
