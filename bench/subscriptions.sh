@@ -14,6 +14,7 @@ BIN=${MAGNETAR_BIN:-${CARGO_TARGET_DIR:-target}/debug/magnetar}
 DIR=$(mktemp -d /tmp/magnetar-bench5.XXXXXX)
 PORT=26650 HTTP=28080
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"' EXIT
+export MAGNETAR_LOG=${MAGNETAR_LOG:-error}
 
 "$BIN" standalone --data-dir "$DIR/data" --listen 127.0.0.1:$PORT --http 127.0.0.1:$HTTP \
   --bookie-listen 127.0.0.1:23181 --bookie-http 127.0.0.1:28000 >"$DIR/standalone.log" 2>&1 &
@@ -36,18 +37,21 @@ produce() { # topic rate duration
 echo "== 1. one Shared subscription, producer at $RATE msg/s"
 partitioned single
 consume single shared shared 20s > "$DIR/single.txt" &
+c1=$!
 sleep 2
 produce single "$RATE" 22s
-wait %2 2>/dev/null || wait
+wait $c1
 cat "$DIR/single.txt"
 
 echo "== 2. Shared + Key_Shared subscriptions, producer at $RATE msg/s"
 partitioned double
 consume double shared shared 20s > "$DIR/shared.txt" &
+c1=$!
 consume double keyed key-shared 20s > "$DIR/keyed.txt" &
+c2=$!
 sleep 2
 produce double "$RATE" 22s
-wait
+wait $c1 $c2
 echo "-- Shared:"; cat "$DIR/shared.txt"
 echo "-- Key_Shared:"; cat "$DIR/keyed.txt"
 
@@ -61,7 +65,8 @@ echo "-- publish latency with no reader:"
 produce catchup $((RATE / 2)) 20s | tail -3
 echo "-- publish latency during the catch-up, and the catch-up read rate:"
 consume catchup reader shared 25s 2s > "$DIR/catchup.txt" &
+c1=$!
 sleep 3
 produce catchup $((RATE / 2)) 20s | tail -3
-wait
+wait $c1
 cat "$DIR/catchup.txt"

@@ -259,6 +259,25 @@ def test_backlog_quota_consumer_backlog_eviction_drops_the_oldest_backlog(
     assert got == list(range(30 - left, 30)), got
 
 
+def test_backlog_quota_by_message_age_evicts_what_is_older(magnetar, new_client, topic):
+    client = new_client()
+    client.subscribe(topic, "sub").close()
+    produce(client, topic, 20, batching=False)
+    assert backlog(magnetar, topic, "sub") == 20
+    admin(
+        magnetar,
+        "POST",
+        namespace_path(topic) + "/backlogQuota?backlogQuotaType=message_age",
+        {"limitTime": 1, "policy": "consumer_backlog_eviction"},
+    )
+    wait_until(lambda: backlog(magnetar, topic, "sub") == 0, "backlog older than 1s evicted")
+    consumer = client.subscribe(topic, "sub")
+    assert_no_more(consumer, wait_ms=2000)
+    # The consumer keeps up with what comes next, so nothing more is evicted.
+    produce(client, topic, 5, start=20, batching=False)
+    assert [index_of(m) for m in receive_n(consumer, 5, ack=True)] == list(range(20, 25))
+
+
 def test_retention_keeps_consumed_ledgers_only_where_set(magnetar, new_client, topic):
     client = new_client()
     # Same-named topic in a namespace that retains consumed data for an hour.

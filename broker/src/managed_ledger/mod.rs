@@ -1,8 +1,9 @@
 //! Managed ledger: a topic's storage as a list of ledgers (Pulsar's
 //! `ManagedLedgerImpl`). It appends entries to the current ledger, rolls over
 //! to a new one by entry count, size or age, reads by position from its cache
-//! or from bookies, and on open recovers (fences and closes) any ledger a
-//! previous owner left open.
+//! or from bookies, on open recovers (fences and closes) any ledger a
+//! previous owner left open, and deletes closed ledgers that every cursor has
+//! passed once retention no longer keeps them (`trim`).
 //!
 //! It stores entries as opaque bytes and must never know what a message is.
 

@@ -408,4 +408,23 @@ mod tests {
         );
         assert_eq!(state(quota(eviction), true).producer_block(), None);
     }
+
+    #[test]
+    fn refusals_carry_pulsars_codes_for_hold_and_exception() {
+        use pulsar::proto::ServerError;
+        let refusal = |policy| ServiceError::BacklogQuotaExceeded {
+            topic: "persistent://t/ns/x".into(),
+            policy,
+        };
+        // The official clients retry a producer refused with the Error code
+        // (its sends are held) and fail pending sends on the Exception code.
+        assert_eq!(
+            refusal(BacklogQuotaPolicy::ProducerRequestHold).server_error(),
+            ServerError::ProducerBlockedQuotaExceededError
+        );
+        assert_eq!(
+            refusal(BacklogQuotaPolicy::ProducerException).server_error(),
+            ServerError::ProducerBlockedQuotaExceededException
+        );
+    }
 }
