@@ -24,6 +24,8 @@ use crate::client::{connect, ConnectArgs, StartPosition, SubscriptionType};
 
 /// How often exclusive and failover consumers send their cumulative ack.
 const CUMULATIVE_ACK_EVERY: Duration = Duration::from_millis(100);
+/// How long a consumer may take to send its last acks and close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Args, Debug, Clone)]
 pub struct ConsumePerfArgs {
@@ -103,9 +105,17 @@ pub async fn run(args: ConsumePerfArgs) -> Result<()> {
     )
     .await?;
     let mut failure = None;
-    for task in tasks {
-        if let Err(e) = task.await? {
-            failure.get_or_insert(e);
+    for mut task in tasks {
+        match tokio::time::timeout(2 * CLOSE_TIMEOUT, &mut task).await {
+            Ok(result) => {
+                if let Err(e) = result? {
+                    failure.get_or_insert(e);
+                }
+            }
+            Err(_) => {
+                eprintln!("a consumer did not stop within {:?}", 2 * CLOSE_TIMEOUT);
+                task.abort();
+            }
         }
     }
     drop(pulsar);
@@ -159,9 +169,17 @@ async fn consume(
         load.completed(message.payload.data.len(), micros, &recorder);
         acker.received(&mut consumer, &message).await?;
     }
-    acker.flush(&mut consumer).await?;
-    if let Err(e) = consumer.close().await {
-        eprintln!("closing a consumer: {e}");
+    // The figures are in: a client that hangs while closing must not keep
+    // the tool from reporting them.
+    match tokio::time::timeout(CLOSE_TIMEOUT, async {
+        acker.flush(&mut consumer).await?;
+        consumer.close().await.context("closing a consumer")
+    })
+    .await
+    {
+        Ok(Err(e)) => eprintln!("{e:#}"),
+        Err(_) => eprintln!("a consumer did not close within {CLOSE_TIMEOUT:?}"),
+        Ok(Ok(())) => {}
     }
     Ok(())
 }
