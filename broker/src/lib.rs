@@ -2,14 +2,17 @@
 //! managed ledgers and cursors (topic storage), topics with their
 //! subscriptions and dispatch ([`topic`]), and the Pulsar binary protocol
 //! ([`protocol`] framing, [`server`] connections), and the admin REST API
-//! ([`admin`], served by [`http`]).
+//! ([`admin`], served by [`http`]); which broker serves which bundle
+//! ([`ownership`]).
 
 pub mod admin;
+pub mod auth;
 pub mod cursor;
 pub mod http;
 pub mod ledger;
 pub mod managed_ledger;
 pub mod metrics;
+pub mod ownership;
 pub mod protocol;
 pub mod server;
 pub mod topic;

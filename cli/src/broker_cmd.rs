@@ -2,15 +2,18 @@
 //! the bookies registered in the cluster metadata. Also used by standalone.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use magnetar_broker::auth::{AuthConfig, Superusers, TokenVerifier};
 use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
 use magnetar_broker::ledger::{LedgerClient, LedgerConfig};
 use magnetar_broker::managed_ledger::EntryCache;
 use magnetar_broker::metrics::BrokerMetrics;
+use magnetar_broker::ownership::{BrokerIdentity, Ownership, DEFAULT_LEASE_TTL};
 use magnetar_broker::server::BrokerServer;
 use magnetar_broker::topic::{
     create_namespace_if_absent, BrokerConfig, BrokerService, NamespacePolicies, TenantInfo,
@@ -51,6 +54,24 @@ pub struct BrokerTuning {
     #[arg(long, env = "MAGNETAR_HOUSEKEEPING_INTERVAL", value_parser = humantime::parse_duration)]
     #[serde(default, deserialize_with = "human_duration")]
     pub housekeeping_interval: Option<Duration>,
+    /// Require a token from every client and admin request, and check
+    /// namespace permissions (needs --token-secret-key or --token-public-key).
+    #[arg(long, env = "MAGNETAR_AUTH_ENABLED")]
+    #[serde(default)]
+    pub auth_enabled: bool,
+    /// HS256 key that tokens are signed with: a file, or `base64:<key>`.
+    #[arg(
+        long,
+        env = "MAGNETAR_TOKEN_SECRET_KEY",
+        conflicts_with = "token_public_key"
+    )]
+    pub token_secret_key: Option<String>,
+    /// RS256 public key (PEM file) of the key that tokens are signed with.
+    #[arg(long, env = "MAGNETAR_TOKEN_PUBLIC_KEY")]
+    pub token_public_key: Option<PathBuf>,
+    /// Roles that may do everything, comma-separated.
+    #[arg(long, env = "MAGNETAR_SUPERUSER_ROLES", value_delimiter = ',')]
+    pub superuser_roles: Option<Vec<String>>,
 }
 
 /// A duration in the file as the flag takes it ("60s", "1m 30s").
@@ -64,7 +85,9 @@ fn human_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Durat
 impl BrokerTuning {
     pub fn merged(mut self, file: BrokerTuning) -> Self {
         prefer_cli!(self, file; advertise, max_message_size, max_entries_per_ledger, cache_mb,
-            ensemble_size, write_quorum, ack_quorum, housekeeping_interval);
+            ensemble_size, write_quorum, ack_quorum, housekeeping_interval, token_secret_key,
+            token_public_key, superuser_roles);
+        self.auth_enabled |= file.auth_enabled;
         self
     }
 
@@ -91,6 +114,7 @@ impl BrokerTuning {
             );
             config.housekeeping_interval = interval;
         }
+        config.auth = self.auth_config()?;
         let ledger = &mut config.managed_ledger.ledger;
         let (e, qw, qa) = (
             self.ensemble_size.unwrap_or(ledger.ensemble_size),
@@ -106,6 +130,46 @@ impl BrokerTuning {
     }
 }
 
+impl BrokerTuning {
+    /// Auth settings, `None` when off. Auth on without a key is refused
+    /// here, at startup, rather than refusing every client later.
+    fn auth_config(&self) -> Result<Option<AuthConfig>> {
+        if !self.auth_enabled {
+            anyhow::ensure!(
+                self.token_secret_key.is_none() && self.token_public_key.is_none(),
+                "a token key is given but --auth-enabled is not"
+            );
+            return Ok(None);
+        }
+        let verifier = match (&self.token_secret_key, &self.token_public_key) {
+            (Some(secret), None) => TokenVerifier::hs256(&crate::tokens::load_secret_key(secret)?)?,
+            (None, Some(pem)) => {
+                let bytes = std::fs::read(pem)
+                    .with_context(|| format!("reading the token public key {}", pem.display()))?;
+                TokenVerifier::rs256_pem(&bytes)
+                    .with_context(|| format!("token public key {}", pem.display()))?
+            }
+            (Some(_), Some(_)) => {
+                anyhow::bail!("give one of --token-secret-key and --token-public-key")
+            }
+            (None, None) => {
+                anyhow::bail!("--auth-enabled needs --token-secret-key or --token-public-key")
+            }
+        };
+        let superusers = self
+            .superuser_roles
+            .iter()
+            .flatten()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect();
+        Ok(Some(AuthConfig {
+            verifier: Arc::new(verifier),
+            superusers: Superusers(superusers),
+        }))
+    }
+}
+
 #[derive(Args, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BrokerArgs {
@@ -118,6 +182,11 @@ pub struct BrokerArgs {
     /// HTTP address for admin REST, /metrics and /health [default: 0.0.0.0:8080].
     #[arg(long, env = "MAGNETAR_HTTP")]
     pub http: Option<SocketAddr>,
+    /// TTL of this broker's etcd lease: its bundles move to other brokers
+    /// this long after it dies or stalls [default: 10s].
+    #[arg(long, env = "MAGNETAR_LEASE_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "human_duration")]
+    pub lease_ttl: Option<Duration>,
     #[command(flatten)]
     #[serde(default)]
     pub tuning: BrokerTuning,
@@ -125,7 +194,7 @@ pub struct BrokerArgs {
 
 impl BrokerArgs {
     pub fn merged(mut self, file: BrokerArgs) -> Self {
-        prefer_cli!(self, file; metadata, listen, http);
+        prefer_cli!(self, file; metadata, listen, http, lease_ttl);
         self.tuning = self.tuning.merged(file.tuning);
         self
     }
@@ -139,18 +208,22 @@ pub struct RunningBroker {
 }
 
 impl RunningBroker {
+    /// Starts serving. With `lease_ttl`, the broker registers under a lease
+    /// of that TTL and serves only the namespace bundles it owns (brokers
+    /// sharing metadata); without, it serves every topic (standalone).
     pub async fn start(
         metadata: Arc<dyn MetadataStore>,
         config: BrokerConfig,
-        listen: SocketAddr,
-        http: SocketAddr,
+        (listen, http): (SocketAddr, SocketAddr),
+        lease_ttl: Option<Duration>,
     ) -> Result<RunningBroker> {
         let metrics = BrokerMetrics::new().context("creating broker metrics")?;
         let ledgers = LedgerClient::new(
             metadata.clone(),
             BookieClients::new(BookieClientConfig::default()),
         );
-        let service = BrokerService::new(config, metadata, ledgers, metrics.clone());
+        let advertised = config.advertised_address.clone();
+        let service = BrokerService::new(config, metadata.clone(), ledgers, metrics.clone());
         let http_listener = tokio::net::TcpListener::bind(http)
             .await
             .with_context(|| format!("binding broker HTTP on {http}"))?;
@@ -164,6 +237,18 @@ impl RunningBroker {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding the Pulsar protocol on {listen}"))?;
+        if let Some(ttl) = lease_ttl {
+            let broker_id = advertised.unwrap_or_else(|| reachable(listener_addr(&listener)));
+            let identity = BrokerIdentity {
+                pulsar_url: format!("pulsar://{broker_id}"),
+                http_url: format!("http://{}", reachable(http_addr)),
+                broker_id,
+            };
+            let ownership = Ownership::start(metadata, identity, ttl)
+                .await
+                .context("registering the broker in metadata")?;
+            service.set_ownership(ownership);
+        }
         let server = BrokerServer::start(listener, service)?;
         Ok(RunningBroker {
             server,
@@ -176,6 +261,22 @@ impl RunningBroker {
     pub async fn shutdown(self) {
         self.server.shutdown().await;
         self.http_task.abort();
+    }
+}
+
+fn listener_addr(listener: &tokio::net::TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// `addr` as other processes on this host reach it: a wildcard listen
+/// address becomes loopback (set `--advertise` for other hosts).
+fn reachable(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
     }
 }
 
@@ -205,7 +306,9 @@ pub async fn run(args: BrokerArgs) -> Result<()> {
     let http = args
         .http
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
-    let broker = RunningBroker::start(metadata, config, listen, http).await?;
+    let lease_ttl = args.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
+    anyhow::ensure!(!lease_ttl.is_zero(), "--lease-ttl must be positive");
+    let broker = RunningBroker::start(metadata, config, (listen, http), Some(lease_ttl)).await?;
     println!(
         "broker serving pulsar://{} (metrics http://{}/metrics)",
         broker.server.local_addr, broker.http_addr
@@ -246,5 +349,52 @@ mod tests {
         let zero = TestCli::parse_from(["test", "--housekeeping-interval", "0s"]);
         assert!(zero.tuning.config(BrokerConfig::default()).is_err());
         assert!(toml::from_str::<BrokerTuning>(r#"housekeeping-interval = "soon""#).is_err());
+    }
+
+    #[test]
+    fn auth_is_off_by_default_and_needs_a_key() {
+        let config = |args: &[&str]| {
+            let cli = TestCli::parse_from(std::iter::once("test").chain(args.iter().copied()));
+            cli.tuning.config(BrokerConfig::default())
+        };
+        assert!(config(&[]).unwrap().auth.is_none());
+        let no_key = config(&["--auth-enabled"]).unwrap_err().to_string();
+        assert!(no_key.contains("--token-secret-key"), "{no_key}");
+        assert!(config(&["--token-secret-key", "base64:c2VjcmV0"]).is_err());
+        assert!(config(&["--auth-enabled", "--token-secret-key", "base64:not base64!"]).is_err());
+
+        let on = config(&[
+            "--auth-enabled",
+            "--token-secret-key",
+            "base64:c2VjcmV0",
+            "--superuser-roles",
+            "admin, ops",
+        ])
+        .unwrap();
+        let auth = on.auth.expect("auth on");
+        assert!(auth.superusers.contains("admin") && auth.superusers.contains("ops"));
+
+        let dir = tempfile_dir();
+        let key = dir.join("secret.key");
+        std::fs::write(&key, "c2VjcmV0\n").unwrap();
+        let file: BrokerTuning = toml::from_str(&format!(
+            "auth-enabled = true\ntoken-secret-key = {:?}\nsuperuser-roles = [\"root\"]",
+            key.display().to_string()
+        ))
+        .unwrap();
+        let merged = TestCli::parse_from(["test"]).tuning.merged(file);
+        let auth = merged
+            .config(BrokerConfig::default())
+            .unwrap()
+            .auth
+            .expect("auth on");
+        assert!(auth.superusers.contains("root"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("magnetar-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }

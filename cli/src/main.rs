@@ -9,6 +9,7 @@ mod logging;
 mod perf;
 mod shutdown;
 mod standalone_cmd;
+mod tokens;
 
 use std::path::PathBuf;
 
@@ -48,6 +49,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
+    /// Secret keys and tokens for token authentication (like pulsar tokens).
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
 }
 
 fn main() -> Result<()> {
@@ -66,6 +70,7 @@ fn main() -> Result<()> {
             Command::Produce(args) => client::produce::run(args).await,
             Command::Consume(args) => client::consume::run(args).await,
             Command::Perf(cmd) => perf::run(cmd).await,
+            Command::Tokens(cmd) => tokens::run(cmd),
         }
     })
 }

@@ -50,6 +50,11 @@ impl StandaloneArgs {
 }
 
 pub async fn run(args: StandaloneArgs) -> Result<()> {
+    // Settings are checked before anything starts. One bookie: every
+    // ledger is 1/1/1.
+    let mut defaults = BrokerConfig::default();
+    defaults.managed_ledger.ledger = LedgerConfig::new(1, 1, 1);
+    let broker_config = args.broker.config(defaults)?;
     let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from("data"));
     let metadata_dir = data_dir.join("metadata");
     let metadata = magnetar_metadata::connect(&format!("embedded://{}", metadata_dir.display()))
@@ -67,10 +72,6 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         .await
         .context("starting bookie")?;
 
-    // One bookie: every ledger is 1/1/1.
-    let mut defaults = BrokerConfig::default();
-    defaults.managed_ledger.ledger = LedgerConfig::new(1, 1, 1);
-    let broker_config = args.broker.config(defaults)?;
     let listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6650)));
@@ -96,7 +97,8 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     )
     .await
     .context("creating public/default")?;
-    let broker = RunningBroker::start(metadata, broker_config, listen, http).await?;
+    // One broker owns everything: no leases, no bundles.
+    let broker = RunningBroker::start(metadata, broker_config, (listen, http), None).await?;
     println!(
         "magnetar standalone: pulsar://{} (broker metrics http://{}/metrics), data in {}, bookie on {}",
         broker.server.local_addr,

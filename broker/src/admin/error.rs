@@ -24,6 +24,12 @@ pub enum AdminError {
     /// 400: a malformed body or value; nothing was changed.
     #[error("{0}")]
     BadRequest(String),
+    /// 401: auth is on and the request carries no valid token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the token's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     /// 503: the broker is shutting down.
     #[error("{0}")]
     Unavailable(String),
@@ -39,6 +45,8 @@ impl AdminError {
             AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
             AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -79,8 +87,12 @@ impl From<ServiceError> for AdminError {
             | ServiceError::TopicBeingDeleted(_)
             | ServiceError::SubscriptionBusy(_)
             | ServiceError::BacklogQuotaExceeded { .. }
+            | ServiceError::ProducerLimit { .. }
+            | ServiceError::ConsumerLimit { .. }
             | ServiceError::Subscribe(_) => AdminError::PreconditionFailed(reason),
-            ServiceError::ShuttingDown => AdminError::Unavailable(reason),
+            ServiceError::ShuttingDown | ServiceError::NotOwned(_) => {
+                AdminError::Unavailable(reason)
+            }
             ServiceError::Storage(_) | ServiceError::Metadata(_) => AdminError::Internal(reason),
         }
     }

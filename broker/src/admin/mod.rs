@@ -6,6 +6,7 @@
 //! Handlers read and write metadata (tenant, namespace and partition-count
 //! records) or call the [`BrokerService`]; they never talk to bookies.
 
+mod auth;
 mod error;
 mod namespaces;
 mod stats;
@@ -29,6 +30,10 @@ pub fn router(service: Arc<BrokerService>) -> Router {
         .merge(tenants::routes())
         .merge(namespaces::routes())
         .merge(topics::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            auth::require_auth,
+        ))
         .with_state(service)
 }
 

@@ -4,7 +4,7 @@
 //! namespace, changed by compare-and-set read-modify-write so concurrent
 //! admin calls never lose each other's changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
@@ -20,6 +20,9 @@ use super::tenants::require_tenant;
 use super::{
     check_name, parse_body, parse_optional_body, query_param, AdminError, AdminResult, DONE,
 };
+use crate::auth::{AuthAction, Permissions};
+mod limits;
+
 use crate::topic::{
     BacklogQuota, BacklogQuotaPolicy, BrokerService, NamespacePolicies, PersistencePolicy,
     RetentionPolicy,
@@ -45,6 +48,12 @@ pub(super) fn routes() -> Router<Arc<BrokerService>> {
             post(set_backlog_quota).delete(remove_backlog_quota),
         )
         .route(&format!("{NS}/backlogQuotaMap"), get(get_backlog_quotas))
+        .merge(limits::routes(NS))
+        .route(&format!("{NS}/permissions"), get(get_permissions))
+        .route(
+            &format!("{NS}/permissions/{{role}}"),
+            post(grant_permission).delete(revoke_permission),
+        )
         .route(
             &format!("{NS}/persistence"),
             get(get_persistence)
@@ -211,6 +220,7 @@ impl PoliciesJson {
             retention: self.retention_policies,
             message_ttl_seconds: self.message_ttl_in_seconds.map(validate_ttl).transpose()?,
             backlog_quota: None,
+            ..NamespacePolicies::default()
         };
         if let Some(r) = &policies.retention {
             validate_retention(r)?;
@@ -237,6 +247,10 @@ fn policies_json(p: &NamespacePolicies) -> serde_json::Value {
         "retention_policies": p.retention,
         "message_ttl_in_seconds": p.message_ttl_seconds,
         "backlog_quota_map": backlog_quota_map(p),
+        "max_producers_per_topic": p.max_producers_per_topic,
+        "max_consumers_per_topic": p.max_consumers_per_topic,
+        "max_consumers_per_subscription": p.max_consumers_per_subscription,
+        "auth_policies": {"namespace_auth": &p.permissions},
         "deleted": false,
     })
 }
@@ -294,6 +308,18 @@ async fn update(
     namespace: &str,
     change: impl Fn(&mut NamespacePolicies),
 ) -> AdminResult<StatusCode> {
+    update_policies(store, tenant, namespace, change)
+        .await
+        .map(|_| DONE)
+}
+
+/// [`update`], returning the policies as written.
+async fn update_policies(
+    store: &dyn MetadataStore,
+    tenant: &str,
+    namespace: &str,
+    change: impl Fn(&mut NamespacePolicies),
+) -> AdminResult<NamespacePolicies> {
     const ATTEMPTS: usize = 100;
     let key = keys::namespace(tenant, namespace);
     for _ in 0..ATTEMPTS {
@@ -309,7 +335,7 @@ async fn update(
         {
             Ok(_) => {
                 tracing::info!(%tenant, %namespace, ?policies, "namespace policies updated");
-                return Ok(DONE);
+                return Ok(policies);
             }
             Err(MetadataError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -318,6 +344,21 @@ async fn update(
     Err(AdminError::Conflict(format!(
         "policies of {tenant}/{namespace} kept changing concurrently; retry"
     )))
+}
+
+/// The actions of a grant, in Pulsar's names; an unknown one is a 400.
+fn parse_actions(body: &Bytes) -> AdminResult<BTreeSet<AuthAction>> {
+    let names: Vec<String> = parse_body(body, "list of actions")?;
+    names
+        .iter()
+        .map(|name| {
+            AuthAction::parse(name).ok_or_else(|| {
+                AdminError::BadRequest(format!(
+                    "unknown action {name:?}: use produce, consume, functions, sources, sinks or packages"
+                ))
+            })
+        })
+        .collect()
 }
 
 // Namespaces.
@@ -464,6 +505,40 @@ async fn remove_ttl(
 ) -> AdminResult<StatusCode> {
     update(service.metadata().as_ref(), &tenant, &namespace, |p| {
         p.message_ttl_seconds = None
+    })
+    .await
+}
+
+async fn get_permissions(
+    State(service): State<Arc<BrokerService>>,
+    Path((tenant, namespace)): NamespacePath,
+) -> AdminResult<Json<Permissions>> {
+    let policies = load(service.metadata().as_ref(), &tenant, &namespace).await?;
+    Ok(Json(policies.permissions))
+}
+
+/// Pulsar's grant: the role's actions become exactly those given.
+async fn grant_permission(
+    State(service): State<Arc<BrokerService>>,
+    Path((tenant, namespace, role)): Path<(String, String, String)>,
+    body: Bytes,
+) -> AdminResult<StatusCode> {
+    let actions = parse_actions(&body)?;
+    if role.is_empty() {
+        return Err(AdminError::BadRequest("empty role".into()));
+    }
+    update(service.metadata().as_ref(), &tenant, &namespace, |p| {
+        p.permissions.insert(role.clone(), actions.clone());
+    })
+    .await
+}
+
+async fn revoke_permission(
+    State(service): State<Arc<BrokerService>>,
+    Path((tenant, namespace, role)): Path<(String, String, String)>,
+) -> AdminResult<StatusCode> {
+    update(service.metadata().as_ref(), &tenant, &namespace, |p| {
+        p.permissions.remove(&role);
     })
     .await
 }
@@ -684,6 +759,7 @@ mod tests {
                 limit_time: 3600,
                 policy: BacklogQuotaPolicy::ProducerException,
             }),
+            ..NamespacePolicies::default()
         };
         assert_eq!(
             load(store.as_ref(), "acme", "orders").await.unwrap(),
@@ -760,5 +836,41 @@ mod tests {
             status(delete(s(), ns("acme", "orders")).await),
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[tokio::test]
+    async fn permissions_are_granted_replaced_and_revoked() {
+        let broker = broker().await;
+        let s = || State(broker.service.clone());
+        let role = |r: &str| Path(("acme".to_string(), "orders".to_string(), r.to_string()));
+        let Json(none) = get_permissions(s(), ns("acme", "orders")).await.unwrap();
+        assert!(none.is_empty());
+        grant_permission(s(), role("app"), body(r#"["produce","consume"]"#))
+            .await
+            .unwrap();
+        grant_permission(s(), role("reader"), body(r#"["consume"]"#))
+            .await
+            .unwrap();
+        // A second grant replaces the role's actions, as in Pulsar.
+        grant_permission(s(), role("app"), body(r#"["produce"]"#))
+            .await
+            .unwrap();
+        let Json(granted) = get_permissions(s(), ns("acme", "orders")).await.unwrap();
+        assert_eq!(
+            serde_json::to_value(&granted).unwrap(),
+            serde_json::json!({"app": ["produce"], "reader": ["consume"]})
+        );
+        // Bad actions are refused and change nothing.
+        for bad in [r#"["admin"]"#, "produce", ""] {
+            let result =
+                grant_permission(s(), role("app"), Bytes::from_static(bad.as_bytes())).await;
+            assert_eq!(status(result), StatusCode::BAD_REQUEST, "{bad}");
+        }
+        revoke_permission(s(), role("app")).await.unwrap();
+        let Json(left) = get_permissions(s(), ns("acme", "orders")).await.unwrap();
+        assert_eq!(left.keys().collect::<Vec<_>>(), ["reader"]);
+        let missing = Path(("acme".to_string(), "nope".to_string(), "app".to_string()));
+        let result = grant_permission(s(), missing, body(r#"["produce"]"#)).await;
+        assert_eq!(status(result), StatusCode::NOT_FOUND);
     }
 }

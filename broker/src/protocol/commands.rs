@@ -206,6 +206,21 @@ pub fn close_producer(producer_id: u64) -> Outbound {
     })
 }
 
+/// Sends the client to the broker that serves (or should serve) the topic;
+/// `authoritative` tells that broker not to redirect again.
+pub fn lookup_redirect(request_id: u64, broker_url: String) -> Outbound {
+    command(Type::LookupResponse, |c| {
+        c.lookup_topic_response = Some(CommandLookupTopicResponse {
+            broker_service_url: Some(broker_url),
+            response: Some(LookupType::Redirect as i32),
+            request_id,
+            authoritative: Some(true),
+            proxy_through_service_url: Some(false),
+            ..Default::default()
+        })
+    })
+}
+
 pub fn lookup_connect(request_id: u64, broker_url: String) -> Outbound {
     command(Type::LookupResponse, |c| {
         c.lookup_topic_response = Some(CommandLookupTopicResponse {

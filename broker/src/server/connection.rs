@@ -4,7 +4,8 @@
 //! this connection and the dispatchers of its consumers share; it writes many
 //! frames per syscall. Publish receipts are sent in SEND order per connection
 //! (a `FuturesOrdered`), and the socket is not read while too many SENDs are
-//! in flight, which pushes back on the producer through TCP.
+//! in flight, or while a topic it published to is over its publish rate,
+//! which pushes back on the producer through TCP.
 //!
 //! Bad input never outlives its connection: a malformed frame, a command
 //! before CONNECT or an unknown command closes this connection only; a bad
@@ -24,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::auth::TopicOperation;
 use crate::managed_ledger::{ManagedLedgerError, Position};
 use crate::protocol::{commands, CorruptFrame, Decoded, Frame, Outbound, PulsarCodec};
 use crate::topic::{BrokerService, ServiceError, Subscription, Topic};
@@ -43,6 +45,8 @@ pub(super) enum ConnectionError {
     MissingBody(Type),
     #[error("SEND without a message")]
     SendWithoutPayload,
+    #[error("{0}")]
+    AuthenticationFailed(String),
 }
 
 pub(super) type Receipt = (u64, u64, u64, Result<Position, ManagedLedgerError>);
@@ -84,6 +88,12 @@ pub(super) struct Connection {
     pub producers: HashMap<u64, ProducerState>,
     pub consumers: HashMap<u64, ConsumerState>,
     pub receipts: FuturesOrdered<ReceiptFuture>,
+    /// Set while a topic this connection published to is over its publish
+    /// rate: the socket is not read until then (Pulsar's throttling, which
+    /// slows only these producers, through TCP).
+    pub paused_until: Option<tokio::time::Instant>,
+    /// The role CONNECT's token proved; `None` while auth is off.
+    pub role: Option<String>,
     connected: bool,
 }
 
@@ -119,6 +129,8 @@ pub(super) async fn serve(
         producers: HashMap::new(),
         consumers: HashMap::new(),
         receipts: FuturesOrdered::new(),
+        paused_until: None,
+        role: None,
         connected: false,
     };
     tracing::debug!(connection = id, %peer, "connection accepted");
@@ -128,7 +140,10 @@ pub(super) async fn serve(
             biased;
             Some(receipt) = conn.receipts.next(), if !conn.receipts.is_empty() => conn.on_receipt(receipt),
             Some(event) = events_rx.recv() => conn.on_event(event).await,
-            frame = reader.next(), if conn.receipts.len() < max_pending => match frame {
+            _ = tokio::time::sleep_until(conn.paused_until.unwrap_or_else(tokio::time::Instant::now)), if conn.paused_until.is_some() => {
+                conn.paused_until = None;
+            }
+            frame = reader.next(), if conn.receipts.len() < max_pending && conn.paused_until.is_none() => match frame {
                 None => break,
                 Some(Err(e)) => {
                     tracing::warn!(connection = id, %peer, error = %e, "closing connection: bad frame");
@@ -208,12 +223,25 @@ impl Connection {
         match kind {
             Type::Connect => {
                 let connect = body!(command, connect, kind);
+                // A refused client is told why, then the connection closes
+                // before anything else is read from it.
+                match self.authenticate(&connect) {
+                    Ok(role) => self.role = role,
+                    Err(reason) => {
+                        self.send(commands::error(
+                            u64::MAX,
+                            ServerError::AuthenticationError,
+                            reason.clone(),
+                        ));
+                        return Err(ConnectionError::AuthenticationFailed(reason));
+                    }
+                }
                 let version = connect
                     .protocol_version
                     .unwrap_or(0)
                     .min(MAX_PROTOCOL_VERSION);
                 self.connected = true;
-                tracing::debug!(connection = self.id, client = %connect.client_version, version, "connected");
+                tracing::debug!(connection = self.id, client = %connect.client_version, version, role = ?self.role, "connected");
                 self.send(commands::connected(
                     version,
                     self.service.config().max_message_size,
@@ -221,23 +249,70 @@ impl Connection {
             }
             Type::Ping => self.send(commands::pong()),
             Type::Pong => {}
-            Type::Lookup => self.lookup(body!(command, lookup_topic, kind)),
-            Type::PartitionedMetadata => {
-                self.partitioned_metadata(body!(command, partition_metadata, kind))
+            Type::Lookup => {
+                let lookup = body!(command, lookup_topic, kind);
+                match self
+                    .authorize_topic(&lookup.topic, TopicOperation::Lookup)
                     .await
+                {
+                    Ok(()) => self.lookup(lookup),
+                    Err(r) => self.send(commands::lookup_failed(
+                        lookup.request_id,
+                        r.error,
+                        r.message,
+                    )),
+                }
+            }
+            Type::PartitionedMetadata => {
+                let request = body!(command, partition_metadata, kind);
+                match self
+                    .authorize_topic(&request.topic, TopicOperation::Lookup)
+                    .await
+                {
+                    Ok(()) => self.partitioned_metadata(request).await,
+                    Err(r) => self.send(commands::partitioned_metadata_failed(
+                        request.request_id,
+                        r.error,
+                        r.message,
+                    )),
+                }
             }
             Type::GetTopicsOfNamespace => {
-                self.topics_of_namespace(body!(command, get_topics_of_namespace, kind))
+                let request = body!(command, get_topics_of_namespace, kind);
+                match self
+                    .authorize_namespace_name(&request.namespace, TopicOperation::Lookup)
                     .await
+                {
+                    Ok(()) => self.topics_of_namespace(request).await,
+                    Err(r) => self.send(commands::error(request.request_id, r.error, r.message)),
+                }
             }
-            Type::Producer => self.create_producer(body!(command, producer, kind)),
+            Type::Producer => {
+                let producer = body!(command, producer, kind);
+                match self
+                    .authorize_topic(&producer.topic, TopicOperation::Produce)
+                    .await
+                {
+                    Ok(()) => self.create_producer(producer),
+                    Err(r) => self.send(commands::error(producer.request_id, r.error, r.message)),
+                }
+            }
             Type::Send => {
                 let send = body!(command, send, kind);
                 let payload = payload.ok_or(ConnectionError::SendWithoutPayload)?;
                 self.publish(send, payload);
             }
             Type::CloseProducer => self.close_producer(body!(command, close_producer, kind)),
-            Type::Subscribe => self.subscribe(body!(command, subscribe, kind)),
+            Type::Subscribe => {
+                let subscribe = body!(command, subscribe, kind);
+                match self
+                    .authorize_topic(&subscribe.topic, TopicOperation::Consume)
+                    .await
+                {
+                    Ok(()) => self.subscribe(subscribe),
+                    Err(r) => self.send(commands::error(subscribe.request_id, r.error, r.message)),
+                }
+            }
             Type::Flow => self.flow(body!(command, flow, kind)),
             Type::Ack => self.ack(body!(command, ack, kind)),
             Type::RedeliverUnacknowledgedMessages => {

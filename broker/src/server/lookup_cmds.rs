@@ -1,11 +1,12 @@
-//! LOOKUP, PARTITIONED_METADATA and GET_TOPICS_OF_NAMESPACE. A single broker
-//! owns every topic, so lookups answer with this broker's own address.
+//! LOOKUP, PARTITIONED_METADATA and GET_TOPICS_OF_NAMESPACE. Lookups answer
+//! with the broker that owns the topic's bundle (see `crate::ownership`).
 
 use pulsar::proto::{
     CommandGetTopicsOfNamespace, CommandLookupTopic, CommandPartitionedTopicMetadata, ServerError,
 };
 
 use super::connection::Connection;
+use crate::ownership::LookupAnswer;
 use crate::protocol::commands;
 use crate::topic::TopicName;
 
@@ -20,18 +21,42 @@ impl Connection {
         format!("pulsar://{address}")
     }
 
+    /// Answers with this broker when it serves the topic (or no ownership is
+    /// configured), else redirects to the owner or to the broker that should
+    /// take the topic's bundle. Ownership may need metadata round trips, so
+    /// the answer is sent from a task.
     pub(super) fn lookup(&mut self, lookup: CommandLookupTopic) {
-        match TopicName::parse(&lookup.topic) {
-            Ok(_) => self.send(commands::lookup_connect(
-                lookup.request_id,
-                self.broker_url(),
-            )),
-            Err(e) => self.send(commands::lookup_failed(
-                lookup.request_id,
-                ServerError::InvalidTopicName,
-                e.to_string(),
-            )),
-        }
+        let request_id = lookup.request_id;
+        let name = match TopicName::parse(&lookup.topic) {
+            Ok(name) => name,
+            Err(e) => {
+                return self.send(commands::lookup_failed(
+                    request_id,
+                    ServerError::InvalidTopicName,
+                    e.to_string(),
+                ))
+            }
+        };
+        let Some(ownership) = self.service.ownership().cloned() else {
+            return self.send(commands::lookup_connect(request_id, self.broker_url()));
+        };
+        let outbound = self.outbound.clone();
+        let authoritative = lookup.authoritative.unwrap_or(false);
+        tokio::spawn(async move {
+            let reply = match ownership.lookup(&name, authoritative).await {
+                Ok(LookupAnswer::Here) => {
+                    commands::lookup_connect(request_id, ownership.identity().pulsar_url.clone())
+                }
+                Ok(LookupAnswer::Elsewhere(owner)) => {
+                    commands::lookup_redirect(request_id, owner.pulsar_url)
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %name, error = %e, "lookup failed");
+                    commands::lookup_failed(request_id, ServerError::ServiceNotReady, e.to_string())
+                }
+            };
+            let _ = outbound.send(reply);
+        });
     }
 
     pub(super) async fn partitioned_metadata(&mut self, request: CommandPartitionedTopicMetadata) {

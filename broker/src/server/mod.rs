@@ -2,6 +2,7 @@
 //! [`connection`] task per socket, and shuts down gracefully (stop
 //! accepting, close every connection, then persist cursors and seal ledgers).
 
+mod auth_cmds;
 mod connection;
 mod consumer_cmds;
 mod lookup_cmds;

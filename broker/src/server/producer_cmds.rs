@@ -82,6 +82,10 @@ impl Connection {
         let timer = metrics.publish_seconds.start_timer();
         let topic = producer.topic.clone();
         let append = topic.publish(payload.entry);
+        if let Some(until) = topic.throttle_publish(messages, bytes) {
+            let until = tokio::time::Instant::from_std(until);
+            self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+        }
         self.receipts.push_back(Box::pin(async move {
             let result = append.await;
             timer.observe_duration();

@@ -174,6 +174,9 @@ impl Topic {
     /// be trimmed in the same round).
     pub async fn apply_policies(&self, policies: &NamespacePolicies) -> Result<(), ServiceError> {
         self.set_backlog_quota(policies.backlog_quota);
+        // Rate and client limits too, for changes made through another
+        // broker (this broker's admin calls apply them at once).
+        self.apply_limits(policies).await;
         if let Some(ttl) = policies.message_ttl_seconds.filter(|t| *t > 0) {
             self.expire_messages(Duration::from_secs(ttl.into()))
                 .await?;

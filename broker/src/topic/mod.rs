@@ -7,8 +7,10 @@
 mod counters;
 mod housekeeping;
 mod key_shared;
+mod limits;
 mod name;
 mod policies;
+mod rate_limit;
 mod service;
 mod subscription;
 #[allow(clippy::module_inception)]
@@ -20,9 +22,10 @@ pub use key_shared::{sticky_key_hash, KeySharedError, KeySharedMode, HASH_RANGE_
 pub(crate) use name::valid_segment;
 pub use name::{InvalidTopicName, TopicName};
 pub use policies::{
-    create_namespace_if_absent, BacklogQuota, BacklogQuotaPolicy, NamespacePolicies,
-    PersistencePolicy, RetentionPolicy, TenantInfo,
+    create_namespace_if_absent, BacklogQuota, BacklogQuotaPolicy, DispatchRateLimit,
+    NamespacePolicies, PersistencePolicy, PublishRateLimit, RetentionPolicy, TenantInfo,
 };
+pub use rate_limit::{RateLimit, RateLimiter};
 pub use service::{BrokerConfig, BrokerService, ServiceError};
 pub use subscription::{
     Acknowledgement, ConsumerHandle, ConsumerKey, KeySharedOptions, SubscribeError, Subscription,

@@ -67,6 +67,40 @@ fn unlimited() -> i64 {
     -1
 }
 
+/// Publish limit of each topic in a namespace, per second (Pulsar's
+/// `PublishRate`; 0 or less: no limit). Producers past it are slowed by the
+/// broker pausing reads from their connections, never refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishRateLimit {
+    #[serde(default)]
+    pub publish_throttling_rate_in_msg: i32,
+    #[serde(default)]
+    pub publish_throttling_rate_in_byte: i64,
+}
+
+/// Dispatch limit of each subscription in a namespace (Pulsar's
+/// `DispatchRate` as `subscriptionDispatchRate`; 0 or less: no limit), per
+/// `rate_period_in_second`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DispatchRateLimit {
+    #[serde(default)]
+    pub dispatch_throttling_rate_in_msg: i32,
+    #[serde(default)]
+    pub dispatch_throttling_rate_in_byte: i64,
+    #[serde(default = "one_second")]
+    pub rate_period_in_second: i32,
+    /// Pulsar's rate relative to the publish rate; not supported (the
+    /// admin API refuses `true`), kept so Pulsar's JSON round-trips.
+    #[serde(default)]
+    pub relative_to_publish_rate: bool,
+}
+
+fn one_second() -> i32 {
+    1
+}
+
 /// A namespace's policies as stored at `keys::namespace`. Every field is
 /// optional so records written by older brokers still load.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +117,23 @@ pub struct NamespacePolicies {
     pub message_ttl_seconds: Option<u32>,
     #[serde(default)]
     pub backlog_quota: Option<BacklogQuota>,
+    /// Roles and what they may do here when auth is on (Pulsar's
+    /// `auth_policies.namespace_auth`).
+    #[serde(default)]
+    pub permissions: crate::auth::Permissions,
+    #[serde(default)]
+    pub publish_rate: Option<PublishRateLimit>,
+    #[serde(default)]
+    pub subscription_dispatch_rate: Option<DispatchRateLimit>,
+    /// Producers one topic accepts; `None` or 0: unlimited.
+    #[serde(default)]
+    pub max_producers_per_topic: Option<u32>,
+    /// Consumers over all subscriptions of one topic; `None` or 0: unlimited.
+    #[serde(default)]
+    pub max_consumers_per_topic: Option<u32>,
+    /// Consumers of one subscription; `None` or 0: unlimited.
+    #[serde(default)]
+    pub max_consumers_per_subscription: Option<u32>,
 }
 
 /// Creates a tenant and a namespace unless they exist (standalone's

@@ -19,6 +19,7 @@ use crate::managed_ledger::{
     delete_stored, ManagedLedger, ManagedLedgerConfig, ManagedLedgerError,
 };
 use crate::metrics::BrokerMetrics;
+use crate::ownership::{Ownership, OwnershipError};
 
 /// What the broker needs to serve topics.
 #[derive(Clone, Debug)]
@@ -36,6 +37,9 @@ pub struct BrokerConfig {
     /// How often message TTL, backlog quotas and retention are applied to
     /// open topics (see `housekeeping`).
     pub housekeeping_interval: std::time::Duration,
+    /// Token authentication and authorization; `None`: off, every client
+    /// may do everything.
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 impl Default for BrokerConfig {
@@ -46,6 +50,7 @@ impl Default for BrokerConfig {
             advertised_address: None,
             max_pending_sends_per_connection: 1000,
             housekeeping_interval: DEFAULT_HOUSEKEEPING_INTERVAL,
+            auth: None,
         }
     }
 }
@@ -64,6 +69,9 @@ pub enum ServiceError {
     Metadata(String),
     #[error("broker is shutting down")]
     ShuttingDown,
+    /// Clients look the topic up again and go to the owner.
+    #[error(transparent)]
+    NotOwned(#[from] OwnershipError),
     /// A producer-blocking backlog quota is exceeded (Pulsar's codes:
     /// clients retry a held producer and fail the sends of the other).
     #[error("backlog quota exceeded on {topic} ({policy:?})")]
@@ -83,6 +91,13 @@ pub enum ServiceError {
     SubscriptionNotFound(String),
     #[error("subscription {0} has active consumers")]
     SubscriptionBusy(String),
+    /// The namespace's `max_producers_per_topic` (Pulsar: ProducerBusy).
+    #[error("Topic {topic} reached max producers limit of {limit}")]
+    ProducerLimit { topic: String, limit: u32 },
+    /// The namespace's consumer limit of a topic or a subscription (Pulsar:
+    /// ConsumerBusy).
+    #[error("{scope} reached max consumers limit of {limit}")]
+    ConsumerLimit { scope: String, limit: u32 },
 }
 
 impl From<MetadataError> for ServiceError {
@@ -105,6 +120,7 @@ impl ServiceError {
             ServiceError::Storage(_) => ServerError::PersistenceError,
             ServiceError::Metadata(_) => ServerError::MetadataError,
             ServiceError::ShuttingDown => ServerError::ServiceNotReady,
+            ServiceError::NotOwned(_) => ServerError::ServiceNotReady,
             ServiceError::BacklogQuotaExceeded {
                 policy: BacklogQuotaPolicy::ProducerException,
                 ..
@@ -117,6 +133,8 @@ impl ServiceError {
             ServiceError::TopicBeingDeleted(_) => ServerError::ServiceNotReady,
             ServiceError::SubscriptionNotFound(_) => ServerError::SubscriptionNotFound,
             ServiceError::SubscriptionBusy(_) => ServerError::ConsumerBusy,
+            ServiceError::ProducerLimit { .. } => ServerError::ProducerBusy,
+            ServiceError::ConsumerLimit { .. } => ServerError::ConsumerBusy,
         }
     }
 }
@@ -135,6 +153,9 @@ pub struct BrokerService {
     shutting_down: std::sync::atomic::AtomicBool,
     /// The lifecycle-policy task, stopped on shutdown.
     housekeeper: std::sync::Mutex<Option<Housekeeper>>,
+    /// Bundle ownership when brokers share metadata; unset, this broker
+    /// serves every topic (in-process tests).
+    ownership: std::sync::OnceLock<Arc<Ownership>>,
 }
 
 impl BrokerService {
@@ -154,6 +175,7 @@ impl BrokerService {
             deleting: std::sync::Mutex::new(HashSet::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             housekeeper: std::sync::Mutex::new(None),
+            ownership: std::sync::OnceLock::new(),
         });
         let housekeeper = Housekeeper::start(Arc::downgrade(&service), interval);
         if housekeeper.is_none() {
@@ -161,6 +183,39 @@ impl BrokerService {
         }
         *service.housekeeper_slot() = housekeeper;
         service
+    }
+
+    /// Serves only the bundles `ownership` holds from now on, and unloads
+    /// every topic whenever the broker loses its lease.
+    pub fn set_ownership(self: &Arc<Self>, ownership: Arc<Ownership>) {
+        let mut lost = ownership.subscribe_lost();
+        if self.ownership.set(ownership).is_err() {
+            return;
+        }
+        let service = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while lost.changed().await.is_ok() {
+                let Some(service) = service.upgrade() else {
+                    return;
+                };
+                service.unload_all().await;
+            }
+        });
+    }
+
+    pub fn ownership(&self) -> Option<&Arc<Ownership>> {
+        self.ownership.get()
+    }
+
+    /// Closes every open topic and tells its clients, which look their
+    /// topics up again (bundles lost, or handed to another broker).
+    pub async fn unload_all(&self) {
+        let slots: Vec<TopicSlot> = self.topics.lock().await.drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            if let Some(topic) = slot.get() {
+                topic.unload().await;
+            }
+        }
     }
 
     fn housekeeper_slot(&self) -> std::sync::MutexGuard<'_, Option<Housekeeper>> {
@@ -207,6 +262,9 @@ impl BrokerService {
         {
             return Err(ServiceError::ShuttingDown);
         }
+        if let Some(ownership) = self.ownership.get() {
+            ownership.ensure_owned(name).await?;
+        }
         let full = name.to_string();
         let slot = {
             let mut topics = self.topics.lock().await;
@@ -250,6 +308,7 @@ impl BrokerService {
             self.metrics.clone(),
         ));
         topic.set_backlog_quota(policies.backlog_quota);
+        topic.apply_limits(&policies).await;
         if let Err(e) = topic.load_subscriptions().await {
             topic.close().await;
             return Err(e);
@@ -301,6 +360,9 @@ impl BrokerService {
             if let Some(topic) = slot.get() {
                 topic.close().await;
             }
+        }
+        if let Some(ownership) = self.ownership.get() {
+            ownership.release().await;
         }
     }
 }

@@ -14,6 +14,7 @@ use magnetar_metadata::{Expect, MetadataStore, Version};
 use tokio::sync::{mpsc, Notify};
 
 use super::key_shared::{HashSelector, KeySharedError, KeySharedMode};
+use super::rate_limit::{RateLimit, RateLimiter};
 use crate::cursor::{CursorSnapshot, CursorState};
 use crate::managed_ledger::{Entry, ManagedLedger, ManagedLedgerError, Position};
 use crate::metrics::BrokerMetrics;
@@ -160,6 +161,9 @@ pub struct Subscription {
     partition: Option<u32>,
     state: Mutex<SubState>,
     wake: Notify,
+    /// The namespace's dispatch rate: checked when a round plans its read,
+    /// counted with what the round read.
+    dispatch_limiter: Mutex<RateLimiter>,
 }
 
 enum Plan {
@@ -360,6 +364,7 @@ impl Subscription {
                 closed: false,
             }),
             wake: Notify::new(),
+            dispatch_limiter: Mutex::new(RateLimiter::new(std::time::Instant::now())),
         });
         tokio::spawn(sub.clone().dispatch_loop());
         if sub.durable.is_some() {
@@ -378,6 +383,22 @@ impl Subscription {
 
     fn lock(&self) -> MutexGuard<'_, SubState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dispatch_limiter(&self) -> MutexGuard<'_, RateLimiter> {
+        self.dispatch_limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Limits dispatch to `limit` per period from now on (`None`: no limit).
+    pub fn set_dispatch_limit(&self, limit: Option<RateLimit>) {
+        let changed = self
+            .dispatch_limiter()
+            .set_limit(limit, std::time::Instant::now());
+        if changed {
+            self.wake.notify_one();
+        }
     }
 
     pub fn add_consumer(
@@ -683,6 +704,15 @@ impl Subscription {
             if self.is_closed() {
                 return;
             }
+            // Dispatch rate used up: nothing goes out until the next period.
+            let allowed = self.dispatch_limiter().available(std::time::Instant::now());
+            if let Err(until) = allowed {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                }
+                continue;
+            }
             match self.dispatch_once().await {
                 Ok(true) => continue,
                 Ok(false) => {
@@ -717,6 +747,12 @@ impl Subscription {
             if permits <= 0 {
                 return Ok(false);
             }
+            // No more messages than the dispatch rate has left this period.
+            let allowed = self
+                .dispatch_limiter()
+                .available(std::time::Instant::now())
+                .unwrap_or(0);
+            let permits = permits.min(i64::try_from(allowed).unwrap_or(i64::MAX));
             let entries = (permits as f64 / st.messages_per_entry).ceil() as usize;
             let max = entries.clamp(1, MAX_ENTRIES_PER_READ);
             let plan = if st.sub_type == SubscriptionType::KeyShared {
@@ -756,6 +792,10 @@ impl Subscription {
             .iter()
             .map(|e| commands::entry_info(&e.data))
             .collect();
+        let messages = infos.iter().map(|i| u64::from(i.messages.max(1))).sum();
+        let bytes = entries.iter().map(|e| e.data.len() as u64).sum();
+        self.dispatch_limiter()
+            .record(std::time::Instant::now(), messages, bytes);
         let mut st = self.lock();
         if st.epoch != epoch || st.closed {
             return Ok(true);

@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 
 use super::counters::TopicCounters;
 use super::housekeeping::QuotaState;
+use super::limits::{has_room, ClientLimits};
+use super::rate_limit::RateLimiter;
 use super::subscription::{ConsumerHandle, ConsumerKey, Subscription, SubscriptionType};
 use super::{ServiceError, TopicName};
 use crate::cursor::CursorSnapshot;
@@ -55,6 +57,10 @@ pub struct Topic {
     fenced: AtomicBool,
     /// Publish counters for admin stats.
     counters: TopicCounters,
+    /// The namespace's publish rate, counted per SEND (see `limits`).
+    pub(super) publish_limiter: std::sync::Mutex<RateLimiter>,
+    /// Producer and consumer limits and the subscriptions' dispatch rate.
+    pub(super) limits: std::sync::Mutex<ClientLimits>,
 }
 
 /// A producer is known by its connection and its id on that connection.
@@ -78,6 +84,8 @@ impl Topic {
             producers: std::sync::Mutex::new(HashMap::new()),
             fenced: AtomicBool::new(false),
             counters: TopicCounters::new(),
+            publish_limiter: std::sync::Mutex::new(RateLimiter::new(std::time::Instant::now())),
+            limits: std::sync::Mutex::new(ClientLimits::default()),
         }
     }
 
@@ -116,6 +124,14 @@ impl Topic {
             return Err(ServiceError::BacklogQuotaExceeded {
                 topic: self.full_name.clone(),
                 policy,
+            });
+        }
+        let max = self.client_limits().max_producers;
+        let others = producers.len() - usize::from(producers.contains_key(&key));
+        if !has_room(others, max) {
+            return Err(ServiceError::ProducerLimit {
+                topic: self.full_name.clone(),
+                limit: max,
             });
         }
         producers.insert(key, outbound);
@@ -157,10 +173,34 @@ impl Topic {
         if self.fenced.load(Ordering::Acquire) {
             return Err(ServiceError::TopicBeingDeleted(self.full_name.clone()));
         }
-        let subscription = match subscriptions.get(&request.subscription) {
-            Some(existing) if existing.is_durable() || !request.durable => existing.clone(),
-            _ => {
+        // Checked under the subscriptions lock, so concurrent SUBSCRIBEs
+        // cannot both take the last place.
+        let limits = self.client_limits();
+        let others = |consumers: Vec<ConsumerHandle>| {
+            consumers.iter().filter(|c| c.key != handle.key).count()
+        };
+        let on_topic: usize = subscriptions.values().map(|s| others(s.consumers())).sum();
+        if !has_room(on_topic, limits.max_consumers_per_topic) {
+            return Err(ServiceError::ConsumerLimit {
+                scope: format!("topic {}", self.full_name),
+                limit: limits.max_consumers_per_topic,
+            });
+        }
+        let existing = subscriptions
+            .get(&request.subscription)
+            .filter(|s| s.is_durable() || !request.durable);
+        let on_subscription = existing.map_or(0, |s| others(s.consumers()));
+        if !has_room(on_subscription, limits.max_consumers_per_subscription) {
+            return Err(ServiceError::ConsumerLimit {
+                scope: format!("subscription {}", request.subscription),
+                limit: limits.max_consumers_per_subscription,
+            });
+        }
+        let subscription = match existing {
+            Some(existing) => existing.clone(),
+            None => {
                 let created = self.create_subscription(request).await?;
+                created.set_dispatch_limit(limits.dispatch);
                 subscriptions.insert(request.subscription.clone(), created.clone());
                 created
             }
@@ -198,6 +238,7 @@ impl Topic {
                 self.ml.first_position(),
             )
             .await?;
+            subscription.set_dispatch_limit(self.client_limits().dispatch);
             subscriptions.insert(name, subscription);
         }
         Ok(())
@@ -365,6 +406,26 @@ impl Topic {
         } else {
             let last = self.ml.last_confirmed();
             Ok(Position::new(last.ledger_id, last.entry_id + 1))
+        }
+    }
+
+    /// Closes the topic on this broker and tells its producers and
+    /// consumers (CLOSE_PRODUCER / CLOSE_CONSUMER), so they look it up again
+    /// and reconnect wherever it is served next.
+    pub async fn unload(&self) {
+        self.disconnect_producers();
+        let consumers: Vec<ConsumerHandle> = self
+            .subscriptions
+            .lock()
+            .await
+            .values()
+            .flat_map(|s| s.consumers())
+            .collect();
+        self.close().await;
+        for consumer in consumers {
+            let _ = consumer
+                .outbound
+                .send(commands::close_consumer(consumer.key.1));
         }
     }
 

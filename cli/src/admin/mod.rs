@@ -25,6 +25,17 @@ pub struct AdminArgs {
         global = true
     )]
     pub admin_url: String,
+    /// Token sent as `Authorization: Bearer` when the broker has auth on.
+    #[arg(
+        long,
+        env = "MAGNETAR_AUTH_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub auth_token: Option<String>,
+    /// File holding the token (as `pulsar tokens create` prints it).
+    #[arg(long, global = true, conflicts_with = "auth_token")]
+    pub auth_token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -46,7 +57,17 @@ pub enum AdminCommand {
 /// is one line on stderr and exit status 1, as pulsar-admin does, rather
 /// than an error report with a backtrace.
 pub async fn run(args: AdminArgs) -> Result<()> {
-    let client = AdminClient::new(&args.admin_url);
+    let token = match (&args.auth_token, &args.auth_token_file) {
+        (Some(token), _) => Some(token.trim().to_string()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading the token file {}", file.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    let client = AdminClient::new(&args.admin_url, token);
     let result = match args.command {
         AdminCommand::Tenants(cmd) => tenants::run(&client, cmd).await,
         AdminCommand::Namespaces(cmd) => namespaces::run(&client, cmd).await,
@@ -63,13 +84,15 @@ pub async fn run(args: AdminArgs) -> Result<()> {
 pub struct AdminClient {
     http: reqwest::Client,
     base: String,
+    token: Option<String>,
 }
 
 impl AdminClient {
-    fn new(url: &str) -> Self {
+    fn new(url: &str, token: Option<String>) -> Self {
         AdminClient {
             http: reqwest::Client::new(),
             base: format!("{}/admin/v2", url.trim_end_matches('/')),
+            token,
         }
     }
 
@@ -83,6 +106,9 @@ impl AdminClient {
     ) -> Result<Option<Value>> {
         let url = format!("{}/{path}", self.base);
         let mut request = self.http.request(method.clone(), &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request
                 .header(CONTENT_TYPE, "application/json")

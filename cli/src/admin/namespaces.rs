@@ -1,5 +1,8 @@
 //! `magnetar admin namespaces ...` (pulsar-admin namespaces): namespaces
-//! and their retention, message TTL, backlog quota and persistence.
+//! and their retention, message TTL, backlog quota and persistence, and
+//! the permissions granted to roles.
+
+mod limits;
 
 use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
@@ -34,6 +37,9 @@ fn snake(value: impl ValueEnum) -> String {
 
 #[derive(Subcommand, Debug)]
 pub enum NamespacesCommand {
+    /// Publish and dispatch rates, producer and consumer limits.
+    #[command(flatten)]
+    Limits(limits::LimitsCommand),
     /// Create a namespace (tenant/namespace).
     Create {
         namespace: String,
@@ -119,6 +125,26 @@ pub enum NamespacesCommand {
     RemovePersistence {
         namespace: String,
     },
+    /// Let a role produce and/or consume in a namespace (when auth is on);
+    /// replaces the role's earlier grant.
+    GrantPermission {
+        namespace: String,
+        #[arg(long)]
+        role: String,
+        /// Comma-separated: produce, consume (also functions, sources, sinks, packages).
+        #[arg(long, value_delimiter = ',', required = true)]
+        actions: Vec<String>,
+    },
+    /// Take away every action a role was granted in a namespace.
+    RevokePermission {
+        namespace: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Show the roles granted actions in a namespace.
+    Permissions {
+        namespace: String,
+    },
 }
 
 pub async fn run(client: &AdminClient, command: NamespacesCommand) -> Result<()> {
@@ -127,6 +153,7 @@ pub async fn run(client: &AdminClient, command: NamespacesCommand) -> Result<()>
         Ok(format!("namespaces/{}{tail}", namespace_path(ns)?))
     };
     match command {
+        Limits(command) => limits::run(client, command).await?,
         Create { namespace } => {
             client.put(&path(&namespace, "")?, None).await?;
         }
@@ -211,6 +238,21 @@ pub async fn run(client: &AdminClient, command: NamespacesCommand) -> Result<()>
         RemovePersistence { namespace } => {
             client.delete(&path(&namespace, "/persistence")?).await?;
         }
+        GrantPermission {
+            namespace,
+            role,
+            actions,
+        } => {
+            let tail = format!("/permissions/{}", segment(&role));
+            client
+                .post(&path(&namespace, &tail)?, &json!(actions))
+                .await?;
+        }
+        RevokePermission { namespace, role } => {
+            let tail = format!("/permissions/{}", segment(&role));
+            client.delete(&path(&namespace, &tail)?).await?;
+        }
+        Permissions { namespace } => print(client.get(&path(&namespace, "/permissions")?).await?)?,
     }
     Ok(())
 }
