@@ -244,6 +244,13 @@ def test_backlog_quota_consumer_backlog_eviction_drops_the_oldest_backlog(
     client.subscribe(topic, "sub").close()
     produce(client, topic, 30, batching=False)
     assert backlog(magnetar, topic, "sub") == 30
+    # Sizes of rolled-over ledgers are recorded when they are sealed, in
+    # the background: wait until all 30 entries' bytes are counted.
+    def sized():
+        stats = admin(magnetar, "GET", topic_path(topic) + "/internalStats")
+        return stats["numberOfEntries"] == 30 and stats["totalSize"] >= 30 * len(payload(0))
+
+    wait_until(sized, "the topic's size is known")
     stats = admin(magnetar, "GET", topic_path(topic) + "/internalStats")
     entry_bytes = stats["totalSize"] / stats["numberOfEntries"]
     # Room for about ten entries; eviction leaves 90% of that.
