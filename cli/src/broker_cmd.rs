@@ -237,17 +237,20 @@ impl RunningBroker {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding the Pulsar protocol on {listen}"))?;
-        if let Some(ttl) = lease_ttl {
-            let broker_id = advertised.unwrap_or_else(|| reachable(listener_addr(&listener)));
-            let identity = BrokerIdentity {
-                pulsar_url: format!("pulsar://{broker_id}"),
-                http_url: format!("http://{}", reachable(http_addr)),
-                broker_id,
-            };
-            let ownership = Ownership::start(metadata, identity, ttl)
-                .await
-                .context("registering the broker in metadata")?;
-            service.set_ownership(ownership);
+        let broker_id = advertised.unwrap_or_else(|| reachable(listener_addr(&listener)));
+        let identity = BrokerIdentity {
+            pulsar_url: format!("pulsar://{broker_id}"),
+            http_url: format!("http://{}", reachable(http_addr)),
+            broker_id,
+        };
+        match lease_ttl {
+            Some(ttl) => {
+                let ownership = Ownership::start(metadata, identity, ttl)
+                    .await
+                    .context("registering the broker in metadata")?;
+                service.set_ownership(ownership);
+            }
+            None => service.set_identity(identity),
         }
         let server = BrokerServer::start(listener, service)?;
         Ok(RunningBroker {

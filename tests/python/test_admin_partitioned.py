@@ -361,3 +361,14 @@ def test_magnetar_admin_cli(magnetar, topic):
     gone = admin("topics", "delete-partitioned-topic", topic)
     assert gone.returncode == 0, gone.stderr
     assert json.loads(admin("topics", "list", "public/default").stdout) == []
+
+
+def test_http_lookup_names_the_serving_broker(magnetar, new_client, topic):
+    local = topic[len("persistent://"):]
+    answer = ok(magnetar, "GET", f"/lookup/v2/topic/persistent/{local}")
+    assert answer["brokerUrl"] == magnetar.url
+    assert answer["httpUrl"] == magnetar.http_url
+    # A client given the looked-up URL works.
+    client = new_client()
+    produce(client, topic, 3, batching=False)
+    assert rest(magnetar, "GET", "/lookup/v2/topic/persistent/public/default/bad%20name")[0] == 400

@@ -181,6 +181,23 @@ async fn lookups_spread_bundles_and_redirect_to_the_owner() {
         );
     }
     let owned = owners(cluster.metadata.as_ref()).await;
+    // The HTTP lookup of any broker names the same owner as the binary one.
+    for topic in &topics {
+        let local = topic.trim_start_matches("persistent://");
+        for broker in &cluster.brokers {
+            let url = format!(
+                "{}/lookup/v2/topic/persistent/{local}",
+                broker.broker_http_url()
+            );
+            let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let owner = answer["brokerUrl"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("pulsar://");
+            assert!(owned.values().any(|id| id == owner), "{topic}: {answer}");
+        }
+    }
     let ids: HashSet<&String> = owned.values().collect();
     assert_eq!(
         owned.len(),

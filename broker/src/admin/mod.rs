@@ -8,6 +8,7 @@
 
 mod auth;
 mod error;
+mod lookup;
 mod namespaces;
 mod stats;
 mod tenants;
@@ -30,6 +31,7 @@ pub fn router(service: Arc<BrokerService>) -> Router {
         .merge(tenants::routes())
         .merge(namespaces::routes())
         .merge(topics::routes())
+        .merge(lookup::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),
             auth::require_auth,

@@ -19,7 +19,7 @@ use crate::managed_ledger::{
     delete_stored, ManagedLedger, ManagedLedgerConfig, ManagedLedgerError,
 };
 use crate::metrics::BrokerMetrics;
-use crate::ownership::{Ownership, OwnershipError};
+use crate::ownership::{BrokerIdentity, Ownership, OwnershipError};
 
 /// What the broker needs to serve topics.
 #[derive(Clone, Debug)]
@@ -156,6 +156,8 @@ pub struct BrokerService {
     /// Bundle ownership when brokers share metadata; unset, this broker
     /// serves every topic (in-process tests).
     ownership: std::sync::OnceLock<Arc<Ownership>>,
+    /// How clients reach this broker when it runs without ownership.
+    identity: std::sync::OnceLock<BrokerIdentity>,
 }
 
 impl BrokerService {
@@ -176,6 +178,7 @@ impl BrokerService {
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             housekeeper: std::sync::Mutex::new(None),
             ownership: std::sync::OnceLock::new(),
+            identity: std::sync::OnceLock::new(),
         });
         let housekeeper = Housekeeper::start(Arc::downgrade(&service), interval);
         if housekeeper.is_none() {
@@ -205,6 +208,19 @@ impl BrokerService {
 
     pub fn ownership(&self) -> Option<&Arc<Ownership>> {
         self.ownership.get()
+    }
+
+    /// Records how clients reach this broker (standalone: no ownership).
+    pub fn set_identity(&self, identity: BrokerIdentity) {
+        let _ = self.identity.set(identity);
+    }
+
+    /// How clients reach this broker, if known.
+    pub fn identity(&self) -> Option<&BrokerIdentity> {
+        self.ownership
+            .get()
+            .map(|o| o.identity())
+            .or_else(|| self.identity.get())
     }
 
     /// Closes every open topic and tells its clients, which look their
