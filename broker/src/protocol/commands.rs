@@ -52,7 +52,16 @@ pub struct EntryInfo {
     pub key_hash: u16,
 }
 
-pub fn entry_info(entry: &[u8]) -> EntryInfo {
+/// The entry's [`EntryInfo`]; the sticky key is hashed only when
+/// `with_key_hash` (Key_Shared), else `key_hash` is 0.
+pub fn entry_info(entry: &[u8], with_key_hash: bool) -> EntryInfo {
+    let hash = |ordering: Option<&[u8]>, partition: Option<&str>| {
+        if with_key_hash {
+            sticky_key_hash(ordering, partition)
+        } else {
+            0
+        }
+    };
     match entry_metadata(entry) {
         Ok(m) => EntryInfo {
             messages: m
@@ -60,12 +69,12 @@ pub fn entry_info(entry: &[u8]) -> EntryInfo {
                 .map(|n| n.max(1) as u32)
                 .unwrap_or(1),
             deliver_at: m.deliver_at_time.filter(|t| *t > 0).map(|t| t as u64),
-            key_hash: sticky_key_hash(m.ordering_key.as_deref(), m.partition_key.as_deref()),
+            key_hash: hash(m.ordering_key.as_deref(), m.partition_key.as_deref()),
         },
         Err(_) => EntryInfo {
             messages: 1,
             deliver_at: None,
-            key_hash: sticky_key_hash(None, None),
+            key_hash: hash(None, None),
         },
     }
 }

@@ -8,6 +8,7 @@
 //! no I/O, so it is cheap enough for all three. Nothing here drops, fails
 //! or delays a message already accepted.
 
+use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
@@ -77,8 +78,13 @@ impl Topic {
     /// producer or consumer limit stay, as in Pulsar.
     pub async fn apply_limits(&self, policies: &NamespacePolicies) {
         let now = Instant::now();
-        self.publish_limiter()
-            .set_limit(publish_limit(policies.publish_rate), now);
+        let publish = publish_limit(policies.publish_rate);
+        {
+            let mut limiter = self.publish_limiter();
+            limiter.set_limit(publish, now);
+            self.publish_limited
+                .store(publish.is_some(), Ordering::Release);
+        }
         let limits = ClientLimits::of(policies);
         *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
         for subscription in self.subscriptions.lock().await.values() {
@@ -90,6 +96,9 @@ impl Topic {
     /// publish rate. Returns when its connection may read again if the rate
     /// is used up; the SEND itself always goes ahead.
     pub fn throttle_publish(&self, messages: u64, bytes: u64) -> Option<Instant> {
+        if !self.publish_limited.load(Ordering::Acquire) {
+            return None;
+        }
         let mut limiter = self.publish_limiter();
         limiter.limit()?;
         limiter.record(Instant::now(), messages, bytes)

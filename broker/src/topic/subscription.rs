@@ -231,7 +231,7 @@ impl SubState {
 
     /// Key_Shared: the consumer that may take an entry of `hash` now, given
     /// the permits left in `permits` (per consumer index).
-    fn key_shared_target(&self, hash: u16, permits: &[i64]) -> Option<usize> {
+    fn key_shared_target(&self, hash: u16, permits: impl Fn(usize) -> i64) -> Option<usize> {
         let target = self.selector.select(hash)?;
         if !self.allow_out_of_order {
             if let Some((holder, _)) = self.pending_hashes.get(&hash) {
@@ -241,7 +241,7 @@ impl SubState {
             }
         }
         let index = self.index_of(target)?;
-        (permits[index] > 0).then_some(index)
+        (permits(index) > 0).then_some(index)
     }
 
     /// Exclusive and Failover deliver to one consumer: among those of the
@@ -740,7 +740,7 @@ impl Subscription {
     /// One round: read what the consumers have permits for and deliver it.
     /// `Ok(false)` when there is nothing to do until something changes.
     async fn dispatch_once(&self) -> Result<bool, ManagedLedgerError> {
-        let (plan, epoch) = {
+        let (plan, epoch, hashed) = {
             let mut st = self.lock();
             Self::release_due(&mut st);
             let permits = Self::available_permits(&st);
@@ -775,7 +775,7 @@ impl Subscription {
                 }
                 Plan::Redeliver(positions)
             };
-            (plan, st.epoch)
+            (plan, st.epoch, st.sub_type == SubscriptionType::KeyShared)
         };
         let (entries, is_read) = match &plan {
             Plan::Read { after, max } => {
@@ -790,7 +790,7 @@ impl Subscription {
         // Each entry's metadata is decoded once, before taking the lock.
         let infos: Vec<commands::EntryInfo> = entries
             .iter()
-            .map(|e| commands::entry_info(&e.data))
+            .map(|e| commands::entry_info(&e.data, hashed))
             .collect();
         let messages = infos.iter().map(|i| u64::from(i.messages.max(1))).sum();
         let bytes = entries.iter().map(|e| e.data.len() as u64).sum();
@@ -813,7 +813,7 @@ impl Subscription {
         }
         let mut undelivered = Vec::new();
         let now = now_ms();
-        for (entry, info) in entries.into_iter().zip(infos) {
+        for (entry, mut info) in entries.into_iter().zip(infos) {
             let position = entry.position;
             if st.cursor.is_acked(position) {
                 if is_read {
@@ -831,6 +831,10 @@ impl Subscription {
                 }
             }
             if key_shared {
+                if !hashed {
+                    // The subscription became Key_Shared during this round.
+                    info.key_hash = commands::entry_info(&entry.data, true).key_hash;
+                }
                 let hash = info.key_hash;
                 let held = first_waiting.get(&hash).is_some_and(|p| *p < position);
                 if held || !self.deliver(&mut st, entry, info) {
@@ -884,7 +888,7 @@ impl Subscription {
             if blocked.contains(&hash) {
                 continue;
             }
-            match st.key_shared_target(hash, &permits) {
+            match st.key_shared_target(hash, |i| permits[i]) {
                 Some(index) => {
                     permits[index] -= waiting.messages.max(1) as i64;
                     chosen.push(*position);
@@ -972,8 +976,7 @@ impl Subscription {
                 None
             }
             SubscriptionType::KeyShared => {
-                let permits: Vec<i64> = st.consumers.iter().map(|c| c.permits).collect();
-                st.key_shared_target(info.key_hash, &permits)
+                st.key_shared_target(info.key_hash, |i| st.consumers[i].permits)
             }
             SubscriptionType::Failover => st
                 .active

@@ -59,6 +59,9 @@ pub struct Topic {
     counters: TopicCounters,
     /// The namespace's publish rate, counted per SEND (see `limits`).
     pub(super) publish_limiter: std::sync::Mutex<RateLimiter>,
+    /// Whether a publish rate is set: SENDs of unthrottled topics skip the
+    /// limiter's lock.
+    pub(super) publish_limited: std::sync::atomic::AtomicBool,
     /// Producer and consumer limits and the subscriptions' dispatch rate.
     pub(super) limits: std::sync::Mutex<ClientLimits>,
 }
@@ -85,6 +88,7 @@ impl Topic {
             fenced: AtomicBool::new(false),
             counters: TopicCounters::new(),
             publish_limiter: std::sync::Mutex::new(RateLimiter::new(std::time::Instant::now())),
+            publish_limited: std::sync::atomic::AtomicBool::new(false),
             limits: std::sync::Mutex::new(ClientLimits::default()),
         }
     }
@@ -341,7 +345,7 @@ impl Topic {
         let before = self.ml.position_before(last);
         let entries = self.ml.read_entries(before, 1).await?;
         if let Some(entry) = entries.first().filter(|e| e.position == last) {
-            let messages = commands::entry_info(&entry.data).messages;
+            let messages = commands::entry_info(&entry.data, false).messages;
             if messages > 1 {
                 id.batch_index = Some(messages as i32 - 1);
             }
