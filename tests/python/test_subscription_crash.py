@@ -18,12 +18,15 @@ ACKS_SETTLE_S = 1.0
 
 def test_kill9_during_failover_switch_over(magnetar, new_client, topic):
     client = new_client()
+    # Batch-index acks: batch boundaries fall anywhere, and without them a
+    # client acknowledges a batch only once every message of it is acked.
     active = client.subscribe(
         topic,
         "fo",
         consumer_type=pulsar.ConsumerType.Failover,
         consumer_name="a",
         initial_position=pulsar.InitialPosition.Earliest,
+        batch_index_ack_enabled=True,
     )
     standby = client.subscribe(
         topic,
@@ -31,6 +34,7 @@ def test_kill9_during_failover_switch_over(magnetar, new_client, topic):
         consumer_type=pulsar.ConsumerType.Failover,
         consumer_name="b",
         initial_position=pulsar.InitialPosition.Earliest,
+        batch_index_ack_enabled=True,
     )
     produce(client, topic, 2000, batching=True)
     got = receive_n(active, 1200)
