@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cursor;
 pub mod http;
 pub mod ledger;
+pub mod load_manager;
 pub mod managed_ledger;
 pub mod metrics;
 pub mod ownership;

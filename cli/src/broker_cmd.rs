@@ -11,6 +11,7 @@ use clap::Args;
 use magnetar_broker::auth::{AuthConfig, Superusers, TokenVerifier};
 use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
 use magnetar_broker::ledger::{LedgerClient, LedgerConfig};
+use magnetar_broker::load_manager::LoadManagerConfig;
 use magnetar_broker::managed_ledger::EntryCache;
 use magnetar_broker::metrics::BrokerMetrics;
 use magnetar_broker::ownership::{BrokerIdentity, Ownership, DEFAULT_LEASE_TTL};
@@ -72,6 +73,10 @@ pub struct BrokerTuning {
     /// Roles that may do everything, comma-separated.
     #[arg(long, env = "MAGNETAR_SUPERUSER_ROLES", value_delimiter = ',')]
     pub superuser_roles: Option<Vec<String>>,
+    /// The cluster this broker belongs to, registered in metadata at start
+    /// (tenants' allowed clusters name it) [default: standalone].
+    #[arg(long, env = "MAGNETAR_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
 }
 
 /// A duration in the file as the flag takes it ("60s", "1m 30s").
@@ -86,7 +91,7 @@ impl BrokerTuning {
     pub fn merged(mut self, file: BrokerTuning) -> Self {
         prefer_cli!(self, file; advertise, max_message_size, max_entries_per_ledger, cache_mb,
             ensemble_size, write_quorum, ack_quorum, housekeeping_interval, token_secret_key,
-            token_public_key, superuser_roles);
+            token_public_key, superuser_roles, cluster_name);
         self.auth_enabled |= file.auth_enabled;
         self
     }
@@ -115,6 +120,13 @@ impl BrokerTuning {
             config.housekeeping_interval = interval;
         }
         config.auth = self.auth_config()?;
+        if let Some(name) = &self.cluster_name {
+            anyhow::ensure!(
+                !name.is_empty() && !name.contains('/'),
+                "--cluster-name must be a non-empty name without '/'"
+            );
+            config.cluster_name = name.clone();
+        }
         let ledger = &mut config.managed_ledger.ledger;
         let (e, qw, qa) = (
             self.ensemble_size.unwrap_or(ledger.ensemble_size),
@@ -187,6 +199,16 @@ pub struct BrokerArgs {
     #[arg(long, env = "MAGNETAR_LEASE_TTL", value_parser = humantime::parse_duration)]
     #[serde(default, deserialize_with = "human_duration")]
     pub lease_ttl: Option<Duration>,
+    /// How often the broker reports its load and the elected load manager
+    /// rebalances bundles; a new broker gets bundles within one interval
+    /// [default: 5s].
+    #[arg(long, env = "MAGNETAR_LOAD_REPORT_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "human_duration")]
+    pub load_report_interval: Option<Duration>,
+    /// Whether the load manager moves bundles off overloaded brokers by
+    /// itself [default: true].
+    #[arg(long, env = "MAGNETAR_LOAD_SHEDDING")]
+    pub load_shedding: Option<bool>,
     #[command(flatten)]
     #[serde(default)]
     pub tuning: BrokerTuning,
@@ -194,10 +216,16 @@ pub struct BrokerArgs {
 
 impl BrokerArgs {
     pub fn merged(mut self, file: BrokerArgs) -> Self {
-        prefer_cli!(self, file; metadata, listen, http, lease_ttl);
+        prefer_cli!(self, file; metadata, listen, http, lease_ttl, load_report_interval, load_shedding);
         self.tuning = self.tuning.merged(file.tuning);
         self
     }
+}
+
+/// How a broker takes part in a cluster of brokers sharing metadata.
+pub struct ClusterMembership {
+    pub lease_ttl: Duration,
+    pub load_manager: LoadManagerConfig,
 }
 
 /// A broker serving the Pulsar protocol and its HTTP endpoints.
@@ -208,14 +236,15 @@ pub struct RunningBroker {
 }
 
 impl RunningBroker {
-    /// Starts serving. With `lease_ttl`, the broker registers under a lease
-    /// of that TTL and serves only the namespace bundles it owns (brokers
-    /// sharing metadata); without, it serves every topic (standalone).
+    /// Starts serving. With `cluster`, the broker registers under a lease
+    /// and serves only the namespace bundles it owns (brokers sharing
+    /// metadata), placed by the load manager; without, it serves every
+    /// topic (standalone).
     pub async fn start(
         metadata: Arc<dyn MetadataStore>,
         config: BrokerConfig,
         (listen, http): (SocketAddr, SocketAddr),
-        lease_ttl: Option<Duration>,
+        cluster: Option<ClusterMembership>,
     ) -> Result<RunningBroker> {
         let metrics = BrokerMetrics::new().context("creating broker metrics")?;
         let ledgers = LedgerClient::new(
@@ -243,12 +272,13 @@ impl RunningBroker {
             http_url: format!("http://{}", reachable(http_addr)),
             broker_id,
         };
-        match lease_ttl {
-            Some(ttl) => {
-                let ownership = Ownership::start(metadata, identity, ttl)
+        match cluster {
+            Some(cluster) => {
+                let ownership = Ownership::start(metadata, identity, cluster.lease_ttl)
                     .await
                     .context("registering the broker in metadata")?;
                 service.set_ownership(ownership);
+                service.start_load_manager(cluster.load_manager);
             }
             None => service.set_identity(identity),
         }
@@ -311,7 +341,22 @@ pub async fn run(args: BrokerArgs) -> Result<()> {
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
     let lease_ttl = args.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL);
     anyhow::ensure!(!lease_ttl.is_zero(), "--lease-ttl must be positive");
-    let broker = RunningBroker::start(metadata, config, (listen, http), Some(lease_ttl)).await?;
+    let mut load_manager = LoadManagerConfig::default();
+    if let Some(interval) = args.load_report_interval {
+        anyhow::ensure!(
+            !interval.is_zero(),
+            "--load-report-interval must be positive"
+        );
+        load_manager.report_interval = interval;
+    }
+    if let Some(shedding) = args.load_shedding {
+        load_manager.shedding = shedding;
+    }
+    let cluster = ClusterMembership {
+        lease_ttl,
+        load_manager,
+    };
+    let broker = RunningBroker::start(metadata, config, (listen, http), Some(cluster)).await?;
     println!(
         "broker serving pulsar://{} (metrics http://{}/metrics)",
         broker.server.local_addr, broker.http_addr

@@ -84,7 +84,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         "default",
         &TenantInfo {
             admin_roles: Vec::new(),
-            allowed_clusters: vec!["standalone".into()],
+            allowed_clusters: vec![broker_config.cluster_name.clone()],
         },
         &NamespacePolicies {
             persistence: Some(PersistencePolicy {

@@ -6,6 +6,7 @@
 //! /bookies/available/{bookie}                           BookieRegistration, bound to the bookie's lease
 //! /bookies/all/{bookie}                                 every bookie ever registered (survives restarts)
 //! /brokers/available/{broker}                           broker registration, bound to the broker's lease
+//! /brokers/load/{broker}                                the broker's load report, bound to its lease
 //! /leaders/{role}                                       election keys (load manager, controller)
 //! /tenants/{tenant}                                     tenant record
 //! /namespaces/{tenant}/{namespace}                      namespace policies
@@ -14,6 +15,8 @@
 //! /cursors/{tenant}/{namespace}/{topic}/{subscription}  a subscription's cursor
 //! /ledgers/{ledger_id}                                  ledger metadata (ensembles, state, last entry)
 //! /ownership/{tenant}/{namespace}/{bundle}              owner of a bundle, bound to the owner's lease
+//! /assignments/{tenant}/{namespace}/{bundle}            where the load manager sends a bundle next
+//! /bundle-requests/{tenant}/{namespace}/{bundle}        unload or split asked of the bundle's owner
 //! /counters/ledger-id                                   last ledger id handed out
 //! ```
 //!
@@ -222,6 +225,31 @@ pub fn bundle_owners_prefix(tenant: &str, namespace: &str) -> String {
 
 pub fn ownership_prefix() -> String {
     dir(&["ownership"])
+}
+
+/// Where the load manager sends a shed or unloaded bundle next (its
+/// assignment), bound to the leader's lease.
+pub fn bundle_assignment(tenant: &str, namespace: &str, bundle: &str) -> String {
+    path(&["assignments", tenant, namespace, bundle])
+}
+
+/// A request to a bundle's owner (unload, split), bound to the
+/// requester's lease; the owner deletes it once done.
+pub fn bundle_request(tenant: &str, namespace: &str, bundle: &str) -> String {
+    path(&["bundle-requests", tenant, namespace, bundle])
+}
+
+pub fn bundle_requests_prefix() -> String {
+    dir(&["bundle-requests"])
+}
+
+/// A broker's latest load report (JSON), bound to its lease.
+pub fn broker_load(broker_id: &str) -> String {
+    path(&["brokers", "load", broker_id])
+}
+
+pub fn brokers_load_prefix() -> String {
+    dir(&["brokers", "load"])
 }
 
 /// What a bookie writes under [`bookie_available`] (JSON).

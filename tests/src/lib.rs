@@ -16,6 +16,9 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
+pub mod clients;
+pub mod cluster;
+
 /// A port nobody listens on right now (bound once, then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -7,160 +7,33 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use futures::TryStreamExt;
-use magnetar_metadata::{keys, MetadataStore};
-use magnetar_tests::{BookieProcess, Etcd};
-use pulsar::consumer::{ConsumerOptions, InitialPosition};
-use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
+use magnetar_tests::clients::{client, receive_all, send, subscribe};
+use magnetar_tests::cluster::Cluster;
 
-const RECEIVE_TIMEOUT: Duration = Duration::from_secs(40);
 const LEASE_TTL: &str = "3s";
 
-struct Cluster {
-    _etcd: Etcd,
-    metadata: std::sync::Arc<dyn MetadataStore>,
-    _bookies: Vec<BookieProcess>,
-    brokers: Vec<BookieProcess>,
-}
-
 async fn cluster(brokers: usize) -> Cluster {
-    let etcd = Etcd::start().await.unwrap();
-    let url = etcd.metadata_url("cluster");
-    let bookie = BookieProcess::start(&url, &["--lease-ttl-ms", "2000"])
-        .await
-        .unwrap();
-    let mut started = Vec::new();
-    for _ in 0..brokers {
-        started.push(
-            BookieProcess::start_broker(
-                &url,
-                &[
-                    "--ensemble-size",
-                    "1",
-                    "--write-quorum",
-                    "1",
-                    "--ack-quorum",
-                    "1",
-                    "--lease-ttl",
-                    LEASE_TTL,
-                ],
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    let metadata = magnetar_metadata::connect(&url).await.unwrap();
-    Cluster {
-        _etcd: etcd,
-        metadata,
-        _bookies: vec![bookie],
-        brokers: started,
-    }
+    Cluster::start(
+        1,
+        brokers,
+        &[
+            "--ensemble-size",
+            "1",
+            "--write-quorum",
+            "1",
+            "--ack-quorum",
+            "1",
+            "--lease-ttl",
+            LEASE_TTL,
+        ],
+    )
+    .await
+    .unwrap()
 }
 
-/// Bundle ownership keys of public/default and the broker id in each.
-async fn owners(metadata: &dyn MetadataStore) -> BTreeMap<String, String> {
-    let prefix = keys::bundle_owners_prefix("public", "default");
-    metadata
-        .list(&prefix)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|kv| {
-            let owner: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
-            (kv.key, owner["brokerId"].as_str().unwrap().to_string())
-        })
-        .collect()
-}
-
-async fn client(url: &str) -> Pulsar<TokioExecutor> {
-    // Few connection retries: a lookup answer naming a dead broker should
-    // fail fast so the next lookup can find the new owner.
-    let retries = pulsar::ConnectionRetryOptions {
-        max_backoff: Duration::from_millis(500),
-        max_retries: 3,
-        ..Default::default()
-    };
-    Pulsar::builder(url, TokioExecutor)
-        .with_connection_retry_options(retries)
-        .build()
-        .await
-        .expect("client connects")
-}
-
-async fn subscribe(
-    pulsar: &Pulsar<TokioExecutor>,
-    topic: &str,
-) -> Consumer<Vec<u8>, TokioExecutor> {
-    pulsar
-        .consumer()
-        .with_topic(topic)
-        .with_subscription("sub")
-        .with_subscription_type(SubType::Exclusive)
-        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
-        .build()
-        .await
-        .expect("subscribes")
-}
-
-/// Sends `msg-i` for each i; returns the ones the broker acknowledged.
-async fn send(
-    pulsar: &Pulsar<TokioExecutor>,
-    topic: &str,
-    range: std::ops::Range<u32>,
-) -> Vec<u32> {
-    // Until a dead owner's lease expires, lookups still name it and the
-    // crate gives up on connecting; a real application retries, so do we.
-    let deadline = tokio::time::Instant::now() + RECEIVE_TIMEOUT;
-    let mut producer = loop {
-        match pulsar.producer().with_topic(topic).build().await {
-            Ok(producer) => break producer,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                eprintln!("producer not ready yet: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => panic!("no producer on {topic}: {e}"),
-        }
-    };
-    let mut acked = Vec::new();
-    for i in range {
-        let receipt = match producer
-            .send_non_blocking(format!("msg-{i:05}").into_bytes())
-            .await
-        {
-            Ok(receipt) => receipt.await,
-            Err(e) => Err(e),
-        };
-        if receipt.is_ok() {
-            acked.push(i);
-        }
-    }
-    let _ = producer.close().await;
-    acked
-}
-
-/// Receives until nothing arrives for a while; the numbers in order.
-async fn receive_all(consumer: &mut Consumer<Vec<u8>, TokioExecutor>, at_least: usize) -> Vec<u32> {
-    let mut got = Vec::new();
-    loop {
-        let wait = if got.len() < at_least {
-            RECEIVE_TIMEOUT
-        } else {
-            Duration::from_secs(2)
-        };
-        let Ok(next) = tokio::time::timeout(wait, consumer.try_next()).await else {
-            assert!(
-                got.len() >= at_least,
-                "timed out after {} of {at_least}",
-                got.len()
-            );
-            return got;
-        };
-        let msg = next.expect("receive").expect("open");
-        consumer.ack(&msg).await.expect("ack");
-        let text = String::from_utf8(msg.payload.data.clone()).unwrap();
-        got.push(text.trim_start_matches("msg-").parse().unwrap());
-    }
+/// Bundle owners of public/default: broker id by bundle.
+async fn owners(cluster: &Cluster) -> BTreeMap<String, String> {
+    cluster.owners("public", "default").await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +53,7 @@ async fn lookups_spread_bundles_and_redirect_to_the_owner() {
             (0..5).collect::<Vec<_>>()
         );
     }
-    let owned = owners(cluster.metadata.as_ref()).await;
+    let owned = owners(&cluster).await;
     // The HTTP lookup of any broker names the same owner as the binary one.
     for topic in &topics {
         let local = topic.trim_start_matches("persistent://");
@@ -218,7 +91,7 @@ async fn a_killed_owner_bundles_move_and_acknowledged_messages_survive() {
     let first = client(&cluster.brokers[0].pulsar_url()).await;
     let mut acked = send(&first, topic, 0..100).await;
     assert_eq!(acked.len(), 100);
-    let owner_id = owners(cluster.metadata.as_ref())
+    let owner_id = owners(&cluster)
         .await
         .into_values()
         .next()
@@ -241,10 +114,7 @@ async fn a_killed_owner_bundles_move_and_acknowledged_messages_survive() {
         got, acked,
         "acknowledged messages lost, reordered or duplicated"
     );
-    let new_owner: HashSet<String> = owners(cluster.metadata.as_ref())
-        .await
-        .into_values()
-        .collect();
+    let new_owner: HashSet<String> = owners(&cluster).await.into_values().collect();
     assert!(new_owner.contains(&cluster.brokers[survivor].broker_addr()));
 }
 
@@ -256,11 +126,7 @@ async fn a_paused_owner_is_fenced_and_acknowledges_nothing_after_resuming() {
     // reaches a broker holding the fewest bundles stays there.
     let zombie_client = client(&cluster.brokers[0].pulsar_url()).await;
     let mut acked = send(&zombie_client, topic, 0..50).await;
-    let owner_id = owners(cluster.metadata.as_ref())
-        .await
-        .into_values()
-        .next()
-        .unwrap();
+    let owner_id = owners(&cluster).await.into_values().next().unwrap();
     let (zombie, survivor) = if owner_id == cluster.brokers[0].broker_addr() {
         (&cluster.brokers[0], &cluster.brokers[1])
     } else {
@@ -303,10 +169,7 @@ async fn a_paused_owner_is_fenced_and_acknowledges_nothing_after_resuming() {
         acked_set.difference(&got_set).collect::<Vec<_>>()
     );
     assert_eq!(got.len(), got_set.len(), "duplicates: {got:?}");
-    let owned: HashSet<String> = owners(cluster.metadata.as_ref())
-        .await
-        .into_values()
-        .collect();
+    let owned: HashSet<String> = owners(&cluster).await.into_values().collect();
     assert!(
         !owned.contains(&zombie.broker_addr()),
         "the resumed broker still owns bundles: {owned:?}"

@@ -13,19 +13,36 @@ use axum::response::{IntoResponse, Response};
 use magnetar_metadata::keys;
 
 use super::{AdminError, AdminResult};
-use crate::auth::{authorize_superuser, authorize_tenant_admin, AuthConfig};
-use crate::topic::{BrokerService, TenantInfo};
+use crate::auth::{
+    authorize_superuser, authorize_tenant_admin, authorize_topic, AuthConfig, TopicOperation,
+};
+use crate::topic::{BrokerService, NamespacePolicies, TenantInfo};
 
 /// Who may make an admin request.
 #[derive(Debug, PartialEq, Eq)]
 enum AdminScope {
     Superuser,
     TenantAdmin(String),
+    /// HTTP lookup: whoever may produce or consume on the namespace (as
+    /// the binary LOOKUP).
+    Lookup {
+        tenant: String,
+        namespace: String,
+    },
 }
 
 /// The scope a request needs, from its method and path (Pulsar's rules:
 /// listing, creating, changing and deleting tenants is for superusers).
 fn required_scope(method: &Method, path: &str) -> AdminScope {
+    if let Some(rest) = path.strip_prefix("/lookup/v2/topic/persistent/") {
+        let mut parts = rest.split('/');
+        if let (Some(tenant), Some(namespace)) = (parts.next(), parts.next()) {
+            return AdminScope::Lookup {
+                tenant: tenant.to_string(),
+                namespace: namespace.to_string(),
+            };
+        }
+    }
     let mut segments = path
         .trim_start_matches("/admin/v2/")
         .split('/')
@@ -33,6 +50,11 @@ fn required_scope(method: &Method, path: &str) -> AdminScope {
     match (segments.next(), segments.next()) {
         (Some("tenants"), Some(tenant)) if method == Method::GET => {
             AdminScope::TenantAdmin(tenant.to_string())
+        }
+        // Moving bundles between brokers is an operator's act (Pulsar:
+        // superuser only).
+        (Some("namespaces"), Some(_)) if path.ends_with("/unload") || path.ends_with("/split") => {
+            AdminScope::Superuser
         }
         (Some("namespaces" | "persistent" | "non-persistent"), Some(tenant)) => {
             AdminScope::TenantAdmin(tenant.to_string())
@@ -81,6 +103,27 @@ async fn check(
                 load_tenant(service, &tenant).await?
             };
             authorize_tenant_admin(&role, &auth.superusers, &tenant, info.as_ref())
+        }
+        AdminScope::Lookup { tenant, namespace } => {
+            let info = load_tenant(service, &tenant).await?;
+            let permissions = match service
+                .metadata()
+                .get(&keys::namespace(&tenant, &namespace))
+                .await?
+            {
+                Some(kv) => serde_json::from_slice::<NamespacePolicies>(&kv.value)
+                    .map(|p| p.permissions)
+                    .unwrap_or_default(),
+                None => Default::default(),
+            };
+            authorize_topic(
+                &role,
+                &auth.superusers,
+                info.as_ref(),
+                &format!("{tenant}/{namespace}"),
+                &permissions,
+                TopicOperation::Lookup,
+            )
         }
     };
     decision.map_err(|e| AdminError::Forbidden(e.to_string()))
@@ -156,6 +199,24 @@ mod tests {
                 tenant("acme"),
             ),
             (Method::GET, "/admin/v2/brokers", AdminScope::Superuser),
+            (
+                Method::GET,
+                "/lookup/v2/topic/persistent/acme/orders/t",
+                AdminScope::Lookup {
+                    tenant: "acme".into(),
+                    namespace: "orders".into(),
+                },
+            ),
+            (
+                Method::PUT,
+                "/admin/v2/namespaces/acme/orders/unload",
+                AdminScope::Superuser,
+            ),
+            (
+                Method::PUT,
+                "/admin/v2/namespaces/acme/orders/0x00000000_0x40000000/split",
+                AdminScope::Superuser,
+            ),
         ];
         for (method, path, scope) in cases {
             assert_eq!(required_scope(&method, path), scope, "{method} {path}");

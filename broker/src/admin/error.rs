@@ -21,6 +21,10 @@ pub enum AdminError {
     /// topic with clients, a partition count that does not grow).
     #[error("{0}")]
     PreconditionFailed(String),
+    /// 405: the operation does not apply to this kind of resource (Pulsar's
+    /// answer to, e.g., a reset to a message id on a partitioned topic).
+    #[error("{0}")]
+    NotAllowed(String),
     /// 400: a malformed body or value; nothing was changed.
     #[error("{0}")]
     BadRequest(String),
@@ -44,6 +48,7 @@ impl AdminError {
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            AdminError::NotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AdminError::Forbidden(_) => StatusCode::FORBIDDEN,

@@ -1,6 +1,8 @@
 //! Pulsar's HTTP lookup, `GET /lookup/v2/topic/persistent/{tenant}/{ns}/{topic}`:
 //! which broker serves a topic, for clients that look topics up over HTTP.
-//! It decides ownership exactly as the binary LOOKUP does.
+//! It decides ownership as the binary LOOKUP does, except that an HTTP
+//! client cannot follow a redirect to the load manager: for an unowned
+//! bundle this broker picks the least-loaded broker by the same rule.
 
 use std::sync::Arc;
 
@@ -29,7 +31,24 @@ async fn lookup(
     let broker = match service.ownership() {
         Some(ownership) => match ownership.lookup(&name, false).await {
             Ok(LookupAnswer::Here) => ownership.identity().clone(),
-            Ok(LookupAnswer::Elsewhere(owner)) => owner,
+            Ok(LookupAnswer::Elsewhere {
+                broker,
+                authoritative: true,
+            }) => broker,
+            Ok(LookupAnswer::Elsewhere {
+                authoritative: false,
+                ..
+            }) => {
+                let bundle = ownership
+                    .bundle_of_topic(&name)
+                    .await
+                    .map_err(|e| AdminError::Unavailable(e.to_string()))?;
+                ownership
+                    .choose_broker(&bundle)
+                    .await
+                    .map_err(|e| AdminError::Unavailable(e.to_string()))?
+                    .unwrap_or_else(|| ownership.identity().clone())
+            }
             Err(e) => return Err(AdminError::Unavailable(e.to_string())),
         },
         None => service

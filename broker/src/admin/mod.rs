@@ -7,9 +7,12 @@
 //! records) or call the [`BrokerService`]; they never talk to bookies.
 
 mod auth;
+mod bundles;
 mod error;
 mod lookup;
 mod namespaces;
+mod ops;
+mod redirect;
 mod stats;
 mod tenants;
 mod topics;
@@ -30,12 +33,19 @@ pub fn router(service: Arc<BrokerService>) -> Router {
     Router::new()
         .merge(tenants::routes())
         .merge(namespaces::routes())
-        .merge(topics::routes())
+        .merge(bundles::routes())
+        .merge(
+            topics::routes().route_layer(axum::middleware::from_fn_with_state(
+                service.clone(),
+                redirect::to_owner,
+            )),
+        )
         .merge(lookup::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),
             auth::require_auth,
         ))
+        .merge(ops::routes(service.clone()))
         .with_state(service)
 }
 

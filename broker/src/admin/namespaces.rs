@@ -21,6 +21,7 @@ use super::{
     check_name, parse_body, parse_optional_body, query_param, AdminError, AdminResult, DONE,
 };
 use crate::auth::{AuthAction, Permissions};
+use crate::ownership::{BundleLayout, BundlesData};
 mod limits;
 
 use crate::topic::{
@@ -207,6 +208,10 @@ struct PoliciesJson {
     message_ttl_in_seconds: Option<i64>,
     #[serde(default)]
     backlog_quota_map: BTreeMap<String, BacklogQuotaJson>,
+    /// Boundaries, or just `numBundles` (`pulsar-admin namespaces create
+    /// --bundles N`).
+    #[serde(default)]
+    bundles: Option<BundlesData>,
 }
 
 impl PoliciesJson {
@@ -220,6 +225,12 @@ impl PoliciesJson {
             retention: self.retention_policies,
             message_ttl_seconds: self.message_ttl_in_seconds.map(validate_ttl).transpose()?,
             backlog_quota: None,
+            bundles: self
+                .bundles
+                .as_ref()
+                .map(|b| BundleLayout::from_data(b).map(|l| l.to_data()))
+                .transpose()
+                .map_err(|e| AdminError::PreconditionFailed(e.to_string()))?,
             ..NamespacePolicies::default()
         };
         if let Some(r) = &policies.retention {
@@ -251,6 +262,7 @@ fn policies_json(p: &NamespacePolicies) -> serde_json::Value {
         "max_consumers_per_topic": p.max_consumers_per_topic,
         "max_consumers_per_subscription": p.max_consumers_per_subscription,
         "auth_policies": {"namespace_auth": &p.permissions},
+        "bundles": p.bundle_layout().to_data(),
         "deleted": false,
     })
 }
@@ -399,7 +411,9 @@ async fn create(
         .unwrap_or_default()
         .validate()?;
     let store = service.metadata();
-    require_tenant(store.as_ref(), &tenant).await?;
+    let (tenant_info, _) = require_tenant(store.as_ref(), &tenant).await?;
+    // Cluster check (admin ops): 403 unless the tenant allows this cluster.
+    super::ops::check_local_cluster_allowed(&service, &tenant, &tenant_info)?;
     match store
         .put(
             &keys::namespace(&tenant, &namespace),

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use magnetar_metadata::{keys, Expect, MetadataError, MetadataStore};
 use serde::{Deserialize, Serialize};
 
+use super::ops::check_clusters_exist;
 use super::{check_name, parse_optional_body, AdminError, AdminResult, DONE};
 use crate::topic::{BrokerService, TenantInfo};
 
@@ -99,6 +100,7 @@ async fn create(
     let info: TenantInfo = parse_optional_body::<TenantInfoJson>(&body, "TenantInfo")?
         .unwrap_or_default()
         .into();
+    check_clusters_exist(&service, &info.allowed_clusters).await?;
     match service
         .metadata()
         .put(&keys::tenant(&tenant), encode(&info)?, Expect::Absent, None)
@@ -124,6 +126,7 @@ async fn update(
         .unwrap_or_default()
         .into();
     let (_, version) = require_tenant(service.metadata().as_ref(), &tenant).await?;
+    check_clusters_exist(&service, &info.allowed_clusters).await?;
     match service
         .metadata()
         .put(

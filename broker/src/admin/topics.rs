@@ -287,7 +287,7 @@ async fn delete_partitioned(
 
 /// The topics a request about `name` is about: its partitions when it is
 /// partitioned (then true), else itself.
-async fn topics_named(
+pub(super) async fn topics_named(
     service: &BrokerService,
     name: &TopicName,
 ) -> AdminResult<(Vec<TopicName>, bool)> {

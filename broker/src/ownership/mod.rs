@@ -9,21 +9,29 @@
 //! topics up again. Whatever it still tries to write is refused by the
 //! bookies (fenced) or by the ledger list's CAS, so it acknowledges nothing.
 
+pub mod balancer;
 mod bundle;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use magnetar_metadata::{keys, Expect, LeaseId, MetadataError, MetadataStore};
+use magnetar_metadata::{
+    keys, Compare, Expect, KeyValue, LeaseId, MetadataError, MetadataStore, Op, Txn,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-pub use bundle::{bundle_of, topic_hash, BundleRange, DEFAULT_BUNDLES};
+pub use bundle::{
+    bundle_of, topic_hash, BundleError, BundleLayout, BundleRange, BundlesData, DEFAULT_BUNDLES,
+    MAX_BUNDLES,
+};
 
-use crate::topic::TopicName;
+pub use balancer::{BalancerConfig, BrokerLoad, BundleLoad, LoadReport};
+
+use crate::topic::{NamespacePolicies, TopicName};
 
 /// Default lease TTL: a dead or paused broker's bundles move after this.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
@@ -44,8 +52,12 @@ pub struct BrokerIdentity {
 pub enum LookupAnswer {
     /// This broker serves the topic.
     Here,
-    /// Another broker does (or should): send the client there.
-    Elsewhere(BrokerIdentity),
+    /// Another broker does, or should: send the client there. Not
+    /// `authoritative` when it is the load manager, which decides.
+    Elsewhere {
+        broker: BrokerIdentity,
+        authoritative: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error, Clone)]
@@ -56,8 +68,14 @@ pub enum OwnershipError {
         bundle: String,
         owner: String,
     },
+    #[error("bundle {bundle} of {namespace} is being unloaded from this broker")]
+    Unloading { namespace: String, bundle: String },
     #[error("this broker holds no lease (metadata unreachable or lease lost)")]
     NoLease,
+    #[error("namespace {0} does not exist")]
+    NamespaceNotFound(String),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
     #[error("metadata: {0}")]
     Metadata(String),
 }
@@ -68,21 +86,99 @@ impl From<MetadataError> for OwnershipError {
     }
 }
 
+/// One bundle of one namespace, with its ownership key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleRef {
+    pub tenant: String,
+    pub namespace: String,
+    pub range: BundleRange,
+}
+
+impl BundleRef {
+    pub fn new(tenant: &str, namespace: &str, range: BundleRange) -> Self {
+        BundleRef {
+            tenant: tenant.to_string(),
+            namespace: namespace.to_string(),
+            range,
+        }
+    }
+
+    /// `tenant/namespace`.
+    pub fn namespace_name(&self) -> String {
+        format!("{}/{}", self.tenant, self.namespace)
+    }
+
+    /// `tenant/namespace/0xSTART_0xEND`, as load reports and Pulsar name it.
+    pub fn full_name(&self) -> String {
+        format!("{}/{}/{}", self.tenant, self.namespace, self.range.name())
+    }
+
+    /// Parses [`Self::full_name`].
+    pub fn parse(full: &str) -> Option<BundleRef> {
+        let mut parts = full.splitn(3, '/');
+        let tenant = parts.next()?;
+        let namespace = parts.next()?;
+        let range = BundleRange::parse(parts.next()?).ok()?;
+        Some(BundleRef::new(tenant, namespace, range))
+    }
+
+    pub fn owner_key(&self) -> String {
+        keys::bundle_owner(&self.tenant, &self.namespace, &self.range.name())
+    }
+
+    pub fn assignment_key(&self) -> String {
+        keys::bundle_assignment(&self.tenant, &self.namespace, &self.range.name())
+    }
+
+    pub fn request_key(&self) -> String {
+        keys::bundle_request(&self.tenant, &self.namespace, &self.range.name())
+    }
+}
+
 struct LeaseState {
     lease: Option<LeaseId>,
     /// Bundles this broker holds under `lease` (ownership key names).
     owned: HashSet<String>,
+    /// Bundles being unloaded: not claimed again until released.
+    releasing: HashSet<String>,
 }
+
+/// Bundles sent to a broker by this (leader) broker's lookups and not yet
+/// claimed: counted as that broker's, so a burst of lookups spreads.
+struct PendingAssignment {
+    at: Instant,
+    owner_key: String,
+    broker_id: String,
+}
+
+/// How long a lookup's choice counts against the chosen broker before its
+/// ownership key shows it (the client normally connects within
+/// milliseconds).
+const PENDING_ASSIGNMENT_TTL: Duration = Duration::from_secs(10);
 
 pub struct Ownership {
     store: Arc<dyn MetadataStore>,
     me: BrokerIdentity,
     ttl: Duration,
     state: Mutex<LeaseState>,
+    /// Bundle layouts by `tenant/namespace`, read from the namespace
+    /// policies; refreshed whenever a lookup is not answered from `owned`.
+    layouts: Mutex<HashMap<String, BundleLayout>>,
+    pending: Mutex<Vec<PendingAssignment>>,
+    balancer: BalancerConfig,
     /// Bumped every time the lease is lost; the broker closes its topics.
     lost: watch::Sender<u64>,
     /// Set by [`Self::release`]: the keep-alive task ends.
     released: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn decode_identity(kv: &KeyValue) -> Result<BrokerIdentity, OwnershipError> {
+    serde_json::from_slice(&kv.value)
+        .map_err(|e| OwnershipError::Metadata(format!("corrupt {}: {e}", kv.key)))
 }
 
 impl Ownership {
@@ -100,7 +196,11 @@ impl Ownership {
             state: Mutex::new(LeaseState {
                 lease: None,
                 owned: HashSet::new(),
+                releasing: HashSet::new(),
             }),
+            layouts: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
+            balancer: BalancerConfig::default(),
             lost: watch::channel(0).0,
             released: AtomicBool::new(false),
         });
@@ -113,13 +213,27 @@ impl Ownership {
         &self.me
     }
 
+    pub fn store(&self) -> &Arc<dyn MetadataStore> {
+        &self.store
+    }
+
+    pub fn balancer_config(&self) -> &BalancerConfig {
+        &self.balancer
+    }
+
+    /// The lease this broker holds now, if any.
+    pub fn lease(&self) -> Option<LeaseId> {
+        lock(&self.state).lease
+    }
+
     /// Changes each time this broker lost its lease (and so its bundles).
     pub fn subscribe_lost(&self) -> watch::Receiver<u64> {
         self.lost.subscribe()
     }
 
-    fn lock(&self) -> MutexGuard<'_, LeaseState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// The ownership keys this broker holds now.
+    pub fn owned_keys(&self) -> Vec<String> {
+        lock(&self.state).owned.iter().cloned().collect()
     }
 
     async fn register(&self) -> Result<(), OwnershipError> {
@@ -134,74 +248,133 @@ impl Ownership {
                 Some(lease),
             )
             .await?;
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         state.lease = Some(lease);
         state.owned.clear();
+        state.releasing.clear();
         tracing::info!(broker = %self.me.broker_id, lease, "broker registered");
         Ok(())
     }
 
     fn drop_lease(&self) {
         {
-            let mut state = self.lock();
+            let mut state = lock(&self.state);
             state.lease = None;
             state.owned.clear();
+            state.releasing.clear();
         }
         self.lost.send_modify(|n| *n += 1);
     }
 
-    /// The ownership key of the bundle holding `topic`.
-    fn bundle_key(topic: &TopicName) -> (String, String) {
-        let bundle = bundle_of(topic_hash(&topic.to_string()), DEFAULT_BUNDLES).name();
-        let key = keys::bundle_owner(&topic.tenant, &topic.namespace, &bundle);
-        (bundle, key)
+    /// The namespace's bundle layout as stored now (and cached).
+    pub async fn refresh_layout(
+        &self,
+        tenant: &str,
+        namespace: &str,
+    ) -> Result<(BundleLayout, Option<i64>), OwnershipError> {
+        let name = format!("{tenant}/{namespace}");
+        let (layout, version) = match self.store.get(&keys::namespace(tenant, namespace)).await? {
+            None => return Err(OwnershipError::NamespaceNotFound(name)),
+            Some(kv) => {
+                let policies: NamespacePolicies = serde_json::from_slice(&kv.value)
+                    .map_err(|e| OwnershipError::Metadata(format!("corrupt {}: {e}", kv.key)))?;
+                (policies.bundle_layout(), Some(kv.version))
+            }
+        };
+        lock(&self.layouts).insert(name, layout.clone());
+        Ok((layout, version))
+    }
+
+    /// The bundle of `topic` by the cached layout, if one is cached.
+    pub fn cached_bundle_of(&self, topic: &TopicName) -> Option<BundleRef> {
+        let layouts = lock(&self.layouts);
+        let layout = layouts.get(&topic.namespace_name())?;
+        let range = layout.find(topic_hash(&topic.to_string()));
+        Some(BundleRef::new(&topic.tenant, &topic.namespace, range))
+    }
+
+    /// The bundle of `topic` by the stored layout.
+    pub async fn bundle_of_topic(&self, topic: &TopicName) -> Result<BundleRef, OwnershipError> {
+        let (layout, _) = self.refresh_layout(&topic.tenant, &topic.namespace).await?;
+        let range = layout.find(topic_hash(&topic.to_string()));
+        Ok(BundleRef::new(&topic.tenant, &topic.namespace, range))
+    }
+
+    /// Whether this broker holds `topic`'s bundle now (no metadata access).
+    fn owns_cached(&self, topic: &TopicName) -> bool {
+        self.cached_bundle_of(topic)
+            .is_some_and(|b| lock(&self.state).owned.contains(&b.owner_key()))
     }
 
     /// Whether this broker may serve `topic`: it owns the bundle, or claims
-    /// it now if nobody does.
+    /// it now if nobody does and the load manager sent it nowhere else.
     pub async fn ensure_owned(&self, topic: &TopicName) -> Result<(), OwnershipError> {
-        let (bundle, key) = Self::bundle_key(topic);
+        if self.owns_cached(topic) {
+            return Ok(());
+        }
+        let bundle = self.bundle_of_topic(topic).await?;
+        self.ensure_bundle_owned(&bundle).await
+    }
+
+    async fn ensure_bundle_owned(&self, bundle: &BundleRef) -> Result<(), OwnershipError> {
+        let key = bundle.owner_key();
         let lease = {
-            let state = self.lock();
+            let state = lock(&self.state);
             if state.owned.contains(&key) {
                 return Ok(());
             }
+            if state.releasing.contains(&key) {
+                return Err(OwnershipError::Unloading {
+                    namespace: bundle.namespace_name(),
+                    bundle: bundle.range.name(),
+                });
+            }
             state.lease.ok_or(OwnershipError::NoLease)?
         };
-        match self.claim(&key, lease).await? {
+        if let Some(target) = self.live_assignment(bundle).await? {
+            if target.broker_id != self.me.broker_id {
+                return Err(OwnershipError::OwnedElsewhere {
+                    namespace: bundle.namespace_name(),
+                    bundle: bundle.range.name(),
+                    owner: target.broker_id,
+                });
+            }
+        }
+        match self.claim(bundle, lease).await? {
             None => {
-                let mut state = self.lock();
+                let mut state = lock(&self.state);
                 // The lease may have been lost meanwhile.
                 if state.lease != Some(lease) {
                     return Err(OwnershipError::NoLease);
                 }
                 state.owned.insert(key);
-                tracing::info!(broker = %self.me.broker_id, namespace = %topic.namespace_name(), %bundle, "bundle owned");
+                tracing::info!(broker = %self.me.broker_id, bundle = %bundle.full_name(), "bundle owned");
                 Ok(())
             }
             Some(owner) => Err(OwnershipError::OwnedElsewhere {
-                namespace: topic.namespace_name(),
-                bundle,
+                namespace: bundle.namespace_name(),
+                bundle: bundle.range.name(),
                 owner: owner.broker_id,
             }),
         }
     }
 
-    /// Takes `key` for this broker under `lease` unless another live broker
-    /// holds it; returns that broker if so.
+    /// Takes the bundle for this broker under `lease` unless another live
+    /// broker holds it; returns that broker if so. An assignment of the
+    /// bundle to this broker is consumed in the same transaction.
     async fn claim(
         &self,
-        key: &str,
+        bundle: &BundleRef,
         lease: LeaseId,
     ) -> Result<Option<BrokerIdentity>, OwnershipError> {
+        let key = bundle.owner_key();
         let value =
             serde_json::to_vec(&self.me).map_err(|e| OwnershipError::Metadata(e.to_string()))?;
         loop {
-            let expect = match self.store.get(key).await? {
+            let expect = match self.store.get(&key).await? {
                 None => Expect::Absent,
                 Some(kv) => {
-                    let owner: BrokerIdentity = serde_json::from_slice(&kv.value)
-                        .map_err(|e| OwnershipError::Metadata(format!("corrupt {key}: {e}")))?;
+                    let owner = decode_identity(&kv)?;
                     if owner.broker_id != self.me.broker_id {
                         return Ok(Some(owner));
                     }
@@ -213,46 +386,113 @@ impl Ownership {
                     Expect::Version(kv.version)
                 }
             };
-            match self
-                .store
-                .put(key, Bytes::from(value.clone()), expect, Some(lease))
-                .await
-            {
-                Ok(_) => return Ok(None),
-                Err(MetadataError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+            let txn = Txn {
+                compares: vec![Compare {
+                    key: key.clone(),
+                    expect,
+                }],
+                ops: vec![
+                    Op::Put {
+                        key: key.clone(),
+                        value: Bytes::from(value.clone()),
+                        lease: Some(lease),
+                    },
+                    Op::Delete {
+                        key: bundle.assignment_key(),
+                    },
+                ],
+            };
+            if self.store.txn(txn).await?.succeeded {
+                return Ok(None);
             }
         }
     }
 
-    /// Answers a lookup of `topic`: here if this broker owns its bundle; the
-    /// owner if another does; if nobody does, the live broker owning the
-    /// fewest bundles (this one when `authoritative`: the client was sent
-    /// here by another broker's answer).
+    /// Where the load manager sent this bundle, if that broker is alive.
+    async fn live_assignment(
+        &self,
+        bundle: &BundleRef,
+    ) -> Result<Option<BrokerIdentity>, OwnershipError> {
+        let Some(kv) = self.store.get(&bundle.assignment_key()).await? else {
+            return Ok(None);
+        };
+        let target = decode_identity(&kv)?;
+        let alive = self
+            .store
+            .get(&keys::broker_available(&target.broker_id))
+            .await?
+            .is_some();
+        Ok(alive.then_some(target))
+    }
+
+    /// The elected load manager, if any.
+    pub async fn leader(&self) -> Result<Option<BrokerIdentity>, OwnershipError> {
+        match self.store.get(&keys::load_manager_leader()).await? {
+            None => Ok(None),
+            Some(kv) => decode_identity(&kv).map(Some),
+        }
+    }
+
+    /// Answers a lookup of `topic`: here if this broker owns its bundle;
+    /// the owner if another does. An unowned bundle goes where the load
+    /// manager assigned it, else is claimed when `authoritative` (the client
+    /// was sent here by another broker's answer); otherwise the leader
+    /// decides: a non-leader sends the client to the leader, which picks
+    /// the least-loaded broker.
     pub async fn lookup(
         &self,
         topic: &TopicName,
         authoritative: bool,
     ) -> Result<LookupAnswer, OwnershipError> {
-        let (_, key) = Self::bundle_key(topic);
-        if self.lock().owned.contains(&key) {
+        if self.owns_cached(topic) {
             return Ok(LookupAnswer::Here);
         }
-        if let Some(kv) = self.store.get(&key).await? {
-            let owner: BrokerIdentity = serde_json::from_slice(&kv.value)
-                .map_err(|e| OwnershipError::Metadata(format!("corrupt {key}: {e}")))?;
+        let bundle = self.bundle_of_topic(topic).await?;
+        if lock(&self.state).owned.contains(&bundle.owner_key()) {
+            return Ok(LookupAnswer::Here);
+        }
+        if let Some(kv) = self.store.get(&bundle.owner_key()).await? {
+            let owner = decode_identity(&kv)?;
             if owner.broker_id != self.me.broker_id {
-                return Ok(LookupAnswer::Elsewhere(owner));
+                return Ok(LookupAnswer::Elsewhere {
+                    broker: owner,
+                    authoritative: true,
+                });
+            }
+            // Placed here by the load manager (or ours from an earlier
+            // life of this broker, which is claimed below).
+            if self.holds(&bundle).await? {
+                return Ok(LookupAnswer::Here);
             }
         }
-        if !authoritative {
-            if let Some(candidate) = self.least_loaded().await? {
-                if candidate.broker_id != self.me.broker_id {
-                    return Ok(LookupAnswer::Elsewhere(candidate));
+        if let Some(target) = self.live_assignment(&bundle).await? {
+            if target.broker_id != self.me.broker_id {
+                return Ok(LookupAnswer::Elsewhere {
+                    broker: target,
+                    authoritative: true,
+                });
+            }
+        } else if !authoritative {
+            match self.leader().await? {
+                Some(leader) if leader.broker_id != self.me.broker_id => {
+                    return Ok(LookupAnswer::Elsewhere {
+                        broker: leader,
+                        authoritative: false,
+                    });
+                }
+                _ => {
+                    if let Some(chosen) = self.choose_broker(&bundle).await? {
+                        if chosen.broker_id != self.me.broker_id {
+                            return Ok(LookupAnswer::Elsewhere {
+                                broker: chosen,
+                                authoritative: true,
+                            });
+                        }
+                    }
                 }
             }
         }
-        match self.ensure_owned(topic).await {
+        match self.ensure_bundle_owned(&bundle).await {
             Ok(()) => Ok(LookupAnswer::Here),
             Err(OwnershipError::OwnedElsewhere { .. }) => {
                 // Claimed by someone else in the meantime: ask again.
@@ -262,37 +502,350 @@ impl Ownership {
         }
     }
 
-    /// The live broker holding the fewest bundles (ties: by id).
-    async fn least_loaded(&self) -> Result<Option<BrokerIdentity>, OwnershipError> {
-        let brokers: Vec<BrokerIdentity> = self
-            .store
-            .list(&keys::brokers_available_prefix())
-            .await?
-            .iter()
-            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-            .collect();
-        let owners = self.store.list(&keys::ownership_prefix()).await?;
-        let count = |id: &str| {
-            owners
-                .iter()
-                .filter_map(|kv| serde_json::from_slice::<BrokerIdentity>(&kv.value).ok())
-                .filter(|o| o.broker_id == id)
-                .count()
+    /// Where an unowned bundle should go: the least-loaded live broker by
+    /// the latest load reports and ownership, counting bundles this broker
+    /// sent elsewhere that are not claimed yet.
+    pub async fn choose_broker(
+        &self,
+        bundle: &BundleRef,
+    ) -> Result<Option<BrokerIdentity>, OwnershipError> {
+        let view = ClusterView::read(self.store.as_ref()).await?;
+        let mut loads = view.broker_loads();
+        {
+            let mut pending = lock(&self.pending);
+            pending.retain(|p| {
+                p.at.elapsed() < PENDING_ASSIGNMENT_TTL && !view.owners.contains_key(&p.owner_key)
+            });
+            for p in pending.iter() {
+                if let Some(load) = loads.iter_mut().find(|l| l.broker_id == p.broker_id) {
+                    load.pending += 1;
+                }
+            }
+        }
+        let Some(chosen) = balancer::choose(&loads, &self.balancer) else {
+            return Ok(None);
         };
-        Ok(brokers
-            .into_iter()
-            .min_by_key(|b| (count(&b.broker_id), b.broker_id.clone())))
+        let identity = view
+            .brokers
+            .iter()
+            .find(|b| b.broker_id == chosen.broker_id)
+            .cloned();
+        if let Some(identity) = &identity {
+            lock(&self.pending).push(PendingAssignment {
+                at: Instant::now(),
+                owner_key: bundle.owner_key(),
+                broker_id: identity.broker_id.clone(),
+            });
+        }
+        Ok(identity)
+    }
+
+    /// Stops serving `bundle`: new lookups and clients of it are refused
+    /// while `unload` closes its topics, then the ownership key is deleted
+    /// so another broker may claim it. False if this broker did not own it.
+    pub async fn release_bundle<F, Fut>(
+        &self,
+        bundle: &BundleRef,
+        unload: F,
+    ) -> Result<bool, OwnershipError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let key = bundle.owner_key();
+        if !self.holds(bundle).await? {
+            return Ok(false);
+        }
+        {
+            let mut state = lock(&self.state);
+            if !state.owned.remove(&key) {
+                return Ok(false);
+            }
+            state.releasing.insert(key.clone());
+        }
+        unload().await;
+        let result = self.delete_own_key(&key).await;
+        lock(&self.state).releasing.remove(&key);
+        tracing::info!(broker = %self.me.broker_id, bundle = %bundle.full_name(), "bundle unloaded");
+        result.map(|()| true)
+    }
+
+    /// Whether this broker owns `bundle` now. A bundle the load manager
+    /// handed to this broker (its key written under this broker's lease)
+    /// counts, and is taken into the owned set.
+    pub async fn holds(&self, bundle: &BundleRef) -> Result<bool, OwnershipError> {
+        let key = bundle.owner_key();
+        let lease = {
+            let state = lock(&self.state);
+            if state.owned.contains(&key) {
+                return Ok(true);
+            }
+            match state.lease {
+                Some(lease) if !state.releasing.contains(&key) => lease,
+                _ => return Ok(false),
+            }
+        };
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(false);
+        };
+        if kv.lease != Some(lease) || decode_identity(&kv)?.broker_id != self.me.broker_id {
+            return Ok(false);
+        }
+        let mut state = lock(&self.state);
+        if state.lease != Some(lease) {
+            return Ok(false);
+        }
+        state.owned.insert(key);
+        Ok(true)
+    }
+
+    /// Writes `bundle`'s ownership key for `target` under the target's
+    /// lease (the load manager placing a shed bundle), unless somebody owns
+    /// it already. The target serves it on its first client.
+    pub async fn place(
+        &self,
+        bundle: &BundleRef,
+        target: &BrokerIdentity,
+    ) -> Result<bool, OwnershipError> {
+        let Some(registration) = self
+            .store
+            .get(&keys::broker_available(&target.broker_id))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let Some(lease) = registration.lease else {
+            return Ok(false);
+        };
+        let value =
+            serde_json::to_vec(target).map_err(|e| OwnershipError::Metadata(e.to_string()))?;
+        let txn = Txn {
+            compares: vec![Compare {
+                key: bundle.owner_key(),
+                expect: Expect::Absent,
+            }],
+            ops: vec![
+                Op::Put {
+                    key: bundle.owner_key(),
+                    value: Bytes::from(value),
+                    lease: Some(lease),
+                },
+                Op::Delete {
+                    key: bundle.assignment_key(),
+                },
+            ],
+        };
+        Ok(self.store.txn(txn).await?.succeeded)
+    }
+
+    /// Records that the load manager sends `bundle` to `target` next
+    /// (bound to this broker's lease, so it ends with this leader).
+    pub async fn assign(
+        &self,
+        bundle: &BundleRef,
+        target: &BrokerIdentity,
+    ) -> Result<(), OwnershipError> {
+        let lease = self.lease().ok_or(OwnershipError::NoLease)?;
+        let value =
+            serde_json::to_vec(target).map_err(|e| OwnershipError::Metadata(e.to_string()))?;
+        self.store
+            .put(
+                &bundle.assignment_key(),
+                Bytes::from(value),
+                Expect::Any,
+                Some(lease),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes an ownership key if it is still this broker's.
+    async fn delete_own_key(&self, key: &str) -> Result<(), OwnershipError> {
+        let Some(kv) = self.store.get(key).await? else {
+            return Ok(());
+        };
+        if decode_identity(&kv)?.broker_id != self.me.broker_id {
+            return Ok(());
+        }
+        self.store.delete(key, Expect::Version(kv.version)).await?;
+        Ok(())
+    }
+
+    /// Splits `bundle` in two halves (see [`split_bundle`]); when this
+    /// broker owns it, it owns both halves.
+    pub async fn split_bundle(
+        &self,
+        bundle: &BundleRef,
+    ) -> Result<(BundleRef, BundleRef), OwnershipError> {
+        let parent_key = bundle.owner_key();
+        let held = if self.holds(bundle).await? {
+            self.lease()
+        } else {
+            None
+        };
+        let (layout, low, high) = split_bundle(self.store.as_ref(), bundle, held).await?;
+        {
+            let mut state = lock(&self.state);
+            if state.owned.remove(&parent_key) {
+                state.owned.insert(low.owner_key());
+                state.owned.insert(high.owner_key());
+            }
+        }
+        lock(&self.layouts).insert(bundle.namespace_name(), layout);
+        Ok((low, high))
     }
 
     /// Gives up the lease (graceful shutdown): bundles move at once.
     pub async fn release(&self) {
         self.released.store(true, Ordering::Release);
-        let lease = self.lock().lease.take();
+        let lease = lock(&self.state).lease.take();
         if let Some(lease) = lease {
             if let Err(e) = self.store.revoke_lease(lease).await {
                 tracing::warn!(error = %e, "revoking the broker lease failed");
             }
         }
+    }
+}
+
+/// Splits `bundle` in two halves (Pulsar's `range_equally_divide`). The
+/// namespace's layout and the ownership keys change in one transaction:
+/// with `held` (the owner's lease) the parent's key gives way to keys of
+/// both halves under that lease; without, the parent must be unowned.
+pub async fn split_bundle(
+    store: &dyn MetadataStore,
+    bundle: &BundleRef,
+    held: Option<LeaseId>,
+) -> Result<(BundleLayout, BundleRef, BundleRef), OwnershipError> {
+    let policies_key = keys::namespace(&bundle.tenant, &bundle.namespace);
+    let parent_key = bundle.owner_key();
+    loop {
+        let kv = store
+            .get(&policies_key)
+            .await?
+            .ok_or_else(|| OwnershipError::NamespaceNotFound(bundle.namespace_name()))?;
+        let mut policies: NamespacePolicies = serde_json::from_slice(&kv.value)
+            .map_err(|e| OwnershipError::Metadata(format!("corrupt {}: {e}", kv.key)))?;
+        let (layout, low, high) = policies.bundle_layout().split(bundle.range)?;
+        policies.bundles = Some(layout.to_data());
+        let encoded =
+            serde_json::to_vec(&policies).map_err(|e| OwnershipError::Metadata(e.to_string()))?;
+        let low = BundleRef::new(&bundle.tenant, &bundle.namespace, low);
+        let high = BundleRef::new(&bundle.tenant, &bundle.namespace, high);
+        let mut txn = Txn {
+            compares: vec![Compare {
+                key: policies_key.clone(),
+                expect: Expect::Version(kv.version),
+            }],
+            ops: vec![Op::Put {
+                key: policies_key.clone(),
+                value: Bytes::from(encoded),
+                lease: None,
+            }],
+        };
+        let owner = store.get(&parent_key).await?;
+        match (held, owner) {
+            (Some(lease), Some(owner)) if owner.lease == Some(lease) => {
+                txn.compares.push(Compare {
+                    key: parent_key.clone(),
+                    expect: Expect::Version(owner.version),
+                });
+                for half in [&low, &high] {
+                    txn.ops.push(Op::Put {
+                        key: half.owner_key(),
+                        value: owner.value.clone(),
+                        lease: Some(lease),
+                    });
+                }
+                txn.ops.push(Op::Delete {
+                    key: parent_key.clone(),
+                });
+            }
+            (None, None) => txn.compares.push(Compare {
+                key: parent_key.clone(),
+                expect: Expect::Absent,
+            }),
+            (_, owner) => {
+                return Err(OwnershipError::OwnedElsewhere {
+                    namespace: bundle.namespace_name(),
+                    bundle: bundle.range.name(),
+                    owner: owner
+                        .and_then(|kv| decode_identity(&kv).ok())
+                        .map_or_else(|| "nobody".to_string(), |o| o.broker_id),
+                })
+            }
+        }
+        if store.txn(txn).await?.succeeded {
+            tracing::info!(bundle = %bundle.full_name(), low = %low.range.name(), high = %high.range.name(), "bundle split");
+            return Ok((layout, low, high));
+        }
+        // The layout or the owner changed meanwhile: look again.
+    }
+}
+
+/// Live brokers, their load reports and who owns which bundle, read from
+/// metadata in one go (the load manager's input).
+pub struct ClusterView {
+    pub brokers: Vec<BrokerIdentity>,
+    pub reports: HashMap<String, LoadReport>,
+    /// Owner broker id by ownership key.
+    pub owners: HashMap<String, String>,
+}
+
+impl ClusterView {
+    pub async fn read(store: &dyn MetadataStore) -> Result<ClusterView, OwnershipError> {
+        let brokers: Vec<BrokerIdentity> = store
+            .list(&keys::brokers_available_prefix())
+            .await?
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect();
+        let reports = store
+            .list(&keys::brokers_load_prefix())
+            .await?
+            .iter()
+            .filter_map(|kv| serde_json::from_slice::<LoadReport>(&kv.value).ok())
+            .map(|r| (r.broker_id.clone(), r))
+            .collect();
+        let owners = store
+            .list(&keys::ownership_prefix())
+            .await?
+            .iter()
+            .filter_map(|kv| {
+                let owner: BrokerIdentity = serde_json::from_slice(&kv.value).ok()?;
+                Some((kv.key.clone(), owner.broker_id))
+            })
+            .collect();
+        Ok(ClusterView {
+            brokers,
+            reports,
+            owners,
+        })
+    }
+
+    /// Full bundle name (`tenant/ns/range`) of an ownership key.
+    pub fn bundle_name(owner_key: &str) -> Option<String> {
+        let rest = owner_key.strip_prefix(&keys::ownership_prefix())?;
+        let parts: Vec<String> = rest
+            .split('/')
+            .map(|s| keys::unescape_segment(s))
+            .collect::<Option<_>>()?;
+        (parts.len() == 3).then(|| parts.join("/"))
+    }
+
+    /// The balancer's view of every live broker.
+    pub fn broker_loads(&self) -> Vec<BrokerLoad> {
+        self.brokers
+            .iter()
+            .map(|b| {
+                let owned = self
+                    .owners
+                    .iter()
+                    .filter(|(_, owner)| **owner == b.broker_id)
+                    .filter_map(|(key, _)| Self::bundle_name(key))
+                    .collect();
+                BrokerLoad::from_report(self.reports.get(&b.broker_id), &b.broker_id, owned)
+            })
+            .collect()
     }
 }
 
@@ -312,7 +865,7 @@ async fn keep_alive_loop(ownership: std::sync::Weak<Ownership>) {
         if this.released.load(Ordering::Acquire) {
             return;
         }
-        let lease = this.lock().lease;
+        let lease = lock(&this.state).lease;
         let Some(lease) = lease else {
             match this.register().await {
                 Ok(()) => last_ok = Instant::now(),

@@ -217,13 +217,15 @@ pub fn close_producer(producer_id: u64) -> Outbound {
 
 /// Sends the client to the broker that serves (or should serve) the topic;
 /// `authoritative` tells that broker not to redirect again.
-pub fn lookup_redirect(request_id: u64, broker_url: String) -> Outbound {
+/// Sends the client to another broker; `authoritative` tells that broker
+/// to take the topic rather than decide again.
+pub fn lookup_redirect(request_id: u64, broker_url: String, authoritative: bool) -> Outbound {
     command(Type::LookupResponse, |c| {
         c.lookup_topic_response = Some(CommandLookupTopicResponse {
             broker_service_url: Some(broker_url),
             response: Some(LookupType::Redirect as i32),
             request_id,
-            authoritative: Some(true),
+            authoritative: Some(authoritative),
             proxy_through_service_url: Some(false),
             ..Default::default()
         })

@@ -6,7 +6,7 @@ use pulsar::proto::{
 };
 
 use super::connection::Connection;
-use crate::ownership::LookupAnswer;
+use crate::ownership::{LookupAnswer, OwnershipError};
 use crate::protocol::commands;
 use crate::topic::TopicName;
 
@@ -47,12 +47,17 @@ impl Connection {
                 Ok(LookupAnswer::Here) => {
                     commands::lookup_connect(request_id, ownership.identity().pulsar_url.clone())
                 }
-                Ok(LookupAnswer::Elsewhere(owner)) => {
-                    commands::lookup_redirect(request_id, owner.pulsar_url)
-                }
+                Ok(LookupAnswer::Elsewhere {
+                    broker,
+                    authoritative,
+                }) => commands::lookup_redirect(request_id, broker.pulsar_url, authoritative),
                 Err(e) => {
                     tracing::warn!(topic = %name, error = %e, "lookup failed");
-                    commands::lookup_failed(request_id, ServerError::ServiceNotReady, e.to_string())
+                    let code = match e {
+                        OwnershipError::NamespaceNotFound(_) => ServerError::TopicNotFound,
+                        _ => ServerError::ServiceNotReady,
+                    };
+                    commands::lookup_failed(request_id, code, e.to_string())
                 }
             };
             let _ = outbound.send(reply);

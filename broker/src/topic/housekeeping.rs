@@ -241,12 +241,25 @@ impl Topic {
     /// Message TTL: acknowledges, on every subscription behind it, what was
     /// published more than `ttl` ago.
     async fn expire_messages(&self, ttl: Duration) -> Result<(), ServiceError> {
+        self.expire_messages_older_than(ttl, None).await
+    }
+
+    /// Acknowledges what was published more than `age` ago, on the
+    /// subscription named `only` or on every subscription (message TTL, and
+    /// the admin's expire-messages).
+    pub async fn expire_messages_older_than(
+        &self,
+        age: Duration,
+        only: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let ttl = age;
         let ml = self.managed_ledger();
         let last = ml.last_confirmed();
         let behind: Vec<Arc<Subscription>> = self
             .all_subscriptions()
             .await
             .into_iter()
+            .filter(|s| only.is_none_or(|name| s.name() == name))
             .filter(|s| s.mark_delete_position() < last)
             .collect();
         let Some(slowest) = behind.iter().map(|s| s.mark_delete_position()).min() else {

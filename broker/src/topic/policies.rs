@@ -6,6 +6,8 @@ use bytes::Bytes;
 use magnetar_metadata::{keys, Expect, MetadataError, MetadataStore};
 use serde::{Deserialize, Serialize};
 
+use crate::ownership::{BundleLayout, BundlesData};
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantInfo {
     #[serde(default)]
@@ -134,6 +136,24 @@ pub struct NamespacePolicies {
     /// Consumers of one subscription; `None` or 0: unlimited.
     #[serde(default)]
     pub max_consumers_per_subscription: Option<u32>,
+    /// How the namespace's topics are cut into bundles; `None`: the
+    /// default equal bundles. Changed by bundle splits.
+    #[serde(default)]
+    pub bundles: Option<BundlesData>,
+}
+
+impl NamespacePolicies {
+    /// The namespace's bundles (the default layout if none is stored or
+    /// the stored one is unreadable, which admin validation prevents).
+    pub fn bundle_layout(&self) -> BundleLayout {
+        match &self.bundles {
+            None => BundleLayout::default(),
+            Some(data) => BundleLayout::from_data(data).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring stored bundle layout");
+                BundleLayout::default()
+            }),
+        }
+    }
 }
 
 /// Creates a tenant and a namespace unless they exist (standalone's

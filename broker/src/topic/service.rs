@@ -15,11 +15,12 @@ use super::policies::{BacklogQuotaPolicy, NamespacePolicies};
 use super::subscription::SubscribeError;
 use super::{Topic, TopicName};
 use crate::ledger::{LedgerClient, LedgerConfig};
+use crate::load_manager::{LoadManager, LoadManagerConfig};
 use crate::managed_ledger::{
     delete_stored, ManagedLedger, ManagedLedgerConfig, ManagedLedgerError,
 };
 use crate::metrics::BrokerMetrics;
-use crate::ownership::{BrokerIdentity, Ownership, OwnershipError};
+use crate::ownership::{topic_hash, BrokerIdentity, BundleRange, Ownership, OwnershipError};
 
 /// What the broker needs to serve topics.
 #[derive(Clone, Debug)]
@@ -40,6 +41,9 @@ pub struct BrokerConfig {
     /// Token authentication and authorization; `None`: off, every client
     /// may do everything.
     pub auth: Option<crate::auth::AuthConfig>,
+    /// The cluster this broker belongs to (Pulsar's `clusterName`); the
+    /// admin API registers it and checks tenants' allowed clusters against it.
+    pub cluster_name: String,
 }
 
 impl Default for BrokerConfig {
@@ -51,6 +55,7 @@ impl Default for BrokerConfig {
             max_pending_sends_per_connection: 1000,
             housekeeping_interval: DEFAULT_HOUSEKEEPING_INTERVAL,
             auth: None,
+            cluster_name: "standalone".to_string(),
         }
     }
 }
@@ -120,6 +125,9 @@ impl ServiceError {
             ServiceError::Storage(_) => ServerError::PersistenceError,
             ServiceError::Metadata(_) => ServerError::MetadataError,
             ServiceError::ShuttingDown => ServerError::ServiceNotReady,
+            ServiceError::NotOwned(OwnershipError::NamespaceNotFound(_)) => {
+                ServerError::TopicNotFound
+            }
             ServiceError::NotOwned(_) => ServerError::ServiceNotReady,
             ServiceError::BacklogQuotaExceeded {
                 policy: BacklogQuotaPolicy::ProducerException,
@@ -158,6 +166,8 @@ pub struct BrokerService {
     ownership: std::sync::OnceLock<Arc<Ownership>>,
     /// How clients reach this broker when it runs without ownership.
     identity: std::sync::OnceLock<BrokerIdentity>,
+    /// Load reports and bundle placement, with ownership.
+    load_manager: std::sync::OnceLock<Arc<LoadManager>>,
 }
 
 impl BrokerService {
@@ -179,6 +189,7 @@ impl BrokerService {
             housekeeper: std::sync::Mutex::new(None),
             ownership: std::sync::OnceLock::new(),
             identity: std::sync::OnceLock::new(),
+            load_manager: std::sync::OnceLock::new(),
         });
         let housekeeper = Housekeeper::start(Arc::downgrade(&service), interval);
         if housekeeper.is_none() {
@@ -210,6 +221,18 @@ impl BrokerService {
         self.ownership.get()
     }
 
+    /// Starts the load manager's tasks for this (owning) broker.
+    pub fn start_load_manager(self: &Arc<Self>, config: LoadManagerConfig) {
+        if let Some(ownership) = self.ownership.get() {
+            let manager = LoadManager::start(self, ownership.clone(), config);
+            let _ = self.load_manager.set(manager);
+        }
+    }
+
+    pub fn load_manager(&self) -> Option<&Arc<LoadManager>> {
+        self.load_manager.get()
+    }
+
     /// Records how clients reach this broker (standalone: no ownership).
     pub fn set_identity(&self, identity: BrokerIdentity) {
         let _ = self.identity.set(identity);
@@ -232,6 +255,32 @@ impl BrokerService {
                 topic.unload().await;
             }
         }
+    }
+
+    /// Closes the open topics of `namespace` (`tenant/ns`) whose names hash
+    /// into `range`, telling their clients (a bundle unloaded or moved).
+    /// Returns how many were closed.
+    pub async fn unload_bundle(&self, namespace: &str, range: BundleRange) -> usize {
+        let slots: Vec<TopicSlot> = {
+            let mut topics = self.topics.lock().await;
+            let names: Vec<String> = topics
+                .iter()
+                .filter(|(name, slot)| {
+                    slot.get()
+                        .is_some_and(|t| t.name().namespace_name() == namespace)
+                        && range.holds(topic_hash(name))
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            names.iter().filter_map(|n| topics.remove(n)).collect()
+        };
+        let count = slots.len();
+        for slot in slots {
+            if let Some(topic) = slot.get() {
+                topic.unload().await;
+            }
+        }
+        count
     }
 
     fn housekeeper_slot(&self) -> std::sync::MutexGuard<'_, Option<Housekeeper>> {

@@ -164,6 +164,10 @@ pub struct Subscription {
     /// The namespace's dispatch rate: checked when a round plans its read,
     /// counted with what the round read.
     dispatch_limiter: Mutex<RateLimiter>,
+    /// Messages and bytes sent to consumers since the topic opened here
+    /// (the load manager's outbound rate).
+    dispatched_messages: std::sync::atomic::AtomicU64,
+    dispatched_bytes: std::sync::atomic::AtomicU64,
 }
 
 enum Plan {
@@ -263,6 +267,17 @@ impl SubState {
 }
 
 impl Subscription {
+    /// Messages and bytes dispatched to consumers since the topic opened
+    /// on this broker.
+    pub fn dispatched_totals(&self) -> (u64, u64) {
+        (
+            self.dispatched_messages
+                .load(std::sync::atomic::Ordering::Relaxed),
+            self.dispatched_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// Opens a durable subscription: its cursor stored at `key`, or a new one
     /// at `initial` (stored at once, so the subscription exists from now on).
     pub async fn open_durable(
@@ -345,6 +360,8 @@ impl Subscription {
             metrics,
             durable,
             partition,
+            dispatched_messages: Default::default(),
+            dispatched_bytes: Default::default(),
             state: Mutex::new(SubState {
                 cursor,
                 sub_type,
@@ -598,6 +615,25 @@ impl Subscription {
         drop(st);
         self.wake.notify_one();
         consumers
+    }
+
+    /// The position `n` unacknowledged entries past the mark-delete
+    /// position (the last entry, when the backlog is shorter): acknowledging
+    /// up to it skips `n` entries, as Pulsar's skip does.
+    pub fn position_after_unacknowledged(&self, n: u64) -> Position {
+        let st = self.lock();
+        let mut position = st.cursor.mark_delete();
+        let mut skipped = 0;
+        while skipped < n {
+            let Some(next) = self.ml.next_readable(position) else {
+                break;
+            };
+            if !st.cursor.is_acked(next) {
+                skipped += 1;
+            }
+            position = next;
+        }
+        position
     }
 
     pub fn mark_delete_position(&self) -> Position {
@@ -1008,6 +1044,12 @@ impl Subscription {
         self.metrics.entries_out.inc();
         self.metrics.messages_out.inc_by(messages as u64);
         self.metrics.bytes_out.inc_by(entry.data.len() as u64);
+        self.dispatched_messages
+            .fetch_add(messages as u64, std::sync::atomic::Ordering::Relaxed);
+        self.dispatched_bytes.fetch_add(
+            entry.data.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let frame = commands::message(
             key.1,
             (position, self.partition),

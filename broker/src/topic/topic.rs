@@ -485,6 +485,48 @@ impl Topic {
         open
     }
 
+    /// The subscription `name` as open here (every stored durable one is
+    /// open once the topic is loaded), if any.
+    pub async fn subscription(&self, name: &str) -> Option<Arc<Subscription>> {
+        self.subscriptions.lock().await.get(name).cloned()
+    }
+
+    /// Creates a durable subscription without a consumer (admin), its
+    /// cursor at `mark_delete` and stored at once. `None` if a subscription
+    /// of that name exists already (open here or stored).
+    pub async fn create_durable_subscription(
+        &self,
+        name: &str,
+        mark_delete: Position,
+    ) -> Result<Option<Arc<Subscription>>, ServiceError> {
+        let mut subscriptions = self.subscriptions.lock().await;
+        if self.fenced.load(Ordering::Acquire) {
+            return Err(ServiceError::TopicBeingDeleted(self.full_name.clone()));
+        }
+        let key = keys::cursor(
+            &self.name.tenant,
+            &self.name.namespace,
+            &self.name.local,
+            name,
+        );
+        if subscriptions.contains_key(name) || self.store.get(&key).await?.is_some() {
+            return Ok(None);
+        }
+        let subscription = Subscription::open_durable(
+            self.full_name.clone(),
+            name.to_string(),
+            (self.ml.clone(), self.metrics.clone()),
+            (self.store.clone(), key),
+            SubscriptionType::Exclusive,
+            mark_delete,
+        )
+        .await?;
+        subscription.set_dispatch_limit(self.client_limits().dispatch);
+        subscriptions.insert(name.to_string(), subscription.clone());
+        tracing::info!(topic = %self.full_name, subscription = name, %mark_delete, "subscription created");
+        Ok(Some(subscription))
+    }
+
     /// Every durable subscription's cursor as stored in metadata, including
     /// ones nobody has opened since the topic was loaded.
     pub async fn stored_cursors(&self) -> Result<Vec<(String, CursorSnapshot)>, ServiceError> {

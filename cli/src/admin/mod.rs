@@ -3,7 +3,9 @@
 //! broker's reason on stderr and exits with status 1. It only speaks HTTP
 //! to a broker, never to metadata or bookies.
 
+mod clusters;
 mod namespaces;
+mod subscriptions;
 mod tenants;
 mod topics;
 mod units;
@@ -51,6 +53,15 @@ pub enum AdminCommand {
     /// Persistent topics, partitioned topics, subscriptions and stats.
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
+    /// Clusters: list, get.
+    #[command(subcommand)]
+    Clusters(clusters::ClustersCommand),
+    /// Brokers: list, leader-broker, healthcheck, namespaces.
+    #[command(subcommand)]
+    Brokers(clusters::BrokersCommand),
+    /// Bookies: list-bookies, racks-info.
+    #[command(subcommand)]
+    Bookies(clusters::BookiesCommand),
 }
 
 /// Runs one admin command. A failure (a refusal, or no broker at the URL)
@@ -72,6 +83,9 @@ pub async fn run(args: AdminArgs) -> Result<()> {
         AdminCommand::Tenants(cmd) => tenants::run(&client, cmd).await,
         AdminCommand::Namespaces(cmd) => namespaces::run(&client, cmd).await,
         AdminCommand::Topics(cmd) => topics::run(&client, cmd).await,
+        AdminCommand::Clusters(cmd) => clusters::run_clusters(&client, cmd).await,
+        AdminCommand::Brokers(cmd) => clusters::run_brokers(&client, cmd).await,
+        AdminCommand::Bookies(cmd) => clusters::run_bookies(&client, cmd).await,
     };
     if let Err(e) = result {
         eprintln!("{e:#}");
@@ -88,12 +102,25 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
+    /// `url` is `http://host:port`; a bare `host:port` means http.
     fn new(url: &str, token: Option<String>) -> Self {
+        let url = url.trim_end_matches('/');
+        let url = if url.contains("://") {
+            url.to_string()
+        } else {
+            format!("http://{url}")
+        };
         AdminClient {
             http: reqwest::Client::new(),
-            base: format!("{}/admin/v2", url.trim_end_matches('/')),
+            base: format!("{url}/admin/v2"),
             token,
         }
+    }
+
+    /// `host:port` of the broker this client talks to.
+    fn host_port(&self) -> &str {
+        let url = self.base.trim_end_matches("/admin/v2");
+        url.split_once("://").map_or(url, |(_, rest)| rest)
     }
 
     /// Sends the request; the JSON answer, `None` for an empty one (Pulsar
@@ -104,6 +131,24 @@ impl AdminClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Option<Value>> {
+        let url = format!("{}/{path}", self.base);
+        let bytes = self.call_raw(method.clone(), path, body).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .with_context(|| format!("{method} {url} answered with something other than JSON"))
+    }
+
+    /// Sends the request; the answer's body as sent, or the refusal as an
+    /// error.
+    async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<bytes::Bytes> {
         let url = format!("{}/{path}", self.base);
         let mut request = self.http.request(method.clone(), &url);
         if let Some(token) = &self.token {
@@ -126,12 +171,18 @@ impl AdminClient {
         if !status.is_success() {
             bail!("{status}: {}", reason(&bytes));
         }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(None);
-        }
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .with_context(|| format!("{method} {url} answered with something other than JSON"))
+        Ok(bytes)
+    }
+
+    /// A GET whose answer is text (`brokers/health`).
+    async fn get_text(&self, path: &str) -> Result<String> {
+        let bytes = self.call_raw(Method::GET, path, None).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// A POST without a body (Pulsar's cursor operations).
+    async fn post_empty(&self, path: &str) -> Result<Option<Value>> {
+        self.call(Method::POST, path, None).await
     }
 
     async fn get(&self, path: &str) -> Result<Option<Value>> {
@@ -264,6 +315,16 @@ mod tests {
         assert!(namespace_path("acme").is_err());
         assert!(namespace_path("a/b/c").is_err());
         assert!(namespace_path("/b").is_err());
+    }
+
+    #[test]
+    fn admin_urls() {
+        let client = AdminClient::new("http://127.0.0.1:8080/", None);
+        assert_eq!(client.base, "http://127.0.0.1:8080/admin/v2");
+        assert_eq!(client.host_port(), "127.0.0.1:8080");
+        let bare = AdminClient::new("b1:8080", None);
+        assert_eq!(bare.base, "http://b1:8080/admin/v2");
+        assert_eq!(bare.host_port(), "b1:8080");
     }
 
     #[test]

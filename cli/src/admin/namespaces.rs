@@ -43,6 +43,30 @@ pub enum NamespacesCommand {
     /// Create a namespace (tenant/namespace).
     Create {
         namespace: String,
+        /// Number of bundles [default: 4].
+        #[arg(long)]
+        bundles: Option<u32>,
+    },
+    /// Show the namespace's bundles (hash-range boundaries).
+    Bundles {
+        namespace: String,
+    },
+    /// Unload the namespace, or one bundle of it, from the brokers owning it:
+    /// clients reconnect wherever the load manager places it next.
+    Unload {
+        namespace: String,
+        /// A bundle (0xSTART_0xEND); all bundles when absent.
+        #[arg(long, short = 'b')]
+        bundle: Option<String>,
+    },
+    /// Split a bundle in two halves.
+    SplitBundle {
+        namespace: String,
+        #[arg(long, short = 'b')]
+        bundle: String,
+        /// Unload both halves afterwards, so the load manager places them.
+        #[arg(long, short = 'u')]
+        unload: bool,
     },
     /// List the namespaces of a tenant.
     List {
@@ -154,8 +178,25 @@ pub async fn run(client: &AdminClient, command: NamespacesCommand) -> Result<()>
     };
     match command {
         Limits(command) => limits::run(client, command).await?,
-        Create { namespace } => {
-            client.put(&path(&namespace, "")?, None).await?;
+        Create { namespace, bundles } => {
+            let body = bundles.map(|n| json!({"bundles": {"numBundles": n}}));
+            client.put(&path(&namespace, "")?, body.as_ref()).await?;
+        }
+        Bundles { namespace } => print(client.get(&path(&namespace, "/bundles")?).await?)?,
+        Unload { namespace, bundle } => {
+            let tail = match bundle {
+                Some(bundle) => format!("/{}/unload", segment(&bundle)),
+                None => "/unload".to_string(),
+            };
+            client.put(&path(&namespace, &tail)?, None).await?;
+        }
+        SplitBundle {
+            namespace,
+            bundle,
+            unload,
+        } => {
+            let tail = format!("/{}/split?unload={unload}", segment(&bundle));
+            client.put(&path(&namespace, &tail)?, None).await?;
         }
         List { tenant } => print(
             client

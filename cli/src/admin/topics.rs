@@ -73,6 +73,8 @@ pub enum TopicsCommand {
         #[arg(short = 'f', long)]
         force: bool,
     },
+    #[command(flatten)]
+    Cursor(super::subscriptions::SubscriptionCommand),
 }
 
 pub async fn run(client: &AdminClient, command: TopicsCommand) -> Result<()> {
@@ -149,6 +151,7 @@ pub async fn run(client: &AdminClient, command: TopicsCommand) -> Result<()> {
             );
             client.delete(&path).await?;
         }
+        Cursor(command) => super::subscriptions::run(client, command).await?,
     }
     Ok(())
 }

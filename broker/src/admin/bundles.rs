@@ -1,0 +1,147 @@
+//! Namespace bundles over admin REST, as Pulsar names them: the layout
+//! (`GET .../bundles`), unloading a namespace or one bundle, splitting a
+//! bundle, and this broker's load report. Unload and split are carried out
+//! by the bundle's owner wherever the request arrives.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+
+use super::{query_flag, AdminError, AdminResult, DONE};
+use crate::load_manager::{self, BundleOpError};
+use crate::ownership::{BundleRange, BundleRef, BundlesData, LoadReport, OwnershipError};
+use crate::topic::{BrokerService, NamespacePolicies};
+use magnetar_metadata::keys;
+
+pub(super) fn routes() -> Router<Arc<BrokerService>> {
+    const NS: &str = "/admin/v2/namespaces/{tenant}/{namespace}";
+    Router::new()
+        .route(&format!("{NS}/bundles"), get(bundles))
+        .route(&format!("{NS}/unload"), put(unload_namespace))
+        .route(&format!("{NS}/{{bundle}}/unload"), put(unload_bundle))
+        .route(&format!("{NS}/{{bundle}}/split"), put(split_bundle))
+        .route("/admin/v2/broker-stats/load-report", get(load_report))
+}
+
+impl From<BundleOpError> for AdminError {
+    fn from(e: BundleOpError) -> Self {
+        match e {
+            BundleOpError::Ownership(e) => e.into(),
+            BundleOpError::Metadata(e) => e.into(),
+            e @ BundleOpError::Timeout { .. } => AdminError::Unavailable(e.to_string()),
+            e @ BundleOpError::Failed { .. } => AdminError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<OwnershipError> for AdminError {
+    fn from(e: OwnershipError) -> Self {
+        let reason = e.to_string();
+        match e {
+            OwnershipError::NamespaceNotFound(_) => AdminError::NotFound(reason),
+            OwnershipError::Bundle(_) => AdminError::PreconditionFailed(reason),
+            OwnershipError::OwnedElsewhere { .. } | OwnershipError::Unloading { .. } => {
+                AdminError::PreconditionFailed(reason)
+            }
+            OwnershipError::NoLease | OwnershipError::Metadata(_) => {
+                AdminError::Unavailable(reason)
+            }
+        }
+    }
+}
+
+async fn policies(
+    service: &BrokerService,
+    tenant: &str,
+    namespace: &str,
+) -> AdminResult<NamespacePolicies> {
+    let kv = service
+        .metadata()
+        .get(&keys::namespace(tenant, namespace))
+        .await?
+        .ok_or_else(|| {
+            AdminError::NotFound(format!("Namespace {tenant}/{namespace} does not exist"))
+        })?;
+    serde_json::from_slice(&kv.value)
+        .map_err(|e| AdminError::Internal(format!("corrupt policies of {tenant}/{namespace}: {e}")))
+}
+
+/// The bundle a path names, which must be one of the namespace's bundles.
+async fn bundle_of_path(
+    service: &BrokerService,
+    tenant: &str,
+    namespace: &str,
+    bundle: &str,
+) -> AdminResult<BundleRef> {
+    let range = BundleRange::parse(bundle).map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    let layout = policies(service, tenant, namespace).await?.bundle_layout();
+    if !layout.contains(range) {
+        return Err(AdminError::NotFound(format!(
+            "Bundle {bundle} is not a bundle of {tenant}/{namespace} (see .../bundles)"
+        )));
+    }
+    Ok(BundleRef::new(tenant, namespace, range))
+}
+
+async fn bundles(
+    State(service): State<Arc<BrokerService>>,
+    Path((tenant, namespace)): Path<(String, String)>,
+) -> AdminResult<Json<BundlesData>> {
+    let layout = policies(&service, &tenant, &namespace)
+        .await?
+        .bundle_layout();
+    Ok(Json(layout.to_data()))
+}
+
+async fn unload_namespace(
+    State(service): State<Arc<BrokerService>>,
+    Path((tenant, namespace)): Path<(String, String)>,
+) -> AdminResult<StatusCode> {
+    let unloaded = load_manager::unload_namespace(&service, &tenant, &namespace).await?;
+    tracing::info!(%tenant, %namespace, bundles = unloaded, "namespace unloaded");
+    Ok(DONE)
+}
+
+async fn unload_bundle(
+    State(service): State<Arc<BrokerService>>,
+    Path((tenant, namespace, bundle)): Path<(String, String, String)>,
+) -> AdminResult<StatusCode> {
+    let bundle = bundle_of_path(&service, &tenant, &namespace, &bundle).await?;
+    let outcome = load_manager::unload(&service, &bundle).await?;
+    tracing::info!(bundle = %bundle.full_name(), ?outcome, "bundle unload requested");
+    Ok(DONE)
+}
+
+async fn split_bundle(
+    State(service): State<Arc<BrokerService>>,
+    Path((tenant, namespace, bundle)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+) -> AdminResult<StatusCode> {
+    let unload = query_flag(query.as_deref(), "unload")?;
+    if let Some(algorithm) = super::query_param(query.as_deref(), "splitAlgorithmName") {
+        if algorithm != "range_equally_divide" {
+            return Err(AdminError::PreconditionFailed(format!(
+                "unsupported split algorithm {algorithm:?}: only range_equally_divide"
+            )));
+        }
+    }
+    let bundle = bundle_of_path(&service, &tenant, &namespace, &bundle).await?;
+    load_manager::split(&service, &bundle, unload).await?;
+    Ok(DONE)
+}
+
+async fn load_report(State(service): State<Arc<BrokerService>>) -> AdminResult<Json<LoadReport>> {
+    service
+        .load_manager()
+        .and_then(|m| m.latest_report())
+        .map(Json)
+        .ok_or_else(|| {
+            AdminError::NotFound(
+                "no load report: this broker runs without a load manager (standalone) or has not reported yet"
+                    .into(),
+            )
+        })
+}

@@ -1,0 +1,424 @@
+//! Cursor operations on a subscription of a persistent topic, under
+//! `/admin/v2/persistent/{tenant}/{namespace}/{topic}`: reset to a time or
+//! a message id, skip, clear the backlog, expire by age, and create a
+//! subscription without a consumer. On a partitioned topic each applies to
+//! every partition (a message id to the partition it names), as in Pulsar.
+//!
+//! Every change is stored in the cursor's metadata before the answer, so it
+//! survives a broker restart. A reset moves the cursor as the protocol's
+//! SEEK does and disconnects the subscription's consumers, which subscribe
+//! again and receive from the new position.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{post, put};
+use axum::Router;
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::admin::topics::{topic_name, topics_named};
+use crate::admin::{parse_optional_body, AdminError, AdminResult, DONE};
+use crate::managed_ledger::Position;
+use crate::protocol::commands;
+use crate::topic::{BrokerService, ServiceError, Subscription, Topic, TopicName};
+
+pub(super) fn routes() -> Router<Arc<BrokerService>> {
+    const TOPIC: &str = "/admin/v2/persistent/{tenant}/{namespace}/{topic}";
+    const SUB: &str =
+        "/admin/v2/persistent/{tenant}/{namespace}/{topic}/subscription/{subscription}";
+    Router::new()
+        .route(SUB, put(create_subscription))
+        .route(
+            &format!("{SUB}/resetcursor/{{timestamp}}"),
+            post(reset_to_time),
+        )
+        .route(&format!("{SUB}/resetcursor"), post(reset_to_message_id))
+        .route(&format!("{SUB}/skip/{{count}}"), post(skip))
+        .route(&format!("{SUB}/skip_all"), post(skip_all))
+        .route(
+            &format!("{SUB}/expireMessages/{{seconds}}"),
+            post(expire_messages),
+        )
+        .route(
+            &format!("{TOPIC}/all_subscription/expireMessages/{{seconds}}"),
+            post(expire_all_subscriptions),
+        )
+}
+
+type SubscriptionPath = Path<(String, String, String, String)>;
+
+/// Pulsar's `ResetCursorData` / `MessageIdImpl` JSON: a message id, the
+/// partition it is in (-1: none), and whether to start after it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageIdJson {
+    ledger_id: i64,
+    entry_id: i64,
+    #[serde(default = "no_partition")]
+    partition_index: i32,
+    #[serde(default)]
+    is_excluded: bool,
+}
+
+fn no_partition() -> i32 {
+    -1
+}
+
+/// Where a message id sends a cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    Earliest,
+    Latest,
+    /// Deliver from this entry on.
+    At(Position),
+}
+
+impl MessageIdJson {
+    /// Pulsar's earliest is (-1, -1) and latest (i64::MAX, i64::MAX).
+    fn start(&self) -> Start {
+        if self.ledger_id < 0 {
+            Start::Earliest
+        } else if self.ledger_id == i64::MAX {
+            Start::Latest
+        } else {
+            let entry = self.entry_id.max(0);
+            let entry = if self.is_excluded { entry + 1 } else { entry };
+            Start::At(Position::new(self.ledger_id as u64, entry))
+        }
+    }
+}
+
+/// A whole non-negative number from a path segment, or 400.
+fn parse_count(what: &str, text: &str) -> AdminResult<u64> {
+    text.trim().parse().map_err(|_| {
+        AdminError::BadRequest(format!(
+            "{what} must be a non-negative integer, got {text:?}"
+        ))
+    })
+}
+
+/// The topics a request names: `name`, or its partitions (then true).
+async fn targets(service: &BrokerService, name: &TopicName) -> AdminResult<(Vec<TopicName>, bool)> {
+    topics_named(service, name).await
+}
+
+/// The topic, opened; on a partitioned topic a partition that was never
+/// created is skipped (`None`).
+async fn open(
+    service: &BrokerService,
+    name: &TopicName,
+    partitioned: bool,
+) -> AdminResult<Option<Arc<Topic>>> {
+    match service.existing_topic(name).await {
+        Ok(topic) => Ok(Some(topic)),
+        Err(ServiceError::TopicNotFound(_)) if partitioned => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The subscription on every topic a request names, or 404 when no topic
+/// has it (partitions without it are skipped).
+async fn subscriptions_named(
+    service: &BrokerService,
+    name: &TopicName,
+    subscription: &str,
+) -> AdminResult<Vec<(Arc<Topic>, Arc<Subscription>)>> {
+    let (topics, partitioned) = targets(service, name).await?;
+    let mut found = Vec::new();
+    for target in topics {
+        let Some(topic) = open(service, &target, partitioned).await? else {
+            continue;
+        };
+        if let Some(sub) = topic.subscription(subscription).await {
+            found.push((topic, sub));
+        }
+    }
+    if found.is_empty() {
+        return Err(AdminError::NotFound(format!(
+            "Subscription {subscription} not found on {name}"
+        )));
+    }
+    Ok(found)
+}
+
+/// Moves `subscription` so delivery restarts at `target`, stores it, and
+/// disconnects its consumers (they subscribe again and read from there).
+async fn reset(topic: &Topic, subscription: &Subscription, target: Start) -> AdminResult<()> {
+    let ml = topic.managed_ledger();
+    let target = match target {
+        Start::Earliest => Position::EARLIEST,
+        Start::Latest => {
+            let last = ml.last_confirmed();
+            Position::new(last.ledger_id, last.entry_id + 1)
+        }
+        Start::At(position) => position,
+    };
+    let consumers = subscription.seek(target);
+    subscription.flush().await?;
+    tracing::info!(topic = %topic.full_name(), subscription = %subscription.name(), %target, "cursor reset by admin");
+    for consumer in consumers {
+        let _ = consumer
+            .outbound
+            .send(commands::close_consumer(consumer.key.1));
+    }
+    Ok(())
+}
+
+/// Acknowledges everything up to and including `upto` and stores it.
+async fn acknowledge_through(subscription: &Subscription, upto: Position) -> AdminResult<()> {
+    subscription.expire_until(upto);
+    subscription.flush().await?;
+    Ok(())
+}
+
+/// `POST .../subscription/{sub}/resetcursor/{timestamp}`: to the first
+/// message published at or after the time (ms since the epoch).
+async fn reset_to_time(
+    State(service): State<Arc<BrokerService>>,
+    Path((tenant, namespace, topic, subscription, timestamp)): Path<(
+        String,
+        String,
+        String,
+        String,
+        String,
+    )>,
+) -> AdminResult<StatusCode> {
+    let name = topic_name(&tenant, &namespace, &topic)?;
+    let timestamp = parse_count("timestamp", &timestamp)?;
+    for (topic, sub) in subscriptions_named(&service, &name, &subscription).await? {
+        let target = topic.position_at_publish_time(timestamp).await?;
+        reset(&topic, &sub, Start::At(target)).await?;
+    }
+    Ok(DONE)
+}
+
+/// `POST .../subscription/{sub}/resetcursor` with a message id body.
+async fn reset_to_message_id(
+    State(service): State<Arc<BrokerService>>,
+    Path((tenant, namespace, topic, subscription)): SubscriptionPath,
+    body: Bytes,
+) -> AdminResult<StatusCode> {
+    let name = topic_name(&tenant, &namespace, &topic)?;
+    let id: MessageIdJson = parse_optional_body(&body, "message id")?
+        .ok_or_else(|| AdminError::BadRequest("missing message id in the body".into()))?;
+    let partitions = service.partitions(&name).await?;
+    let name = if partitions == 0 {
+        name
+    } else {
+        match u32::try_from(id.partition_index) {
+            Ok(index) if index < partitions => name.partition(index),
+            _ => {
+                return Err(AdminError::NotAllowed(
+                    "Reset-cursor at position is not allowed for partitioned-topic without a partition index"
+                        .into(),
+                ))
+            }
+        }
+    };
+    for (topic, sub) in subscriptions_named(&service, &name, &subscription).await? {
+        reset(&topic, &sub, id.start()).await?;
+    }
+    Ok(DONE)
+}
+
+/// `POST .../subscription/{sub}/skip/{numMessages}`: acknowledges the next
+/// that many unacknowledged entries.
+async fn skip(
+    State(service): State<Arc<BrokerService>>,
+    Path((tenant, namespace, topic, subscription, count)): Path<(
+        String,
+        String,
+        String,
+        String,
+        String,
+    )>,
+) -> AdminResult<StatusCode> {
+    let name = topic_name(&tenant, &namespace, &topic)?;
+    let count = parse_count("numMessages", &count)?;
+    for (_, sub) in subscriptions_named(&service, &name, &subscription).await? {
+        let upto = sub.position_after_unacknowledged(count);
+        acknowledge_through(&sub, upto).await?;
+    }
+    Ok(DONE)
+}
+
+/// `POST .../subscription/{sub}/skip_all`: clears the backlog.
+async fn skip_all(
+    State(service): State<Arc<BrokerService>>,
+    Path((tenant, namespace, topic, subscription)): SubscriptionPath,
+) -> AdminResult<StatusCode> {
+    let name = topic_name(&tenant, &namespace, &topic)?;
+    for (topic, sub) in subscriptions_named(&service, &name, &subscription).await? {
+        acknowledge_through(&sub, topic.managed_ledger().last_confirmed()).await?;
+    }
+    Ok(DONE)
+}
+
+/// `POST .../subscription/{sub}/expireMessages/{expireTimeInSeconds}`.
+async fn expire_messages(
+    State(service): State<Arc<BrokerService>>,
+    Path((tenant, namespace, topic, subscription, seconds)): Path<(
+        String,
+        String,
+        String,
+        String,
+        String,
+    )>,
+) -> AdminResult<StatusCode> {
+    let name = topic_name(&tenant, &namespace, &topic)?;
+    let age = Duration::from_secs(parse_count("expireTimeInSeconds", &seconds)?);
+    for (topic, sub) in subscriptions_named(&service, &name, &subscription).await? {
+        topic
+            .expire_messages_older_than(age, Some(sub.name()))
+            .await?;
+        sub.flush().await?;
+    }
+    Ok(DONE)
+}
+
+/// `POST .../all_subscription/expireMessages/{expireTimeInSeconds}`.
+async fn expire_all_subscriptions(
+    State(service): State<Arc<BrokerService>>,
+    Path((tenant, namespace, topic, seconds)): Path<(String, String, String, String)>,
+) -> AdminResult<StatusCode> {
+    let name = topic_name(&tenant, &namespace, &topic)?;
+    let age = Duration::from_secs(parse_count("expireTimeInSeconds", &seconds)?);
+    let (topics, partitioned) = targets(&service, &name).await?;
+    let mut any = false;
+    for target in topics {
+        let Some(topic) = open(&service, &target, partitioned).await? else {
+            continue;
+        };
+        any = true;
+        topic.expire_messages_older_than(age, None).await?;
+        for sub in topic.open_subscriptions().await {
+            sub.flush().await?;
+        }
+    }
+    if !any {
+        return Err(AdminError::NotFound(format!("Topic {name} not found")));
+    }
+    Ok(DONE)
+}
+
+/// `PUT .../subscription/{sub}`: a durable subscription starting at the
+/// end, or at the message id in the body; 409 if it exists.
+async fn create_subscription(
+    State(service): State<Arc<BrokerService>>,
+    Path((tenant, namespace, topic, subscription)): SubscriptionPath,
+    body: Bytes,
+) -> AdminResult<StatusCode> {
+    let name = topic_name(&tenant, &namespace, &topic)?;
+    if subscription.is_empty() {
+        return Err(AdminError::BadRequest("empty subscription name".into()));
+    }
+    let start = parse_optional_body::<MessageIdJson>(&body, "message id")?
+        .map_or(Start::Latest, |id| id.start());
+    let (names, partitioned) = targets(&service, &name).await?;
+    let mut topics = Vec::new();
+    for target in names {
+        // A partition not created yet is created with the subscription.
+        let topic = if partitioned {
+            service.topic(&target).await?
+        } else {
+            service.existing_topic(&target).await?
+        };
+        if topic.subscription(&subscription).await.is_some() {
+            return Err(AdminError::Conflict(format!(
+                "Subscription {subscription} already exists on {}",
+                topic.full_name()
+            )));
+        }
+        topics.push(topic);
+    }
+    for topic in topics {
+        let ml = topic.managed_ledger();
+        let mark_delete = match start {
+            Start::Earliest => ml.first_position(),
+            Start::Latest => ml.last_confirmed(),
+            Start::At(position) => ml.position_before(position),
+        };
+        if topic
+            .create_durable_subscription(&subscription, mark_delete)
+            .await?
+            .is_none()
+        {
+            return Err(AdminError::Conflict(format!(
+                "Subscription {subscription} already exists on {}",
+                topic.full_name()
+            )));
+        }
+    }
+    Ok(DONE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_follow_pulsar() {
+        let parse = |json: &str| serde_json::from_str::<MessageIdJson>(json).unwrap();
+        let id = parse(r#"{"ledgerId":7,"entryId":3,"partitionIndex":-1,"isExcluded":false}"#);
+        assert_eq!(id.start(), Start::At(Position::new(7, 3)));
+        let id = parse(r#"{"ledgerId":7,"entryId":3,"isExcluded":true}"#);
+        assert_eq!(id.partition_index, -1);
+        assert_eq!(id.start(), Start::At(Position::new(7, 4)));
+        assert_eq!(
+            parse(r#"{"ledgerId":-1,"entryId":-1}"#).start(),
+            Start::Earliest
+        );
+        let latest = format!(r#"{{"ledgerId":{0},"entryId":{0}}}"#, i64::MAX);
+        assert_eq!(parse(&latest).start(), Start::Latest);
+        assert!(serde_json::from_str::<MessageIdJson>(r#"{"ledgerId":"x","entryId":1}"#).is_err());
+    }
+
+    #[test]
+    fn counts_are_whole_numbers() {
+        assert_eq!(parse_count("n", "12").unwrap(), 12);
+        for bad in ["-1", "x", "", "1.5", "99999999999999999999999"] {
+            let err = parse_count("n", bad).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_topics_and_subscriptions_are_404() {
+        let broker = crate::admin::testing::broker().await;
+        let s = || State(broker.service.clone());
+        let path = |topic: &str, sub: &str| {
+            Path((
+                "acme".to_string(),
+                "orders".to_string(),
+                topic.to_string(),
+                sub.to_string(),
+            ))
+        };
+        let err = skip_all(s(), path("missing", "sub")).await.unwrap_err();
+        assert_eq!(err.status(), StatusCode::NOT_FOUND);
+        let err = create_subscription(s(), path("missing", "sub"), Bytes::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), StatusCode::NOT_FOUND);
+        let err = reset_to_message_id(s(), path("missing", "sub"), Bytes::from_static(b"{"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        let err = skip(
+            s(),
+            Path((
+                "acme".into(),
+                "orders".into(),
+                "missing".into(),
+                "sub".into(),
+                "many".into(),
+            )),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+    }
+}
