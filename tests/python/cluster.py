@@ -448,13 +448,16 @@ class Cluster:
 
     def client(self, **overrides) -> pulsar.Client:
         """An official client on the multi-host URL, closed at teardown."""
-        # MAGNETAR_CLIENT_LOG=FILE: the clients' own log at Info, to see
-        # their lookups and reconnections.
+        # MAGNETAR_CLIENT_LOG=FILE: the clients' own log (level
+        # MAGNETAR_CLIENT_LOG_LEVEL, default Info), to see their lookups
+        # and reconnections.
         log_file = os.environ.get("MAGNETAR_CLIENT_LOG")
         options = dict(
             operation_timeout_seconds=30,
             connection_timeout_ms=3000,
-            logger=(pulsar.FileLogger(pulsar.LoggerLevel.Info, log_file) if log_file
+            logger=(pulsar.FileLogger(getattr(pulsar.LoggerLevel,
+                                              os.environ.get("MAGNETAR_CLIENT_LOG_LEVEL", "Info")),
+                                      log_file) if log_file
                     else pulsar.ConsoleLogger(pulsar.LoggerLevel.Error)),
         )
         options.update(overrides)

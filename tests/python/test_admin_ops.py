@@ -117,7 +117,9 @@ def test_reset_cursor_by_time_and_message_id_redelivers_to_a_connected_consumer(
     again = receive_n(consumer, COUNT - 5, ack=True)
     assert [index_of(m) for m in again] == list(range(5, COUNT))
 
-    # By message id, with the consumer still attached.
+    # By message id, with the consumer still attached (once the broker has
+    # the acknowledgements of what the last reset redelivered).
+    wait_for("the acknowledgements", lambda: backlog(magnetar, topic, "s") == 0)
     target = messages[2].message_id()
     ok(
         magnetar,
@@ -134,6 +136,7 @@ def test_reset_cursor_by_time_and_message_id_redelivers_to_a_connected_consumer(
     assert [index_of(m) for m in again] == list(range(2, COUNT))
 
     # The CLI: back to the start (the consumer reconnects again).
+    wait_for("the acknowledgements", lambda: backlog(magnetar, topic, "s") == 0)
     code, _, err = admin(
         magnetar, "topics", "reset-cursor", topic, "-s", "s", "--timestamp", "0"
     )

@@ -40,6 +40,10 @@ pub enum AdminError {
     /// 500: metadata or storage failed.
     #[error("{0}")]
     Internal(String),
+    /// The refusal of another broker this one asked on the caller's behalf
+    /// (a partition's owner), with that broker's status.
+    #[error("{reason}")]
+    Forwarded { status: StatusCode, reason: String },
 }
 
 impl AdminError {
@@ -54,6 +58,7 @@ impl AdminError {
             AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
             AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::Forwarded { status, .. } => *status,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! which broker serves a topic, for clients that look topics up over HTTP.
 //! It decides ownership as the binary LOOKUP does, except that an HTTP
 //! client cannot follow a redirect to the load manager: for an unowned
-//! bundle this broker picks the least-loaded broker by the same rule.
+//! bundle this broker picks the least-loaded broker by the same rule and
+//! writes the ownership for it, so the answer holds.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::{AdminError, AdminResult};
-use crate::ownership::LookupAnswer;
+use crate::ownership::{BrokerIdentity, LookupAnswer, Ownership, OwnershipError};
 use crate::topic::{BrokerService, TopicName};
 
 pub(super) fn routes() -> Router<Arc<BrokerService>> {
@@ -38,17 +39,7 @@ async fn lookup(
             Ok(LookupAnswer::Elsewhere {
                 authoritative: false,
                 ..
-            }) => {
-                let bundle = ownership
-                    .bundle_of_topic(&name)
-                    .await
-                    .map_err(|e| AdminError::Unavailable(e.to_string()))?;
-                ownership
-                    .choose_broker(&bundle)
-                    .await
-                    .map_err(|e| AdminError::Unavailable(e.to_string()))?
-                    .unwrap_or_else(|| ownership.identity().clone())
-            }
+            }) => place(ownership, &name).await?,
             Err(e) => return Err(AdminError::Unavailable(e.to_string())),
         },
         None => service
@@ -63,4 +54,28 @@ async fn lookup(
         "httpUrlTls": "",
         "nativeUrl": broker.pulsar_url,
     })))
+}
+
+/// Places the unowned bundle of `name` on the least-loaded broker and
+/// names it (or whoever claimed the bundle meanwhile).
+async fn place(ownership: &Ownership, name: &TopicName) -> AdminResult<BrokerIdentity> {
+    let unavailable = |e: OwnershipError| AdminError::Unavailable(e.to_string());
+    let bundle = ownership.bundle_of_topic(name).await.map_err(unavailable)?;
+    let chosen = ownership
+        .choose_broker(&bundle)
+        .await
+        .map_err(unavailable)?
+        .unwrap_or_else(|| ownership.identity().clone());
+    if chosen.broker_id != ownership.identity().broker_id
+        && ownership
+            .place(&bundle, &chosen)
+            .await
+            .map_err(unavailable)?
+    {
+        return Ok(chosen);
+    }
+    match ownership.lookup(name, true).await.map_err(unavailable)? {
+        LookupAnswer::Here => Ok(ownership.identity().clone()),
+        LookupAnswer::Elsewhere { broker, .. } => Ok(broker),
+    }
 }

@@ -9,6 +9,7 @@
 mod auth;
 mod bundles;
 mod error;
+mod forward;
 mod lookup;
 mod namespaces;
 mod ops;

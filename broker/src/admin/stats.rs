@@ -7,17 +7,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::topics::{topic_name, TopicPath};
-use super::{query_flag, query_param, AdminError, AdminResult};
+use super::{forward, query_flag, query_param, AdminError, AdminResult};
 use crate::cursor::CursorSnapshot;
 use crate::managed_ledger::ManagedLedger;
 use crate::topic::{BrokerService, ServiceError, SubscriptionType, Topic};
 
-#[derive(Clone, Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 struct TopicStats {
     msg_rate_in: f64,
     msg_throughput_in: f64,
@@ -31,27 +32,27 @@ struct TopicStats {
     subscriptions: BTreeMap<String, SubscriptionStats>,
 }
 
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 struct PublisherStats {
     producer_id: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 struct SubscriptionStats {
     /// None for a stored subscription nobody has opened since the topic
     /// was loaded (its type is chosen by its next consumer).
     #[serde(rename = "type")]
-    sub_type: Option<&'static str>,
+    sub_type: Option<String>,
     /// Entries not yet acknowledged (a batch counts once).
     msg_backlog: u64,
     is_durable: bool,
     consumers: Vec<ConsumerStats>,
 }
 
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 struct ConsumerStats {
     consumer_name: String,
 }
@@ -75,7 +76,7 @@ impl TopicStats {
             match self.subscriptions.get_mut(name) {
                 Some(total) => {
                     total.msg_backlog += sub.msg_backlog;
-                    total.sub_type = total.sub_type.or(sub.sub_type);
+                    total.sub_type = total.sub_type.take().or(sub.sub_type.clone());
                     total.consumers.extend(sub.consumers.iter().cloned());
                 }
                 None => {
@@ -115,7 +116,7 @@ async fn collect(topic: &Topic) -> AdminResult<TopicStats> {
     let mut subscriptions = BTreeMap::new();
     for sub in topic.open_subscriptions().await {
         let stats = SubscriptionStats {
-            sub_type: Some(type_name(sub.sub_type())),
+            sub_type: Some(type_name(sub.sub_type()).to_string()),
             msg_backlog: sub.backlog_entries(),
             is_durable: sub.is_durable(),
             consumers: sub
@@ -191,6 +192,7 @@ pub(super) async fn partitioned_stats(
     State(service): State<Arc<BrokerService>>,
     Path((tenant, namespace, topic)): TopicPath,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> AdminResult<Json<serde_json::Value>> {
     let name = topic_name(&tenant, &namespace, &topic)?;
     // Pulsar's default is per partition.
@@ -206,6 +208,21 @@ pub(super) async fn partitioned_stats(
     let mut each = BTreeMap::new();
     for i in 0..partitions {
         let partition = name.partition(i);
+        // Partitions are spread over brokers: ask the owner of each.
+        if let Some(answer) = forward::to_owner(&service, &partition, "stats", &headers).await? {
+            match answer.status {
+                StatusCode::OK => {
+                    let stats: TopicStats = serde_json::from_slice(&answer.body).map_err(|e| {
+                        AdminError::Internal(format!("stats of {partition} from its owner: {e}"))
+                    })?;
+                    total.add(&stats);
+                    each.insert(partition.to_string(), stats);
+                }
+                StatusCode::NOT_FOUND => {}
+                status => return Err(answer.into_error(status)),
+            }
+            continue;
+        }
         let topic = match service.existing_topic(&partition).await {
             Ok(topic) => topic,
             Err(ServiceError::TopicNotFound(_)) => continue,

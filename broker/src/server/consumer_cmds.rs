@@ -162,6 +162,15 @@ impl Connection {
         let Some(consumer) = self.consumers.get(&ack.consumer_id) else {
             return;
         };
+        // A consumer the broker disconnected (an admin reset-cursor) sends
+        // no more acknowledgements, as in Pulsar: late ones would mark the
+        // entries the reset is about to deliver again.
+        if !consumer
+            .subscription
+            .has_consumer((self.id, ack.consumer_id))
+        {
+            return;
+        }
         let cumulative = ack.ack_type == AckType::Cumulative as i32;
         let acks: Vec<Acknowledgement> = ack
             .message_id

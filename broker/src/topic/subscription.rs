@@ -1086,6 +1086,12 @@ impl Subscription {
             .collect()
     }
 
+    /// Whether the consumer `key` is attached (not removed by its client
+    /// nor disconnected by the broker, as a reset does).
+    pub fn has_consumer(&self, key: ConsumerKey) -> bool {
+        self.lock().index_of(key).is_some()
+    }
+
     /// The cursor as it would be stored now.
     pub fn cursor_snapshot(&self) -> CursorSnapshot {
         self.lock().cursor.snapshot()
