@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -340,25 +341,11 @@ class Broker(Process):
         return f"<broker{self.index} {self.broker_id}>"
 
 
-_HELP = {}
-
-
-def broker_flags(binary: Path) -> str:
-    """`magnetar broker --help` (cached), to pass flags only to binaries
-    that know them."""
-    key = str(binary)
-    if key not in _HELP:
-        done = subprocess.run([str(binary), "broker", "--help"], capture_output=True,
-                              text=True, timeout=30)
-        _HELP[key] = done.stdout + done.stderr
-    return _HELP[key]
-
-
 class Cluster:
     """etcd + bookies + brokers sharing metadata under ROOT. The load
-    manager's own shedding is switched off where the binary has the flag:
-    these tests move bundles by failure only, so that who owns what is the
-    lease's doing."""
+    manager's own shedding is off unless `broker_args` say otherwise: most
+    tests move bundles by failure or by hand only, so that who owns what is
+    their doing."""
 
     def __init__(self, binary: Path, root: Path, brokers: int = 3, bookies: int = 3,
                  lease_ttl_s: float = LEASE_TTL_S, broker_args=()):
@@ -369,8 +356,9 @@ class Cluster:
         self.metadata_url = f"etcd://127.0.0.1:{self.etcd.client_port}{ROOT}"
         self.bookies = [Bookie(binary, root, i, self.metadata_url) for i in range(bookies)]
         broker_args = list(broker_args)
-        if "--load-shedding" in broker_flags(binary) and "--load-shedding" not in broker_args:
+        if "--load-shedding" not in broker_args:
             broker_args += ["--load-shedding", "false"]
+        self.broker_args = broker_args
         self.brokers = [
             Broker(binary, root, i, self.metadata_url, lease_ttl_s, broker_args)
             for i in range(brokers)
@@ -397,6 +385,18 @@ class Cluster:
             lambda: set(self.registered_brokers()) >= {b.broker_id for b in self.brokers},
             procs,
         )
+
+    def add_broker(self) -> "Broker":
+        """Starts one more broker (same arguments) and waits until it is
+        registered."""
+        broker = Broker(self.binary, self.root, len(self.brokers), self.metadata_url,
+                        self.lease_ttl_s, self.broker_args)
+        self.brokers.append(broker)
+        broker.spawn()
+        self._wait("the new broker", broker.accepting, [broker])
+        self._wait("its registration", lambda: broker.broker_id in self.registered_brokers(),
+                   [broker])
+        return broker
 
     def _wait(self, what, ready, procs):
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -885,3 +885,35 @@ def check_delivery(acked_in_receipt_order, delivered, failed=()):
         "delivered_without_receipt_examples": unacked_delivered[:10],
         "failed_sends": len(failed),
     }
+
+
+# ---------------------------------------------------------------------------
+# Small helpers of the cluster tests.
+
+# A send may wait through a failover (lease TTL plus recovery) and more.
+SEND_TIMEOUT_MS = 60_000
+
+
+def wait_until(condition, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def producer_options(**overrides):
+    options = dict(
+        batching_enabled=True,
+        batching_max_messages=100,
+        batching_max_publish_delay_ms=5,
+        block_if_queue_full=True,
+        max_pending_messages=20_000,
+        send_timeout_millis=SEND_TIMEOUT_MS,
+    )
+    options.update(overrides)
+    return options

@@ -20,6 +20,7 @@ import uuid
 import pulsar
 
 from cluster import (  # noqa: F401  (fixtures)
+    SEND_TIMEOUT_MS,
     LEASE_TTL_S,
     PacedProducer,
     bundle_of,
@@ -28,23 +29,11 @@ from cluster import (  # noqa: F401  (fixtures)
     create_producer_retrying,
     cluster_factory,
     parse_payload,
+    producer_options,
     read_all,
+    unique,
+    wait_until,
 )
-
-# A send may wait through a failover (lease TTL plus recovery) and more.
-SEND_TIMEOUT_MS = 60_000
-
-
-def wait_until(condition, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def unique(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def record(record_property, tmp_path, name, data):
@@ -54,19 +43,6 @@ def record(record_property, tmp_path, name, data):
     for key, value in data.items():
         record_property(f"{name}.{key}", value)
     (tmp_path / f"{name}.json").write_text(json.dumps(data, indent=2, sort_keys=True))
-
-
-def producer_options(**overrides):
-    options = dict(
-        batching_enabled=True,
-        batching_max_messages=100,
-        batching_max_publish_delay_ms=5,
-        block_if_queue_full=True,
-        max_pending_messages=20_000,
-        send_timeout_millis=SEND_TIMEOUT_MS,
-    )
-    options.update(overrides)
-    return options
 
 
 def test_killed_owner_under_load_moves_and_loses_no_acknowledged_message(

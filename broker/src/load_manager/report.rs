@@ -104,26 +104,6 @@ impl Sampler {
     }
 }
 
-fn add(report: &mut LoadReport, load: &BundleLoad) {
-    report.msg_rate_in += load.msg_rate_in;
-    report.msg_rate_out += load.msg_rate_out;
-    report.msg_throughput_in += load.msg_throughput_in;
-    report.msg_throughput_out += load.msg_throughput_out;
-    report.topics += load.topics;
-    report.producers += load.producers;
-    report.consumers += load.consumers;
-}
-
-fn add_bundle(total: &mut BundleLoad, load: &BundleLoad) {
-    total.msg_rate_in += load.msg_rate_in;
-    total.msg_rate_out += load.msg_rate_out;
-    total.msg_throughput_in += load.msg_throughput_in;
-    total.msg_throughput_out += load.msg_throughput_out;
-    total.topics += load.topics;
-    total.producers += load.producers;
-    total.consumers += load.consumers;
-}
-
 /// User + system CPU time of this process, from `/proc/self/stat` (Linux;
 /// `None` elsewhere, which reports 0% CPU).
 fn process_cpu_seconds() -> Option<f64> {

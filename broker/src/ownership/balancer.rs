@@ -22,15 +22,11 @@ pub struct LoadReport {
     /// CPU this broker process used over the interval, in percent of the
     /// whole machine (all cores).
     pub cpu_percent: f64,
-    pub msg_rate_in: f64,
-    pub msg_rate_out: f64,
-    pub msg_throughput_in: f64,
-    pub msg_throughput_out: f64,
     /// Client connections open now.
     pub connections: u64,
-    pub topics: u64,
-    pub producers: u64,
-    pub consumers: u64,
+    /// Rates and counts over every open topic.
+    #[serde(flatten)]
+    pub load: BundleLoad,
     /// Per owned bundle with open topics, by `tenant/namespace/0xSTART_0xEND`.
     #[serde(default)]
     pub bundles: BTreeMap<String, BundleLoad>,
@@ -52,6 +48,17 @@ pub struct BundleLoad {
 impl BundleLoad {
     pub fn msg_rate(&self) -> f64 {
         self.msg_rate_in + self.msg_rate_out
+    }
+
+    /// Adds another topic's (or bundle's) load to this one.
+    pub fn add(&mut self, other: &BundleLoad) {
+        self.msg_rate_in += other.msg_rate_in;
+        self.msg_rate_out += other.msg_rate_out;
+        self.msg_throughput_in += other.msg_throughput_in;
+        self.msg_throughput_out += other.msg_throughput_out;
+        self.topics += other.topics;
+        self.producers += other.producers;
+        self.consumers += other.consumers;
     }
 }
 
@@ -78,7 +85,7 @@ impl BrokerLoad {
         BrokerLoad {
             broker_id: broker_id.to_string(),
             cpu_percent: report.map_or(0.0, |r| r.cpu_percent),
-            msg_rate: report.map_or(0.0, |r| r.msg_rate_in + r.msg_rate_out),
+            msg_rate: report.map_or(0.0, |r| r.load.msg_rate()),
             bundle_rates: report
                 .map(|r| {
                     r.bundles

@@ -4,8 +4,10 @@
 //! subscription without a consumer. On a partitioned topic each applies to
 //! every partition (a message id to the partition it names), as in Pulsar.
 //!
-//! Every change is stored in the cursor's metadata before the answer, so it
-//! survives a broker restart. A reset moves the cursor as the protocol's
+//! A request about one topic reaches its owner (the admin router redirects
+//! it there); on a partitioned topic, partitions other brokers own are
+//! asked over HTTP. Every change is stored in the cursor's metadata before
+//! the answer, so it survives a broker restart. A reset moves the cursor as the protocol's
 //! SEEK does and disconnects the subscription's consumers, which subscribe
 //! again and receive from the new position.
 
@@ -13,12 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{post, put};
 use axum::Router;
 use bytes::Bytes;
+use reqwest::Method;
 use serde::Deserialize;
 
+use crate::admin::forward::request_owner;
 use crate::admin::topics::{topic_name, topics_named};
 use crate::admin::{parse_optional_body, AdminError, AdminResult, DONE};
 use crate::managed_ledger::Position;
@@ -119,16 +123,64 @@ async fn open(
     }
 }
 
-/// The subscription on every topic a request names, or 404 when no topic
-/// has it (partitions without it are skipped).
+/// The same request for a partition another broker owns: its method,
+/// its path under the topic, and the caller's headers (authorization).
+type Remote<'r> = Option<(Method, String, &'r HeaderMap)>;
+
+/// A name as a URL path segment, percent-encoded.
+fn url_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~:=".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Asks the owner of `partition` to apply `remote`: `Some(true)` if it
+/// did, `Some(false)` if it answered 404, `None` if this broker owns the
+/// partition (or there is no `remote`).
+async fn ask_owner(
+    service: &BrokerService,
+    partition: &TopicName,
+    remote: &Remote<'_>,
+) -> AdminResult<Option<bool>> {
+    let Some((method, action, headers)) = remote else {
+        return Ok(None);
+    };
+    match request_owner(service, method.clone(), partition, action, headers).await? {
+        None => Ok(None),
+        Some(answer) if answer.status.is_success() => Ok(Some(true)),
+        Some(answer) if answer.status == StatusCode::NOT_FOUND => Ok(Some(false)),
+        Some(answer) => {
+            let status = answer.status;
+            Err(answer.into_error(status))
+        }
+    }
+}
+
+/// The subscription on every topic a request names that this broker
+/// serves, or 404 when no topic has it (partitions without it are
+/// skipped; those owned elsewhere are handed `remote`).
 async fn subscriptions_named(
     service: &BrokerService,
     name: &TopicName,
     subscription: &str,
+    remote: Remote<'_>,
 ) -> AdminResult<Vec<(Arc<Topic>, Arc<Subscription>)>> {
     let (topics, partitioned) = targets(service, name).await?;
     let mut found = Vec::new();
+    let mut applied_elsewhere = false;
     for target in topics {
+        if partitioned {
+            if let Some(applied) = ask_owner(service, &target, &remote).await? {
+                applied_elsewhere |= applied;
+                continue;
+            }
+        }
         let Some(topic) = open(service, &target, partitioned).await? else {
             continue;
         };
@@ -136,7 +188,7 @@ async fn subscriptions_named(
             found.push((topic, sub));
         }
     }
-    if found.is_empty() {
+    if found.is_empty() && !applied_elsewhere {
         return Err(AdminError::NotFound(format!(
             "Subscription {subscription} not found on {name}"
         )));
@@ -157,13 +209,14 @@ async fn reset(topic: &Topic, subscription: &Subscription, target: Start) -> Adm
         Start::At(position) => position,
     };
     let consumers = subscription.seek(target);
-    subscription.flush().await?;
     tracing::info!(topic = %topic.full_name(), subscription = %subscription.name(), %target, "cursor reset by admin");
+    // Detached by the seek: told at once, whether or not the store works.
     for consumer in consumers {
         let _ = consumer
             .outbound
             .send(commands::close_consumer(consumer.key.1));
     }
+    subscription.flush().await?;
     Ok(())
 }
 
@@ -185,10 +238,16 @@ async fn reset_to_time(
         String,
         String,
     )>,
+    headers: HeaderMap,
 ) -> AdminResult<StatusCode> {
     let name = topic_name(&tenant, &namespace, &topic)?;
     let timestamp = parse_count("timestamp", &timestamp)?;
-    for (topic, sub) in subscriptions_named(&service, &name, &subscription).await? {
+    let action = format!(
+        "subscription/{}/resetcursor/{timestamp}",
+        url_segment(&subscription)
+    );
+    let remote = Some((Method::POST, action, &headers));
+    for (topic, sub) in subscriptions_named(&service, &name, &subscription, remote).await? {
         let target = topic.position_at_publish_time(timestamp).await?;
         reset(&topic, &sub, Start::At(target)).await?;
     }
@@ -218,7 +277,7 @@ async fn reset_to_message_id(
             }
         }
     };
-    for (topic, sub) in subscriptions_named(&service, &name, &subscription).await? {
+    for (topic, sub) in subscriptions_named(&service, &name, &subscription, None).await? {
         reset(&topic, &sub, id.start()).await?;
     }
     Ok(DONE)
@@ -235,10 +294,13 @@ async fn skip(
         String,
         String,
     )>,
+    headers: HeaderMap,
 ) -> AdminResult<StatusCode> {
     let name = topic_name(&tenant, &namespace, &topic)?;
     let count = parse_count("numMessages", &count)?;
-    for (_, sub) in subscriptions_named(&service, &name, &subscription).await? {
+    let action = format!("subscription/{}/skip/{count}", url_segment(&subscription));
+    let remote = Some((Method::POST, action, &headers));
+    for (_, sub) in subscriptions_named(&service, &name, &subscription, remote).await? {
         let upto = sub.position_after_unacknowledged(count);
         acknowledge_through(&sub, upto).await?;
     }
@@ -249,9 +311,12 @@ async fn skip(
 async fn skip_all(
     State(service): State<Arc<BrokerService>>,
     Path((tenant, namespace, topic, subscription)): SubscriptionPath,
+    headers: HeaderMap,
 ) -> AdminResult<StatusCode> {
     let name = topic_name(&tenant, &namespace, &topic)?;
-    for (topic, sub) in subscriptions_named(&service, &name, &subscription).await? {
+    let action = format!("subscription/{}/skip_all", url_segment(&subscription));
+    let remote = Some((Method::POST, action, &headers));
+    for (topic, sub) in subscriptions_named(&service, &name, &subscription, remote).await? {
         acknowledge_through(&sub, topic.managed_ledger().last_confirmed()).await?;
     }
     Ok(DONE)
@@ -267,10 +332,17 @@ async fn expire_messages(
         String,
         String,
     )>,
+    headers: HeaderMap,
 ) -> AdminResult<StatusCode> {
     let name = topic_name(&tenant, &namespace, &topic)?;
-    let age = Duration::from_secs(parse_count("expireTimeInSeconds", &seconds)?);
-    for (topic, sub) in subscriptions_named(&service, &name, &subscription).await? {
+    let seconds = parse_count("expireTimeInSeconds", &seconds)?;
+    let age = Duration::from_secs(seconds);
+    let action = format!(
+        "subscription/{}/expireMessages/{seconds}",
+        url_segment(&subscription)
+    );
+    let remote = Some((Method::POST, action, &headers));
+    for (topic, sub) in subscriptions_named(&service, &name, &subscription, remote).await? {
         topic
             .expire_messages_older_than(age, Some(sub.name()))
             .await?;
@@ -283,12 +355,25 @@ async fn expire_messages(
 async fn expire_all_subscriptions(
     State(service): State<Arc<BrokerService>>,
     Path((tenant, namespace, topic, seconds)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
 ) -> AdminResult<StatusCode> {
     let name = topic_name(&tenant, &namespace, &topic)?;
-    let age = Duration::from_secs(parse_count("expireTimeInSeconds", &seconds)?);
+    let seconds = parse_count("expireTimeInSeconds", &seconds)?;
+    let age = Duration::from_secs(seconds);
+    let remote = Some((
+        Method::POST,
+        format!("all_subscription/expireMessages/{seconds}"),
+        &headers,
+    ));
     let (topics, partitioned) = targets(&service, &name).await?;
     let mut any = false;
     for target in topics {
+        if partitioned {
+            if let Some(applied) = ask_owner(&service, &target, &remote).await? {
+                any |= applied;
+                continue;
+            }
+        }
         let Some(topic) = open(&service, &target, partitioned).await? else {
             continue;
         };
@@ -309,17 +394,30 @@ async fn expire_all_subscriptions(
 async fn create_subscription(
     State(service): State<Arc<BrokerService>>,
     Path((tenant, namespace, topic, subscription)): SubscriptionPath,
+    headers: HeaderMap,
     body: Bytes,
 ) -> AdminResult<StatusCode> {
     let name = topic_name(&tenant, &namespace, &topic)?;
     if subscription.is_empty() {
         return Err(AdminError::BadRequest("empty subscription name".into()));
     }
-    let start = parse_optional_body::<MessageIdJson>(&body, "message id")?
-        .map_or(Start::Latest, |id| id.start());
+    let id = parse_optional_body::<MessageIdJson>(&body, "message id")?;
+    // Partitions owned elsewhere are asked without a body: at the end.
+    let remote = match id {
+        None => Some((
+            Method::PUT,
+            format!("subscription/{}", url_segment(&subscription)),
+            &headers,
+        )),
+        Some(_) => None,
+    };
+    let start = id.map_or(Start::Latest, |id| id.start());
     let (names, partitioned) = targets(&service, &name).await?;
     let mut topics = Vec::new();
     for target in names {
+        if partitioned && ask_owner(&service, &target, &remote).await?.is_some() {
+            continue;
+        }
         // A partition not created yet is created with the subscription.
         let topic = if partitioned {
             service.topic(&target).await?
@@ -377,6 +475,12 @@ mod tests {
     }
 
     #[test]
+    fn subscription_names_are_encoded_in_paths() {
+        assert_eq!(url_segment("sub-1_a.b"), "sub-1_a.b");
+        assert_eq!(url_segment("a b/c%"), "a%20b%2Fc%25");
+    }
+
+    #[test]
     fn counts_are_whole_numbers() {
         assert_eq!(parse_count("n", "12").unwrap(), 12);
         for bad in ["-1", "x", "", "1.5", "99999999999999999999999"] {
@@ -397,9 +501,12 @@ mod tests {
                 sub.to_string(),
             ))
         };
-        let err = skip_all(s(), path("missing", "sub")).await.unwrap_err();
+        let h = HeaderMap::new;
+        let err = skip_all(s(), path("missing", "sub"), h())
+            .await
+            .unwrap_err();
         assert_eq!(err.status(), StatusCode::NOT_FOUND);
-        let err = create_subscription(s(), path("missing", "sub"), Bytes::new())
+        let err = create_subscription(s(), path("missing", "sub"), h(), Bytes::new())
             .await
             .unwrap_err();
         assert_eq!(err.status(), StatusCode::NOT_FOUND);
@@ -416,6 +523,7 @@ mod tests {
                 "sub".into(),
                 "many".into(),
             )),
+            h(),
         )
         .await
         .unwrap_err();

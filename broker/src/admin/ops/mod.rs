@@ -27,7 +27,12 @@ use crate::topic::BrokerService;
 pub(super) fn routes(service: Arc<BrokerService>) -> Router<Arc<BrokerService>> {
     clusters::spawn_registration(&service);
     Router::new()
-        .merge(cursors::routes())
+        .merge(
+            cursors::routes().route_layer(axum::middleware::from_fn_with_state(
+                service.clone(),
+                super::redirect::to_owner,
+            )),
+        )
         .merge(clusters::routes())
         .merge(brokers::routes())
         .merge(bookies::routes())

@@ -1,0 +1,129 @@
+"""Bundles moving between live brokers, driven by the official client
+through a real cluster (etcd, 3 bookies, brokers at E=3, Qw=2, Qa=2):
+unloading a bundle under load through another broker, a broker that joins
+getting bundles from the load manager, and a bundle split with the
+`magnetar admin` CLI. Every test asserts the durability contracts: no send
+fails, every acknowledged message is read back in receipt order.
+
+Durations (unload request -> first receipt from the new owner; broker start
+-> first bundle owned) are printed, never asserted.
+"""
+
+import subprocess
+import time
+
+from cluster import (  # noqa: F401  (fixtures)
+    PacedProducer,
+    bundle_of,
+    check_delivery,
+    cluster_factory,
+    producer_options,
+    read_all,
+    unique,
+    wait_until,
+)
+
+def delivered_numbers(client, topic, load):
+    got = read_all(client, topic, expected=len(load.ok_in_receipt_order()))
+    return [i for tag, i, _ in got if tag == load.tag]
+
+
+def test_unloading_a_bundle_under_load_loses_nothing(cluster_factory):
+    cluster = cluster_factory(brokers=2)
+    cluster.create_namespace("moves", "ns")
+    topic = f"persistent://moves/ns/{unique('unload')}"
+    client = cluster.client()
+    load = PacedProducer(client.create_producer(topic, **producer_options()), "u", rate=300).start()
+    wait_until(lambda: len(load.ok_in_receipt_order()) >= 200, 30, "the first receipts")
+    owner = cluster.broker_by_id(cluster.etcd_owner_of(topic))
+    other = next(b for b in cluster.brokers if b is not owner)
+    bundle = bundle_of(topic)
+
+    # Asked through the broker that does not own it: the owner unloads.
+    asked = time.monotonic()
+    cluster.admin("PUT", f"/admin/v2/namespaces/moves/ns/{bundle}/unload", broker=other)
+    answered = time.monotonic() - asked
+    assert cluster.grep_logs("bundle unloaded", [owner]), "the owner did not unload the bundle"
+    old_ledgers = load.ledgers_before(asked)
+    wait_until(lambda: load.first_new_receipt_after(asked, old_ledgers) is not None, 60,
+               "a receipt from a ledger opened after the unload")
+    resumed = load.first_new_receipt_after(asked, old_ledgers)[0] - asked
+    time.sleep(1)
+    load.stop()
+    print(f"\n[unload] request answered in {answered:.3f}s; first receipt from the bundle's "
+          f"next ledger {resumed:.3f}s after the request; now owned by "
+          f"{cluster.etcd_owner_of(topic)} (was {owner.broker_id})")
+    assert not load.failed(), f"sends failed across the unload: {list(load.failed().items())[:5]}"
+    check_delivery(load.ok_in_receipt_order(), delivered_numbers(client, topic, load))
+
+
+def test_a_joining_broker_gets_bundles_shed_to_it(cluster_factory):
+    cluster = cluster_factory(
+        brokers=1, broker_args=["--load-report-interval", "1s", "--load-shedding", "true"]
+    )
+    cluster.create_namespace("grow", "ns")
+    client = cluster.client()
+    # Topics in every one of the 4 bundles, each with a paced producer.
+    topics = {}
+    for n in range(64):
+        topic = f"persistent://grow/ns/t{n}"
+        topics.setdefault(bundle_of(topic), topic)
+        if len(topics) == 4:
+            break
+    loads = {
+        topic: PacedProducer(client.create_producer(topic, **producer_options()), f"g{n}",
+                             rate=50).start()
+        for n, topic in enumerate(topics.values())
+    }
+    first = cluster.brokers[0]
+    wait_until(lambda: len(cluster.ownership("grow", "ns")) == 4, 30, "4 owned bundles")
+    assert set(cluster.ownership("grow", "ns").values()) == {first.broker_id}
+
+    started = time.monotonic()
+    joined = cluster.add_broker()
+    wait_until(lambda: joined.broker_id in cluster.ownership("grow", "ns").values(), 60,
+               "the new broker owning a bundle")
+    took = time.monotonic() - started
+    wait_until(
+        lambda: list(cluster.ownership("grow", "ns").values()).count(joined.broker_id) == 2,
+        60, "2 bundles on each broker",
+    )
+    balanced = time.monotonic() - started
+    print(f"\n[join] first bundle on the new broker {took:.3f}s after it started, 2/2 after "
+          f"{balanced:.3f}s (report interval 1s)")
+    time.sleep(2)
+    for topic, load in loads.items():
+        load.stop()
+        assert not load.failed(), f"{topic}: sends failed while bundles moved: {list(load.failed().items())[:5]}"
+        check_delivery(load.ok_in_receipt_order(), delivered_numbers(client, topic, load))
+
+
+def test_splitting_a_bundle_with_the_cli(cluster_factory):
+    cluster = cluster_factory(brokers=2)
+    cluster.create_namespace("split", "ns")
+    topic = f"persistent://split/ns/{unique('s')}"
+    client = cluster.client()
+    load = PacedProducer(client.create_producer(topic, **producer_options()), "s", rate=200).start()
+    wait_until(lambda: len(load.ok_in_receipt_order()) >= 100, 30, "the first receipts")
+    owner = cluster.broker_by_id(cluster.etcd_owner_of(topic))
+    other = next(b for b in cluster.brokers if b is not owner)
+    bundle = bundle_of(topic)
+    done = subprocess.run(
+        [str(cluster.binary), "admin", "--admin-url", other.http_url,
+         "namespaces", "split-bundle", "split/ns", "--bundle", bundle],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    layout = cluster.admin("GET", "/admin/v2/namespaces/split/ns/bundles", broker=other)
+    assert layout["numBundles"] == 5, layout
+    start, end = (int(x, 16) for x in bundle.split("_"))
+    middle = start + (end - start) // 2
+    halves = {f"0x{start:08x}_0x{middle:08x}", f"0x{middle:08x}_0x{end:08x}"}
+    owned = {key.rsplit("/", 1)[-1]: b for key, b in cluster.ownership("split", "ns").items()}
+    assert halves <= set(owned), owned
+    assert bundle not in owned, owned
+    assert {owned[h] for h in halves} == {owner.broker_id}, owned
+    time.sleep(1)
+    load.stop()
+    assert not load.failed(), f"sends failed across the split: {list(load.failed().items())[:5]}"
+    check_delivery(load.ok_in_receipt_order(), delivered_numbers(client, topic, load))
