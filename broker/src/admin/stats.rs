@@ -370,7 +370,7 @@ mod tests {
 
     fn sub(backlog: u64, consumer: &str) -> SubscriptionStats {
         SubscriptionStats {
-            sub_type: Some("Shared"),
+            sub_type: Some("Shared".into()),
             msg_backlog: backlog,
             is_durable: true,
             consumers: vec![ConsumerStats {

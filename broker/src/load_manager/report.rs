@@ -94,9 +94,13 @@ impl Sampler {
                 consumers,
             };
             seen.insert(topic.full_name().to_string(), now_totals);
-            add(&mut report, &load);
+            report.load.add(&load);
             if let Some(bundle) = ownership.cached_bundle_of(topic.name()) {
-                add_bundle(report.bundles.entry(bundle.full_name()).or_default(), &load);
+                report
+                    .bundles
+                    .entry(bundle.full_name())
+                    .or_default()
+                    .add(&load);
             }
         }
         self.topics = seen;

@@ -827,7 +827,7 @@ impl ClusterView {
         let rest = owner_key.strip_prefix(&keys::ownership_prefix())?;
         let parts: Vec<String> = rest
             .split('/')
-            .map(|s| keys::unescape_segment(s))
+            .map(keys::unescape_segment)
             .collect::<Option<_>>()?;
         (parts.len() == 3).then(|| parts.join("/"))
     }
