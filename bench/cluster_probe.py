@@ -178,9 +178,14 @@ def unload(args):
     status, body = http("GET", f"{owner_http}/admin/v2/persistent/{tenant}/{namespace}/"
                         f"{topic.rsplit('/', 1)[1]}/stats")
     backlog = json.loads(body).get("backlogSize") if status == 200 else None
+    # Moved to a named other broker (Pulsar's `destinationBroker`), so the
+    # figure is a real move rather than an unload the load manager may
+    # place back on the same broker.
+    destination = next(u for u in http_urls if u.rstrip("/") != owner_http.rstrip("/"))
+    query = f"?destinationBroker={destination.removeprefix('http://').rstrip('/')}"
     t0 = time.monotonic()
-    status, body = http("PUT", f"{owner_http}/admin/v2/namespaces/{tenant}/{namespace}/{bundle}/unload",
-                        timeout=120)
+    status, body = http("PUT", f"{owner_http}/admin/v2/namespaces/{tenant}/{namespace}/{bundle}/unload"
+                        f"{query}", timeout=120)
     unload_s = time.monotonic() - t0
     if status == 404:
         print(f"unload: PUT /admin/v2/namespaces/{tenant}/{namespace}/{bundle}/unload answered 404: "

@@ -157,6 +157,17 @@ async fn unloading_a_bundle_under_load_loses_nothing() {
         after.is_none_or(|kv| kv.create_revision != before.create_revision),
         "the owner still holds the bundle under its old key"
     );
+    // Moved by name: it is the other broker's when the call returns.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let destination = cluster.brokers[other].broker_addr();
+    let answer = http(
+        reqwest::Method::PUT,
+        &format!("{url}?destinationBroker={destination}"),
+    )
+    .await;
+    assert_eq!(answer.status(), 204, "{}", answer.text().await.unwrap());
+    let owners = cluster.owners(NS.0, NS.1).await.unwrap();
+    assert_eq!(owners.get(&bundle), Some(&destination), "{owners:?}");
     acked.extend(sender.await.unwrap());
     assert!(
         acked.len() >= 500,

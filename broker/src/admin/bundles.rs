@@ -12,7 +12,9 @@ use axum::{Json, Router};
 
 use super::{query_flag, AdminError, AdminResult, DONE};
 use crate::load_manager::{self, BundleOpError};
-use crate::ownership::{BundleRange, BundleRef, BundlesData, LoadReport, OwnershipError};
+use crate::ownership::{
+    BrokerIdentity, BundleRange, BundleRef, BundlesData, LoadReport, OwnershipError,
+};
 use crate::topic::{BrokerService, NamespacePolicies};
 use magnetar_metadata::keys;
 
@@ -105,14 +107,46 @@ async fn unload_namespace(
     Ok(DONE)
 }
 
+/// `?destinationBroker=host:port` (Pulsar's name) moves the bundle to that
+/// broker; without it the load manager places it on its next lookup.
 async fn unload_bundle(
     State(service): State<Arc<BrokerService>>,
     Path((tenant, namespace, bundle)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
 ) -> AdminResult<StatusCode> {
     let bundle = bundle_of_path(&service, &tenant, &namespace, &bundle).await?;
+    let destination =
+        super::query_param(query.as_deref(), "destinationBroker").filter(|d| !d.is_empty());
+    if let Some(destination) = destination {
+        let ownership = service.ownership().ok_or_else(|| {
+            AdminError::PreconditionFailed(
+                "destinationBroker needs brokers sharing metadata (this one runs standalone)"
+                    .into(),
+            )
+        })?;
+        let target = live_broker(&service, destination).await?;
+        load_manager::move_bundle(&service, ownership, &bundle, &target).await?;
+        tracing::info!(bundle = %bundle.full_name(), to = %target.broker_id, "bundle moved by request");
+        return Ok(DONE);
+    }
     let outcome = load_manager::unload(&service, &bundle).await?;
     tracing::info!(bundle = %bundle.full_name(), ?outcome, "bundle unload requested");
     Ok(DONE)
+}
+
+/// The live broker named by its id (Pulsar address) or HTTP address.
+async fn live_broker(service: &BrokerService, name: &str) -> AdminResult<BrokerIdentity> {
+    let name = name
+        .trim_start_matches("pulsar://")
+        .trim_start_matches("http://");
+    service
+        .metadata()
+        .list(&keys::brokers_available_prefix())
+        .await?
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<BrokerIdentity>(&kv.value).ok())
+        .find(|b| b.broker_id == name || b.http_url.trim_start_matches("http://") == name)
+        .ok_or_else(|| AdminError::PreconditionFailed(format!("no live broker {name}")))
 }
 
 async fn split_bundle(
