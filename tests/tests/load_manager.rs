@@ -262,3 +262,77 @@ async fn split_bundles_and_admin_requests_follow_the_owner() {
     let owners = cluster.owners(NS.0, NS.1).await.unwrap();
     assert!(owners.is_empty(), "still owned after unload: {owners:?}");
 }
+
+/// Runs `magnetar ARGS`; its stdout, or a panic with its stderr.
+fn magnetar(args: &[&str]) -> String {
+    let out = std::process::Command::new(magnetar_tests::magnetar_bin())
+        .args(args)
+        .output()
+        .expect("runs magnetar");
+    assert!(
+        out.status.success(),
+        "magnetar {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_cli_follows_redirects_with_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("secret.key");
+    let key = key.to_str().unwrap();
+    magnetar(&["tokens", "create-secret-key", "--output", key]);
+    let token = magnetar(&[
+        "tokens",
+        "create",
+        "--secret-key",
+        key,
+        "--subject",
+        "admin",
+    ]);
+    let mut args = broker_args(false);
+    args.extend([
+        "--auth-enabled",
+        "--token-secret-key",
+        key,
+        "--superuser-roles",
+        "admin",
+    ]);
+    let cluster = Cluster::start(1, 2, &args).await.unwrap();
+    let topic = "persistent://public/default/cli-redirects";
+    let admin = |broker: usize, verb: &[&str]| {
+        let url = cluster.brokers[broker].broker_http_url();
+        let mut all = vec!["admin", "--admin-url", &url, "--auth-token", token.trim()];
+        all.extend_from_slice(verb);
+        magnetar(&all)
+    };
+    admin(0, &["topics", "create", topic]);
+    let owners = cluster.owners(NS.0, NS.1).await.unwrap();
+    assert_eq!(owners.len(), 1, "the topic's bundle is owned: {owners:?}");
+    // Asked through either broker (one of them redirects to the owner),
+    // the stats come back, so the token went along every hop.
+    for broker in 0..2 {
+        let stats: serde_json::Value =
+            serde_json::from_str(&admin(broker, &["topics", "stats", topic])).unwrap();
+        assert_eq!(stats["msgInCounter"], 0, "{stats}");
+    }
+    // Without a token: refused, not redirected.
+    let refused = std::process::Command::new(magnetar_tests::magnetar_bin())
+        .args([
+            "admin",
+            "--admin-url",
+            &cluster.brokers[0].broker_http_url(),
+            "topics",
+            "stats",
+            topic,
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

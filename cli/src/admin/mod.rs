@@ -12,8 +12,8 @@ mod units;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use reqwest::header::CONTENT_TYPE;
-use reqwest::Method;
+use reqwest::header::{CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 #[derive(Args, Debug)]
@@ -94,6 +94,10 @@ pub async fn run(args: AdminArgs) -> Result<()> {
     Ok(())
 }
 
+/// Redirects (to a topic's owner, or through the load manager) one admin
+/// call follows at most.
+const MAX_REDIRECTS: usize = 5;
+
 /// Requests to `/admin/v2/...` of one broker.
 pub struct AdminClient {
     http: reqwest::Client,
@@ -110,8 +114,15 @@ impl AdminClient {
         } else {
             format!("http://{url}")
         };
+        // Redirects are followed by `call_raw`, which keeps the token:
+        // reqwest drops `Authorization` on a redirect to another port, and
+        // brokers redirect topic requests to the topic's owner.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
         AdminClient {
-            http: reqwest::Client::new(),
+            http,
             base: format!("{url}/admin/v2"),
             token,
         }
@@ -149,20 +160,40 @@ impl AdminClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<bytes::Bytes> {
-        let url = format!("{}/{path}", self.base);
-        let mut request = self.http.request(method.clone(), &url);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request
-                .header(CONTENT_TYPE, "application/json")
-                .body(serde_json::to_vec(body)?);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{method} {url}"))?;
+        let mut url = format!("{}/{path}", self.base);
+        let body = body.map(serde_json::to_vec).transpose()?;
+        let mut hops = 0;
+        let response = loop {
+            let mut request = self.http.request(method.clone(), &url);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = &body {
+                request = request
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("{method} {url}"))?;
+            let redirect = matches!(
+                response.status(),
+                StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT
+            );
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_string);
+            match location {
+                Some(next) if redirect && hops < MAX_REDIRECTS => {
+                    hops += 1;
+                    url = next;
+                }
+                _ => break response,
+            }
+        };
         let status = response.status();
         let bytes = response
             .bytes()
