@@ -12,6 +12,8 @@ Durations (unload request -> first receipt from the new owner; broker start
 import subprocess
 import time
 
+import pulsar
+
 from cluster import (  # noqa: F401  (fixtures)
     PacedProducer,
     bundle_of,
@@ -127,3 +129,49 @@ def test_splitting_a_bundle_with_the_cli(cluster_factory):
     load.stop()
     assert not load.failed(), f"sends failed across the split: {list(load.failed().items())[:5]}"
     check_delivery(load.ok_in_receipt_order(), delivered_numbers(client, topic, load))
+
+
+def test_admin_requests_on_a_partitioned_topic_reach_every_partition_owner(cluster_factory):
+    cluster = cluster_factory(brokers=2)
+    cluster.create_namespace("fan", "ns")
+    # A name whose 4 partitions fall in at least 2 bundles, which the load
+    # manager spreads over both brokers.
+    base = next(
+        f"persistent://fan/ns/p{n}" for n in range(1000)
+        if len({bundle_of(f"persistent://fan/ns/p{n}-partition-{i}") for i in range(4)}) >= 2
+    )
+    cluster.create_partitioned(base, 4)
+    client = cluster.client()
+    client.subscribe(base, "s", initial_position=pulsar.InitialPosition.Earliest).close()
+    first_ids = {}
+    for i in range(4):
+        producer = client.create_producer(f"{base}-partition-{i}", batching_enabled=False)
+        ids = [producer.send(f"m{i}-{n}".encode()) for n in range(10)]
+        first_ids[i] = ids[0]
+        producer.close()
+    owners = {i: cluster.etcd_owner_of(f"{base}-partition-{i}") for i in range(4)}
+    assert len(set(owners.values())) == 2, f"partitions all on one broker: {owners}"
+    local = base.split("://", 1)[1]
+    asked = cluster.brokers[0]
+
+    def backlog():
+        stats = cluster.admin("GET", f"/admin/v2/persistent/{local}/partitioned-stats", broker=asked)
+        assert stats["msgInCounter"] == 40, stats
+        return {name: s["subscriptions"]["s"]["msgBacklog"] for name, s in stats["partitions"].items()}
+
+    assert sum(backlog().values()) == 40
+    cluster.admin("POST", f"/admin/v2/persistent/{local}/subscription/s/skip/3", broker=asked)
+    assert sorted(backlog().values()) == [7, 7, 7, 7]
+    # Reset one partition owned by the other broker to its first message.
+    remote = next(i for i, o in owners.items() if o != asked.broker_id)
+    first = first_ids[remote]
+    cluster.admin(
+        "POST", f"/admin/v2/persistent/{local}/subscription/s/resetcursor",
+        {"ledgerId": first.ledger_id(), "entryId": first.entry_id(), "partitionIndex": remote},
+        broker=asked,
+    )
+    after = backlog()
+    assert after[f"{base}-partition-{remote}"] == 10, after
+    assert sum(after.values()) == 31, after
+    cluster.admin("POST", f"/admin/v2/persistent/{local}/subscription/s/skip_all", broker=asked)
+    assert sum(backlog().values()) == 0

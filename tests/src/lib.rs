@@ -62,7 +62,29 @@ pub struct Etcd {
 }
 
 impl Etcd {
+    /// Starts etcd on free ports; if another process took a port between
+    /// choosing and binding it, tries again with new ones.
     pub async fn start() -> Result<Etcd> {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            let mut etcd = Self::spawn()?;
+            match etcd.wait_ready().await {
+                Ok(()) => return Ok(etcd),
+                Err(e)
+                    if attempt < ATTEMPTS
+                        && log_tail(&etcd.log, 30).contains("address already in use") =>
+                {
+                    eprintln!("etcd lost a port race (attempt {attempt}); retrying on other ports");
+                    drop(e);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn spawn() -> Result<Etcd> {
         let etcd = std::env::var_os("ETCD_BIN")
             .map(PathBuf::from)
             .or_else(|| which("etcd"))
@@ -87,17 +109,15 @@ impl Etcd {
             .stderr(File::create(&log)?)
             .spawn()
             .context("spawning etcd")?;
-        let etcd = Etcd {
+        Ok(Etcd {
             child,
             _dir: dir,
             log,
             client_port,
-        };
-        etcd.wait_ready().await?;
-        Ok(etcd)
+        })
     }
 
-    async fn wait_ready(&self) -> Result<()> {
+    async fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(store) = magnetar_metadata::connect(&self.metadata_url("/ready-probe")).await
@@ -106,7 +126,8 @@ impl Etcd {
                     return Ok(());
                 }
             }
-            if Instant::now() > deadline {
+            let exited = self.child.try_wait()?.is_some();
+            if exited || Instant::now() > deadline {
                 bail!("etcd did not become ready:\n{}", log_tail(&self.log, 30));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

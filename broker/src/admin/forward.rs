@@ -60,16 +60,17 @@ pub(super) async fn to_owner(
     action: &str,
     headers: &HeaderMap,
 ) -> Result<Option<OwnerAnswer>, AdminError> {
-    request_owner(service, Method::GET, topic, action, headers).await
+    request_owner(service, Method::GET, topic, action, headers, None).await
 }
 
-/// Like [`to_owner`] with any method (and no body).
+/// Like [`to_owner`] with any method, and a JSON body if given.
 pub(super) async fn request_owner(
     service: &BrokerService,
     method: Method,
     topic: &TopicName,
     action: &str,
     headers: &HeaderMap,
+    body: Option<Bytes>,
 ) -> Result<Option<OwnerAnswer>, AdminError> {
     let Some(ownership) = service.ownership() else {
         return Ok(None);
@@ -98,6 +99,11 @@ pub(super) async fn request_owner(
         let mut request = client().request(method.clone(), &url);
         if let Some(auth) = headers.get(header::AUTHORIZATION) {
             request = request.header(header::AUTHORIZATION, auth);
+        }
+        if let Some(body) = &body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
         }
         let response = request
             .send()

@@ -124,8 +124,9 @@ async fn open(
 }
 
 /// The same request for a partition another broker owns: its method,
-/// its path under the topic, and the caller's headers (authorization).
-type Remote<'r> = Option<(Method, String, &'r HeaderMap)>;
+/// its path under the topic, the caller's headers (authorization) and its
+/// JSON body, if any.
+type Remote<'r> = Option<(Method, String, &'r HeaderMap, Option<Bytes>)>;
 
 /// A name as a URL path segment, percent-encoded.
 fn url_segment(name: &str) -> String {
@@ -148,10 +149,19 @@ async fn ask_owner(
     partition: &TopicName,
     remote: &Remote<'_>,
 ) -> AdminResult<Option<bool>> {
-    let Some((method, action, headers)) = remote else {
+    let Some((method, action, headers, body)) = remote else {
         return Ok(None);
     };
-    match request_owner(service, method.clone(), partition, action, headers).await? {
+    match request_owner(
+        service,
+        method.clone(),
+        partition,
+        action,
+        headers,
+        body.clone(),
+    )
+    .await?
+    {
         None => Ok(None),
         Some(answer) if answer.status.is_success() => Ok(Some(true)),
         Some(answer) if answer.status == StatusCode::NOT_FOUND => Ok(Some(false)),
@@ -246,7 +256,7 @@ async fn reset_to_time(
         "subscription/{}/resetcursor/{timestamp}",
         url_segment(&subscription)
     );
-    let remote = Some((Method::POST, action, &headers));
+    let remote = Some((Method::POST, action, &headers, None));
     for (topic, sub) in subscriptions_named(&service, &name, &subscription, remote).await? {
         let target = topic.position_at_publish_time(timestamp).await?;
         reset(&topic, &sub, Start::At(target)).await?;
@@ -258,6 +268,7 @@ async fn reset_to_time(
 async fn reset_to_message_id(
     State(service): State<Arc<BrokerService>>,
     Path((tenant, namespace, topic, subscription)): SubscriptionPath,
+    headers: HeaderMap,
     body: Bytes,
 ) -> AdminResult<StatusCode> {
     let name = topic_name(&tenant, &namespace, &topic)?;
@@ -277,6 +288,24 @@ async fn reset_to_message_id(
             }
         }
     };
+    if partitions > 0 {
+        // The partition may be another broker's: it resets there.
+        let remote = Some((
+            Method::POST,
+            format!("subscription/{}/resetcursor", url_segment(&subscription)),
+            &headers,
+            Some(body.clone()),
+        ));
+        match ask_owner(&service, &name, &remote).await? {
+            Some(true) => return Ok(DONE),
+            Some(false) => {
+                return Err(AdminError::NotFound(format!(
+                    "Subscription {subscription} not found on {name}"
+                )))
+            }
+            None => {}
+        }
+    }
     for (topic, sub) in subscriptions_named(&service, &name, &subscription, None).await? {
         reset(&topic, &sub, id.start()).await?;
     }
@@ -299,7 +328,7 @@ async fn skip(
     let name = topic_name(&tenant, &namespace, &topic)?;
     let count = parse_count("numMessages", &count)?;
     let action = format!("subscription/{}/skip/{count}", url_segment(&subscription));
-    let remote = Some((Method::POST, action, &headers));
+    let remote = Some((Method::POST, action, &headers, None));
     for (_, sub) in subscriptions_named(&service, &name, &subscription, remote).await? {
         let upto = sub.position_after_unacknowledged(count);
         acknowledge_through(&sub, upto).await?;
@@ -315,7 +344,7 @@ async fn skip_all(
 ) -> AdminResult<StatusCode> {
     let name = topic_name(&tenant, &namespace, &topic)?;
     let action = format!("subscription/{}/skip_all", url_segment(&subscription));
-    let remote = Some((Method::POST, action, &headers));
+    let remote = Some((Method::POST, action, &headers, None));
     for (topic, sub) in subscriptions_named(&service, &name, &subscription, remote).await? {
         acknowledge_through(&sub, topic.managed_ledger().last_confirmed()).await?;
     }
@@ -341,7 +370,7 @@ async fn expire_messages(
         "subscription/{}/expireMessages/{seconds}",
         url_segment(&subscription)
     );
-    let remote = Some((Method::POST, action, &headers));
+    let remote = Some((Method::POST, action, &headers, None));
     for (topic, sub) in subscriptions_named(&service, &name, &subscription, remote).await? {
         topic
             .expire_messages_older_than(age, Some(sub.name()))
@@ -364,6 +393,7 @@ async fn expire_all_subscriptions(
         Method::POST,
         format!("all_subscription/expireMessages/{seconds}"),
         &headers,
+        None,
     ));
     let (topics, partitioned) = targets(&service, &name).await?;
     let mut any = false;
@@ -402,15 +432,12 @@ async fn create_subscription(
         return Err(AdminError::BadRequest("empty subscription name".into()));
     }
     let id = parse_optional_body::<MessageIdJson>(&body, "message id")?;
-    // Partitions owned elsewhere are asked without a body: at the end.
-    let remote = match id {
-        None => Some((
-            Method::PUT,
-            format!("subscription/{}", url_segment(&subscription)),
-            &headers,
-        )),
-        Some(_) => None,
-    };
+    let remote = Some((
+        Method::PUT,
+        format!("subscription/{}", url_segment(&subscription)),
+        &headers,
+        id.as_ref().map(|_| body.clone()),
+    ));
     let start = id.map_or(Start::Latest, |id| id.start());
     let (names, partitioned) = targets(&service, &name).await?;
     let mut topics = Vec::new();
@@ -510,9 +537,14 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.status(), StatusCode::NOT_FOUND);
-        let err = reset_to_message_id(s(), path("missing", "sub"), Bytes::from_static(b"{"))
-            .await
-            .unwrap_err();
+        let err = reset_to_message_id(
+            s(),
+            path("missing", "sub"),
+            HeaderMap::new(),
+            Bytes::from_static(b"{"),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
         let err = skip(
             s(),
