@@ -47,8 +47,8 @@ export MAGNETAR_LOG=${MAGNETAR_LOG:-warn}
 
 [[ -x $BIN ]] || { echo "no magnetar binary at $BIN (set MAGNETAR_BIN)" >&2; exit 1; }
 command -v etcd >/dev/null || { echo "etcd is not installed (Debian: etcd-server)" >&2; exit 1; }
-"$PYTHON" -c 'import pulsar' 2>/dev/null || {
-  echo "$PYTHON cannot import pulsar: pip install -r tests/python/requirements.txt" >&2; exit 1; }
+"$PYTHON" -c 'import pulsar, crc32c' 2>/dev/null || {
+  echo "$PYTHON cannot import pulsar, crc32c: pip install -r tests/python/requirements.txt" >&2; exit 1; }
 
 DIR=$(mktemp -d /tmp/magnetar-cluster-bench.XXXXXX)
 cleanup() {

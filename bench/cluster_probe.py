@@ -24,17 +24,9 @@ import urllib.error
 import urllib.request
 
 import pulsar
+from crc32c import crc32c
 
 BUNDLES = 4
-
-
-def crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-    return crc ^ 0xFFFFFFFF
 
 
 def bundle_of(topic: str, count: int = BUNDLES) -> str:

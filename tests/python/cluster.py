@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import pulsar
+from crc32c import crc32c
 import pytest
 
 from conftest import _die_with_parent, free_port, magnetar_bin
@@ -45,26 +46,6 @@ BUNDLES = 4
 # ---------------------------------------------------------------------------
 # Bundles: which hash range (bundle) a topic belongs to, as the broker
 # computes it (CRC32C of the full topic name, 4 equal ranges).
-
-def _crc32c_table():
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC32C = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = (crc >> 8) ^ _CRC32C[(crc ^ b) & 0xFF]
-    return crc ^ 0xFFFFFFFF
-
 
 def bundle_of(topic: str, count: int = BUNDLES) -> str:
     """The bundle name (`0x00000000_0x40000000`) holding `topic`, a full

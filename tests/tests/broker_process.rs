@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
+use magnetar_tests::clients::subscribe;
 use magnetar_tests::{BookieProcess, Etcd};
-use pulsar::consumer::{ConsumerOptions, InitialPosition};
-use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
+use pulsar::{Consumer, Pulsar, TokioExecutor};
 
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -16,21 +16,6 @@ async fn client(broker: &BookieProcess) -> Pulsar<TokioExecutor> {
         .build()
         .await
         .expect("client connects")
-}
-
-async fn subscribe(
-    pulsar: &Pulsar<TokioExecutor>,
-    topic: &str,
-) -> Consumer<Vec<u8>, TokioExecutor> {
-    pulsar
-        .consumer()
-        .with_topic(topic)
-        .with_subscription("sub")
-        .with_subscription_type(SubType::Exclusive)
-        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
-        .build()
-        .await
-        .expect("subscribes")
 }
 
 async fn send_all(pulsar: &Pulsar<TokioExecutor>, topic: &str, range: std::ops::Range<u32>) {

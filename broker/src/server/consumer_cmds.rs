@@ -162,15 +162,6 @@ impl Connection {
         let Some(consumer) = self.consumers.get(&ack.consumer_id) else {
             return;
         };
-        // A consumer the broker disconnected (an admin reset-cursor) sends
-        // no more acknowledgements, as in Pulsar: late ones would mark the
-        // entries the reset is about to deliver again.
-        if !consumer
-            .subscription
-            .has_consumer((self.id, ack.consumer_id))
-        {
-            return;
-        }
         let cumulative = ack.ack_type == AckType::Cumulative as i32;
         let acks: Vec<Acknowledgement> = ack
             .message_id
@@ -181,7 +172,9 @@ impl Connection {
                 ack_set: id.ack_set.clone(),
             })
             .collect();
-        consumer.subscription.acknowledge(cumulative, &acks);
+        consumer
+            .subscription
+            .acknowledge_from((self.id, ack.consumer_id), cumulative, &acks);
         if let Some(request_id) = ack.request_id {
             self.send(commands::ack_response(ack.consumer_id, request_id));
         }

@@ -541,7 +541,29 @@ impl Subscription {
     pub fn acknowledge(&self, cumulative: bool, acks: &[Acknowledgement]) {
         let last = self.ml.last_confirmed();
         let mut st = self.lock();
-        let st = &mut *st;
+        self.acknowledge_locked(&mut st, last, cumulative, acks);
+    }
+
+    /// Acknowledgements sent by the consumer `from`, applied only while it
+    /// is attached: one the broker disconnected (an admin reset-cursor)
+    /// acknowledges nothing more, as in Pulsar, since late acks would mark
+    /// the entries the reset is about to deliver again. Checked under the
+    /// same lock as the acks are applied.
+    pub fn acknowledge_from(&self, from: ConsumerKey, cumulative: bool, acks: &[Acknowledgement]) {
+        let last = self.ml.last_confirmed();
+        let mut st = self.lock();
+        if st.index_of(from).is_some() {
+            self.acknowledge_locked(&mut st, last, cumulative, acks);
+        }
+    }
+
+    fn acknowledge_locked(
+        &self,
+        st: &mut SubState,
+        last: Position,
+        cumulative: bool,
+        acks: &[Acknowledgement],
+    ) {
         for ack in acks {
             let position = &ack.position;
             if *position > last {
@@ -1084,12 +1106,6 @@ impl Subscription {
             .iter()
             .map(|c| c.handle.clone())
             .collect()
-    }
-
-    /// Whether the consumer `key` is attached (not removed by its client
-    /// nor disconnected by the broker, as a reset does).
-    pub fn has_consumer(&self, key: ConsumerKey) -> bool {
-        self.lock().index_of(key).is_some()
     }
 
     /// The cursor as it would be stored now.
