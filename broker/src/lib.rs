@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod ownership;
 pub mod protocol;
 pub mod server;
+pub mod storage;
 pub mod topic;

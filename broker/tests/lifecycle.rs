@@ -10,9 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
 use magnetar_broker::ledger::{LedgerClient, LedgerConfig, LedgerId};
-use magnetar_broker::managed_ledger::{
-    ManagedLedger, ManagedLedgerConfig, Position, RetentionLimits,
-};
+use magnetar_broker::managed_ledger::{LedgerLogStore, ManagedLedger, ManagedLedgerConfig};
+use magnetar_broker::storage::{PartitionLog, Position, Replication, RetentionLimits};
 use magnetar_broker::metrics::BrokerMetrics;
 use magnetar_broker::protocol::Outbound;
 use magnetar_broker::topic::{
@@ -72,14 +71,12 @@ async fn ledger_exists(store: &dyn MetadataStore, id: LedgerId) -> bool {
 
 /// Waits until the topic has `count` ledgers and every one but the last is
 /// sealed (rollover and sealing run in the background).
-async fn wait_for_sealed_ledgers(ml: &ManagedLedger, count: usize) {
+async fn wait_for_sealed_ledgers(log: &dyn PartitionLog, count: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let ledgers = ml.ledgers();
+        let ledgers = log.stats().segments;
         let sealed = ledgers.len() >= count
-            && ledgers[..ledgers.len() - 1]
-                .iter()
-                .all(|l| l.entries.is_some());
+            && ledgers[..ledgers.len() - 1].iter().all(|l| l.closed);
         if sealed {
             return;
         }
@@ -94,18 +91,18 @@ async fn wait_for_sealed_ledgers(ml: &ManagedLedger, count: usize) {
 /// Appends `ledgers` full ledgers of entries, one ledger at a time, so each
 /// closed ledger holds exactly ENTRIES_PER_LEDGER entries; returns their
 /// positions.
-async fn fill_ledgers(ml: &Arc<ManagedLedger>, ledgers: usize) -> Vec<Position> {
-    let start = ml.ledgers().len();
+async fn fill_ledgers(ml: &Arc<dyn PartitionLog>, ledgers: usize) -> Vec<Position> {
+    let start = ml.stats().segments.len();
     let mut positions = Vec::new();
     for round in 0..ledgers {
         let from = round * ENTRIES_PER_LEDGER as usize;
         let pending: Vec<_> = (from..from + ENTRIES_PER_LEDGER as usize)
-            .map(|i| ml.append(entry(i)))
+            .map(|i| ml.clone().append(entry(i)))
             .collect();
         for p in pending {
             positions.push(p.await.unwrap());
         }
-        wait_for_sealed_ledgers(ml, start + round + 1).await;
+        wait_for_sealed_ledgers(ml.as_ref(), start + round + 1).await;
     }
     positions
 }
@@ -141,7 +138,7 @@ async fn open_ml(cluster: &Cluster, name: &str) -> (Arc<ManagedLedger>, Arc<dyn 
 async fn trimming_deletes_consumed_ledgers_and_keeps_unconsumed_ones() {
     let cluster = Cluster::start().await;
     let (ml, store) = open_ml(&cluster, "trim").await;
-    let positions = fill_ledgers(&ml, 4).await;
+    let positions = fill_ledgers(&(ml.clone() as Arc<dyn PartitionLog>), 4).await;
     let ids: Vec<LedgerId> = ml.ledgers().iter().map(|l| l.ledger_id).collect();
     assert_eq!(ids.len(), 5, "four full ledgers and the current one");
 
@@ -195,7 +192,7 @@ async fn trimming_deletes_consumed_ledgers_and_keeps_unconsumed_ones() {
     }
     assert!(ledger_exists(store.as_ref(), ids[4]).await);
     assert!(read_all(&ml).await.is_empty());
-    let next = ml.append(entry(40)).await.unwrap();
+    let next = ml.clone().append(entry(40)).await.unwrap();
     assert_eq!(next, Position::new(ids[4], 0));
     assert_eq!(read_all(&ml).await, vec![next]);
     ml.close().await.unwrap();
@@ -205,7 +202,7 @@ async fn trimming_deletes_consumed_ledgers_and_keeps_unconsumed_ones() {
 async fn retention_keeps_consumed_ledgers_within_its_limits() {
     let cluster = Cluster::start().await;
     let (ml, store) = open_ml(&cluster, "retain").await;
-    let positions = fill_ledgers(&ml, 4).await;
+    let positions = fill_ledgers(&(ml.clone() as Arc<dyn PartitionLog>), 4).await;
     let ledgers = ml.ledgers();
     let ids: Vec<LedgerId> = ledgers.iter().map(|l| l.ledger_id).collect();
     let all_read = ml.last_confirmed();
@@ -283,13 +280,18 @@ async fn service(cluster: &Cluster) -> Arc<BrokerService> {
     )
     .await
     .unwrap();
+    let logs = Arc::new(LedgerLogStore::new(metadata.clone(), client, ml_config()));
     let config = BrokerConfig {
-        managed_ledger: ml_config(),
+        default_replication: Replication {
+            ensemble_size: 1,
+            write_quorum: 1,
+            ack_quorum: 1,
+        },
         // Policies are applied by the test, not by the periodic task.
         housekeeping_interval: Duration::from_secs(3600),
         ..BrokerConfig::default()
     };
-    BrokerService::new(config, metadata, client, BrokerMetrics::new().unwrap())
+    BrokerService::new(config, metadata, logs, BrokerMetrics::new().unwrap())
 }
 
 fn subscribe_request(name: &str) -> SubscribeRequest {
@@ -359,13 +361,8 @@ async fn a_trimmed_topic_reopens_and_its_consumers_continue_without_loss() {
         let broker = service(&cluster).await;
         let topic = broker.topic(&name).await.unwrap();
         let (sub, mut rx) = attach(&topic, "sub", (1, 1)).await;
-        let positions = fill_ledgers(topic.managed_ledger(), 4).await;
-        let ids: Vec<LedgerId> = topic
-            .managed_ledger()
-            .ledgers()
-            .iter()
-            .map(|l| l.ledger_id)
-            .collect();
+        let positions = fill_ledgers(topic.log(), 4).await;
+        let ids: Vec<LedgerId> = topic.log().stats().segments.iter().map(|l| l.id).collect();
         assert_eq!(receive(&mut rx, 40).await, positions);
         // Consumed through entry 24, in the third ledger.
         ack_through(&sub, positions[24]);
@@ -395,15 +392,15 @@ async fn a_trimmed_topic_reopens_and_its_consumers_continue_without_loss() {
     assert_eq!(receive(&mut late_rx, 20).await, positions[20..]);
 
     // Once both have consumed everything, every closed ledger goes.
-    let last = topic.managed_ledger().last_confirmed();
+    let last = topic.log().last_confirmed();
     ack_through(&sub, last);
     ack_through(&late, last);
     topic.apply_policies(&no_retention).await.unwrap();
     for id in &ids {
         assert!(!ledger_exists(store.as_ref(), *id).await, "ledger {id}");
     }
-    let remaining = topic.managed_ledger().ledgers();
+    let remaining = topic.log().stats().segments;
     assert_eq!(remaining.len(), 1, "only the current ledger: {remaining:?}");
-    assert_eq!(remaining[0].entries, None);
+    assert!(!remaining[0].closed);
     broker.shutdown().await;
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
 use magnetar_broker::ledger::{LedgerClient, LedgerConfig};
 use magnetar_broker::managed_ledger::{
-    ManagedLedger, ManagedLedgerConfig, ManagedLedgerError, Position,
+    LedgerLogStore, ManagedLedger, ManagedLedgerConfig, ManagedLedgerError, Position,
 };
 use magnetar_broker::metrics::BrokerMetrics;
 use magnetar_broker::topic::{
@@ -183,12 +183,17 @@ async fn service(cluster: &Cluster) -> Arc<BrokerService> {
     )
     .await
     .unwrap();
-    let mut config = BrokerConfig::default();
-    config.managed_ledger = ManagedLedgerConfig {
+    let ml_config = ManagedLedgerConfig {
         max_entries_per_ledger: 10,
-        ..config.managed_ledger
+        ..ManagedLedgerConfig::default()
     };
-    BrokerService::new(config, metadata, client, BrokerMetrics::new().unwrap())
+    let logs = Arc::new(LedgerLogStore::new(metadata.clone(), client, ml_config));
+    BrokerService::new(
+        BrokerConfig::default(),
+        metadata,
+        logs,
+        BrokerMetrics::new().unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,12 +10,13 @@ use anyhow::{Context, Result};
 use clap::Args;
 use magnetar_broker::auth::{AuthConfig, Superusers, TokenVerifier};
 use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
-use magnetar_broker::ledger::{LedgerClient, LedgerConfig};
+use magnetar_broker::ledger::LedgerClient;
 use magnetar_broker::load_manager::LoadManagerConfig;
-use magnetar_broker::managed_ledger::EntryCache;
+use magnetar_broker::managed_ledger::{EntryCache, LedgerLogStore, ManagedLedgerConfig};
 use magnetar_broker::metrics::BrokerMetrics;
 use magnetar_broker::ownership::{BrokerIdentity, Ownership, DEFAULT_LEASE_TTL};
 use magnetar_broker::server::BrokerServer;
+use magnetar_broker::storage::{self, LogStore, Replication};
 use magnetar_broker::topic::{
     create_namespace_if_absent, BrokerConfig, BrokerService, NamespacePolicies, TenantInfo,
 };
@@ -107,10 +108,6 @@ impl BrokerTuning {
         }
         if let Some(n) = self.max_entries_per_ledger {
             anyhow::ensure!(n > 0, "--max-entries-per-ledger must be positive");
-            config.managed_ledger.max_entries_per_ledger = n;
-        }
-        if let Some(mb) = self.cache_mb {
-            config.managed_ledger.cache = EntryCache::new(mb << 20);
         }
         if let Some(interval) = self.housekeeping_interval {
             anyhow::ensure!(
@@ -127,18 +124,47 @@ impl BrokerTuning {
             );
             config.cluster_name = name.clone();
         }
-        let ledger = &mut config.managed_ledger.ledger;
+        let replication = &mut config.default_replication;
         let (e, qw, qa) = (
-            self.ensemble_size.unwrap_or(ledger.ensemble_size),
-            self.write_quorum.unwrap_or(ledger.write_quorum),
-            self.ack_quorum.unwrap_or(ledger.ack_quorum),
+            self.ensemble_size.unwrap_or(replication.ensemble_size),
+            self.write_quorum.unwrap_or(replication.write_quorum),
+            self.ack_quorum.unwrap_or(replication.ack_quorum),
         );
         anyhow::ensure!(
             qa >= 1 && qw >= qa && e >= qw,
             "need ensemble-size >= write-quorum >= ack-quorum >= 1, got {e}/{qw}/{qa}"
         );
-        *ledger = LedgerConfig::new(e, qw, qa);
+        *replication = Replication {
+            ensemble_size: e,
+            write_quorum: qw,
+            ack_quorum: qa,
+        };
         Ok(config)
+    }
+
+    /// Topics as managed ledgers on the bookies registered in `metadata`
+    /// (the decoupled architecture), replicated as `replication` unless
+    /// their namespace says otherwise.
+    pub fn decoupled_storage(
+        &self,
+        metadata: &Arc<dyn MetadataStore>,
+        replication: Replication,
+    ) -> Arc<dyn LogStore> {
+        let mut config = ManagedLedgerConfig::default();
+        config.ledger.ensemble_size = replication.ensemble_size;
+        config.ledger.write_quorum = replication.write_quorum;
+        config.ledger.ack_quorum = replication.ack_quorum;
+        if let Some(n) = self.max_entries_per_ledger {
+            config.max_entries_per_ledger = n;
+        }
+        if let Some(mb) = self.cache_mb {
+            config.cache = EntryCache::new(mb << 20);
+        }
+        let client = LedgerClient::new(
+            metadata.clone(),
+            BookieClients::new(BookieClientConfig::default()),
+        );
+        Arc::new(LedgerLogStore::new(metadata.clone(), client, config))
     }
 }
 
@@ -242,17 +268,16 @@ impl RunningBroker {
     /// topic (standalone).
     pub async fn start(
         metadata: Arc<dyn MetadataStore>,
-        config: BrokerConfig,
+        (config, logs): (BrokerConfig, Arc<dyn LogStore>),
         (listen, http): (SocketAddr, SocketAddr),
         cluster: Option<ClusterMembership>,
     ) -> Result<RunningBroker> {
+        storage::join_cluster(metadata.as_ref(), logs.architecture())
+            .await
+            .context("joining the cluster")?;
         let metrics = BrokerMetrics::new().context("creating broker metrics")?;
-        let ledgers = LedgerClient::new(
-            metadata.clone(),
-            BookieClients::new(BookieClientConfig::default()),
-        );
         let advertised = config.advertised_address.clone();
-        let service = BrokerService::new(config, metadata.clone(), ledgers, metrics.clone());
+        let service = BrokerService::new(config, metadata.clone(), logs, metrics.clone());
         let http_listener = tokio::net::TcpListener::bind(http)
             .await
             .with_context(|| format!("binding broker HTTP on {http}"))?;
@@ -356,7 +381,16 @@ pub async fn run(args: BrokerArgs) -> Result<()> {
         lease_ttl,
         load_manager,
     };
-    let broker = RunningBroker::start(metadata, config, (listen, http), Some(cluster)).await?;
+    let logs = args
+        .tuning
+        .decoupled_storage(&metadata, config.default_replication);
+    let broker = RunningBroker::start(
+        metadata,
+        (config, logs),
+        (listen, http),
+        Some(cluster),
+    )
+    .await?;
     println!(
         "broker serving pulsar://{} (metrics http://{}/metrics)",
         broker.server.local_addr, broker.http_addr

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use magnetar_bookie::{BookieConfig, BookieNode};
-use magnetar_broker::ledger::LedgerConfig;
+use magnetar_broker::storage::Replication;
 use magnetar_broker::topic::{
     create_namespace_if_absent, BrokerConfig, NamespacePolicies, PersistencePolicy, TenantInfo,
 };
@@ -53,7 +53,11 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     // Settings are checked before anything starts. One bookie: every
     // ledger is 1/1/1.
     let mut defaults = BrokerConfig::default();
-    defaults.managed_ledger.ledger = LedgerConfig::new(1, 1, 1);
+    defaults.default_replication = Replication {
+        ensemble_size: 1,
+        write_quorum: 1,
+        ack_quorum: 1,
+    };
     let broker_config = args.broker.config(defaults)?;
     let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from("data"));
     let metadata_dir = data_dir.join("metadata");
@@ -98,7 +102,11 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     .await
     .context("creating public/default")?;
     // One broker owns everything: no leases, no bundles.
-    let broker = RunningBroker::start(metadata, broker_config, (listen, http), None).await?;
+    let logs = args
+        .broker
+        .decoupled_storage(&metadata, broker_config.default_replication);
+    let broker =
+        RunningBroker::start(metadata, (broker_config, logs), (listen, http), None).await?;
     println!(
         "magnetar standalone: pulsar://{} (broker metrics http://{}/metrics), data in {}, bookie on {}",
         broker.server.local_addr,

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! /clusters/{cluster}                                   cluster record
+//! /architecture                                         decoupled | monolithic, fixed when the cluster is initialised
 //! /bookies/available/{bookie}                           BookieRegistration, bound to the bookie's lease
 //! /bookies/all/{bookie}                                 every bookie ever registered (survives restarts)
 //! /brokers/available/{broker}                           broker registration, bound to the broker's lease
@@ -11,7 +12,7 @@
 //! /tenants/{tenant}                                     tenant record
 //! /namespaces/{tenant}/{namespace}                      namespace policies
 //! /partitioned-topics/{tenant}/{namespace}/{topic}      partition count of a partitioned topic
-//! /topics/{tenant}/{namespace}/{topic}                  managed ledger: its list of ledgers
+//! /topics/{tenant}/{namespace}/{topic}                  a topic's log record (decoupled: its ledger list; monolithic: its partition state)
 //! /cursors/{tenant}/{namespace}/{topic}/{subscription}  a subscription's cursor
 //! /ledgers/{ledger_id}                                  ledger metadata (ensembles, state, last entry)
 //! /ownership/{tenant}/{namespace}/{bundle}              owner of a bundle, bound to the owner's lease
@@ -94,6 +95,11 @@ fn dir(parts: &[&str]) -> String {
 
 pub fn cluster(name: &str) -> String {
     path(&["clusters", name])
+}
+
+/// The storage architecture of every broker sharing this metadata.
+pub fn cluster_architecture() -> String {
+    path(&["architecture"])
 }
 
 pub fn clusters_prefix() -> String {

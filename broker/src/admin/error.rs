@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use magnetar_metadata::MetadataError;
 
-use crate::managed_ledger::ManagedLedgerError;
+use crate::storage::StorageError;
 use crate::topic::ServiceError;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +79,8 @@ impl From<MetadataError> for AdminError {
     }
 }
 
-impl From<ManagedLedgerError> for AdminError {
-    fn from(e: ManagedLedgerError) -> Self {
+impl From<StorageError> for AdminError {
+    fn from(e: StorageError) -> Self {
         AdminError::Internal(format!("storage: {e}"))
     }
 }

@@ -115,6 +115,7 @@ pub(crate) mod testing {
 
     use crate::ledger::bookie_client::{BookieClientConfig, BookieClients};
     use crate::ledger::LedgerClient;
+    use crate::managed_ledger::{LedgerLogStore, ManagedLedgerConfig};
     use crate::metrics::BrokerMetrics;
     use crate::topic::{
         create_namespace_if_absent, BrokerConfig, BrokerService, NamespacePolicies, TenantInfo,
@@ -146,9 +147,14 @@ pub(crate) mod testing {
             store.clone(),
             BookieClients::new(BookieClientConfig::default()),
         );
+        let logs = Arc::new(LedgerLogStore::new(
+            store.clone(),
+            ledgers,
+            ManagedLedgerConfig::default(),
+        ));
         let metrics = BrokerMetrics::new().expect("metrics");
         TestBroker {
-            service: BrokerService::new(BrokerConfig::default(), store, ledgers, metrics),
+            service: BrokerService::new(BrokerConfig::default(), store, logs, metrics),
             _dir: dir,
         }
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::topics::{topic_name, TopicPath};
 use super::{forward, query_flag, query_param, AdminError, AdminResult};
 use crate::cursor::CursorSnapshot;
-use crate::managed_ledger::ManagedLedger;
+use crate::storage::PartitionLog;
 use crate::topic::{BrokerService, ServiceError, SubscriptionType, Topic};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -99,18 +99,18 @@ fn type_name(sub_type: SubscriptionType) -> &'static str {
 
 /// Entries after a stored cursor's mark-delete position not acknowledged
 /// individually.
-fn stored_backlog(ml: &ManagedLedger, cursor: &CursorSnapshot) -> u64 {
+fn stored_backlog(log: &dyn PartitionLog, cursor: &CursorSnapshot) -> u64 {
     let acked: u64 = cursor
         .acked_ranges
         .iter()
         .map(|(_, first, last)| (last - first + 1).max(0) as u64)
         .sum();
-    ml.entries_after(cursor.mark_delete).saturating_sub(acked)
+    log.entries_after(cursor.mark_delete).saturating_sub(acked)
 }
 
 async fn collect(topic: &Topic) -> AdminResult<TopicStats> {
-    let ml = topic.managed_ledger();
-    let storage = ml.storage_stats();
+    let log = topic.log();
+    let storage = log.stats();
     let totals = topic.counters().totals();
     let rate = topic.counters().rates();
     let mut subscriptions = BTreeMap::new();
@@ -134,7 +134,7 @@ async fn collect(topic: &Topic) -> AdminResult<TopicStats> {
             .entry(name)
             .or_insert_with(|| SubscriptionStats {
                 sub_type: None,
-                msg_backlog: stored_backlog(ml, &cursor),
+                msg_backlog: stored_backlog(log.as_ref(), &cursor),
                 is_durable: true,
                 consumers: Vec::new(),
             });
@@ -307,7 +307,7 @@ pub(super) async fn internal_stats(
 ) -> AdminResult<Json<serde_json::Value>> {
     let name = topic_name(&tenant, &namespace, &topic)?;
     let topic = service.existing_topic(&name).await?;
-    let storage = topic.managed_ledger().storage_stats();
+    let storage = topic.log().stats();
     let mut cursors = BTreeMap::new();
     for sub in topic.open_subscriptions().await {
         cursors.insert(
@@ -320,7 +320,7 @@ pub(super) async fn internal_stats(
             .entry(name)
             .or_insert_with(|| CursorJson::new(&cursor, true));
     }
-    let current = storage.current_ledger.clone();
+    let current = storage.current.clone();
     let stats = InternalStats {
         entries_added_counter: topic.counters().totals().entries,
         number_of_entries: storage.entries,
@@ -329,10 +329,10 @@ pub(super) async fn internal_stats(
         current_ledger_size: current.as_ref().map_or(0, |l| l.size),
         last_confirmed_entry: storage.last_confirmed.to_string(),
         ledgers: storage
-            .ledgers
+            .segments
             .iter()
             .map(|l| LedgerJson {
-                ledger_id: l.ledger_id,
+                ledger_id: l.id,
                 entries: l.entries,
                 size: l.size,
             })
@@ -345,7 +345,7 @@ pub(super) async fn internal_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::managed_ledger::Position;
+    use crate::storage::Position;
 
     #[test]
     fn deleted_ranges_in_pulsar_notation() {

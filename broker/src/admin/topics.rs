@@ -16,7 +16,7 @@ use bytes::Bytes;
 use magnetar_metadata::{keys, Expect, MetadataError, MetadataStore};
 
 use super::{parse_body, query_flag, stats, AdminError, AdminResult, DONE};
-use crate::managed_ledger::LedgerListStore;
+use crate::storage::LogStore;
 use crate::topic::{BrokerService, ServiceError, TopicName};
 
 /// Most partitions a topic may have: each is a topic with its own metadata.
@@ -87,17 +87,13 @@ fn parse_partitions(body: &Bytes) -> AdminResult<u32> {
 /// Creates partitions `from..to` of `name` as empty topics (those that
 /// exist already are kept).
 async fn create_partitions(
-    store: &Arc<dyn MetadataStore>,
+    logs: &Arc<dyn LogStore>,
     name: &TopicName,
     from: u32,
     to: u32,
 ) -> AdminResult<()> {
     for i in from..to {
-        let partition = name.partition(i);
-        let key = keys::topic(&partition.tenant, &partition.namespace, &partition.local);
-        LedgerListStore::new(store.clone(), key)
-            .create_empty()
-            .await?;
+        logs.create(&name.partition(i).log_name()).await?;
     }
     Ok(())
 }
@@ -144,11 +140,7 @@ async fn create(
             "Partitioned topic {name} already exists"
         )));
     }
-    let key = keys::topic(&name.tenant, &name.namespace, &name.local);
-    if !LedgerListStore::new(store.clone(), key)
-        .create_empty()
-        .await?
-    {
+    if !service.logs().create(&name.log_name()).await? {
         return Err(AdminError::Conflict(format!(
             "This topic already exists: {name}"
         )));
@@ -217,7 +209,7 @@ async fn create_partitioned(
         }
         Err(e) => return Err(e.into()),
     }
-    create_partitions(store, &name, 0, partitions).await?;
+    create_partitions(service.logs(), &name, 0, partitions).await?;
     tracing::info!(topic = %name, partitions, "partitioned topic created");
     Ok(DONE)
 }
@@ -246,7 +238,7 @@ async fn update_partitioned(
         )));
     }
     // The new partitions exist before clients learn the new count.
-    create_partitions(store, &name, current, partitions).await?;
+    create_partitions(service.logs(), &name, current, partitions).await?;
     match store
         .put(
             &key,

@@ -10,4 +10,4 @@
 
 mod state;
 
-pub use state::{CursorSnapshot, CursorState, PositionOrder};
+pub use state::{CursorSnapshot, CursorState};

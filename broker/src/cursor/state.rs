@@ -5,16 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::managed_ledger::Position;
-
-/// The topic's position order, which a cursor needs to fold acknowledged
-/// entries into its mark-delete position. The managed ledger implements it.
-pub trait PositionOrder {
-    /// The first readable position after `after`, if any is readable yet.
-    fn next_position(&self, after: Position) -> Option<Position>;
-    /// The position just before `position`.
-    fn previous_position(&self, position: Position) -> Position;
-}
+use crate::storage::{Position, PositionOrder};
 
 /// In-memory acknowledgement state of a subscription.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,7 +109,7 @@ impl CursorState {
     /// Individually acknowledges `position`; `ack_set` (bit set = still
     /// unacknowledged) acknowledges only some messages of a batch. Returns
     /// whether the whole entry is now acknowledged.
-    pub fn ack(&mut self, ml: &impl PositionOrder, position: Position, ack_set: &[i64]) -> bool {
+    pub fn ack(&mut self, ml: &(impl PositionOrder + ?Sized), position: Position, ack_set: &[i64]) -> bool {
         if self.is_acked(position) {
             return true;
         }
@@ -141,7 +132,7 @@ impl CursorState {
 
     /// Acknowledges everything up to and including `position` (up to the
     /// batch messages outstanding in `ack_set`, if given).
-    pub fn ack_cumulative(&mut self, ml: &impl PositionOrder, position: Position, ack_set: &[i64]) {
+    pub fn ack_cumulative(&mut self, ml: &(impl PositionOrder + ?Sized), position: Position, ack_set: &[i64]) {
         let partial = ack_set.iter().any(|w| *w != 0);
         let upto = if partial {
             ml.previous_position(position)
@@ -179,7 +170,7 @@ impl CursorState {
 
     /// Folds individually acknowledged entries that directly follow the
     /// mark-delete position into it.
-    fn advance(&mut self, ml: &impl PositionOrder) {
+    fn advance(&mut self, ml: &(impl PositionOrder + ?Sized)) {
         while let Some(next) = ml.next_position(self.mark_delete) {
             if !self.acked.remove(&next) {
                 break;

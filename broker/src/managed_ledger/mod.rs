@@ -11,8 +11,9 @@ mod cache;
 mod delete;
 mod error;
 mod ledger_list;
-mod position;
+mod log;
 mod stats;
+mod store;
 mod trim;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -29,9 +30,11 @@ pub use cache::EntryCache;
 pub use delete::delete_stored;
 pub use error::ManagedLedgerError;
 pub use ledger_list::{LedgerInfo, LedgerList, LedgerListStore};
-pub use position::Position;
 pub use stats::{LedgerStats, StorageStats};
-pub use trim::{ledgers_to_trim, RetentionLimits};
+pub use store::LedgerLogStore;
+pub use trim::ledgers_to_trim;
+
+pub use crate::storage::{Entry, Position, RetentionLimits};
 
 /// Rollover thresholds and replication of a topic's ledgers (Pulsar's
 /// defaults: 50,000 entries, 2 GiB, 4 hours).
@@ -56,13 +59,6 @@ impl Default for ManagedLedgerConfig {
             cache: EntryCache::new(256 << 20),
         }
     }
-}
-
-/// An entry read back: its position and the bytes appended.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    pub position: Position,
-    pub data: Bytes,
 }
 
 type AppendResult = Result<Position, ManagedLedgerError>;
@@ -800,7 +796,7 @@ fn share(bytes: u64, part: u64, whole: u64) -> u64 {
     (u128::from(bytes) * u128::from(part.min(whole)) / u128::from(whole)) as u64
 }
 
-impl crate::cursor::PositionOrder for ManagedLedger {
+impl crate::storage::PositionOrder for ManagedLedger {
     fn next_position(&self, after: Position) -> Option<Position> {
         self.next_readable(after)
     }

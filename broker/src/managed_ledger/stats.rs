@@ -13,6 +13,8 @@ pub struct LedgerStats {
     /// Bytes stored: the final length once closed; for the ledger being
     /// written, the bytes appended so far.
     pub size: u64,
+    /// Sealed: its final entry count is recorded.
+    pub closed: bool,
 }
 
 /// A topic's storage at one moment.
@@ -46,6 +48,7 @@ impl ManagedLedger {
                     ledger_id: info.ledger_id,
                     entries,
                     size,
+                    closed: info.entries.is_some(),
                 }
             })
             .collect();

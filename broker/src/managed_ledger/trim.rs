@@ -6,34 +6,8 @@
 //! It must never pick a ledger that is open, that holds an entry after the
 //! slowest mark-delete position, or that is the last of the list.
 
-use std::time::Duration;
-
-use super::{LedgerInfo, Position};
+use super::{LedgerInfo, Position, RetentionLimits};
 use crate::ledger::LedgerId;
-
-/// How much consumed data a topic keeps: consumed ledgers stay while they
-/// are within both limits, and the oldest go while either is exceeded.
-/// `None` is no limit on that axis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetentionLimits {
-    /// Age of a consumed ledger, measured from when it was closed.
-    pub max_age: Option<Duration>,
-    /// Total bytes of the consumed ledgers kept.
-    pub max_bytes: Option<u64>,
-}
-
-impl RetentionLimits {
-    /// Keep nothing once consumed (Pulsar's default, retention 0/0).
-    pub const NONE: RetentionLimits = RetentionLimits {
-        max_age: Some(Duration::ZERO),
-        max_bytes: Some(0),
-    };
-    /// Keep everything (retention -1/-1).
-    pub const UNLIMITED: RetentionLimits = RetentionLimits {
-        max_age: None,
-        max_bytes: None,
-    };
-}
 
 /// Whether every entry of the closed ledger `info` is at or before `slowest`.
 fn is_consumed(info: &LedgerInfo, slowest: Position) -> bool {
@@ -98,6 +72,7 @@ pub fn ledgers_to_trim(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const MINUTE_MS: u64 = 60_000;
     const NOW: u64 = 1_000 * MINUTE_MS;

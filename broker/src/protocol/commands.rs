@@ -15,7 +15,7 @@ use pulsar::proto::{
 
 use super::codec::Outbound;
 use super::frame::entry_metadata;
-use crate::managed_ledger::Position;
+use crate::storage::Position;
 use crate::topic::sticky_key_hash;
 
 fn command(r#type: Type, fill: impl FnOnce(&mut BaseCommand)) -> Outbound {

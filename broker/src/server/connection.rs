@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::auth::TopicOperation;
-use crate::managed_ledger::{ManagedLedgerError, Position};
+use crate::storage::{Position, StorageError};
 use crate::protocol::{commands, CorruptFrame, Decoded, Frame, Outbound, PulsarCodec};
 use crate::topic::{BrokerService, ServiceError, Subscription, Topic};
 
@@ -49,7 +49,7 @@ pub(super) enum ConnectionError {
     AuthenticationFailed(String),
 }
 
-pub(super) type Receipt = (u64, u64, u64, Result<Position, ManagedLedgerError>);
+pub(super) type Receipt = (u64, u64, u64, Result<Position, StorageError>);
 type ReceiptFuture = Pin<Box<dyn Future<Output = Receipt> + Send>>;
 
 /// A producer this connection created.

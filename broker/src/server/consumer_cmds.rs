@@ -11,7 +11,7 @@ use pulsar::proto::{
 };
 
 use super::connection::{Connection, ConsumerState, Event};
-use crate::managed_ledger::Position;
+use crate::storage::Position;
 use crate::protocol::commands;
 use crate::topic::{
     Acknowledgement, ConsumerHandle, InitialPosition, KeySharedOptions, SubscribeRequest,
@@ -210,7 +210,7 @@ impl Connection {
             if id.ledger_id == u64::MAX {
                 Position::EARLIEST
             } else if id.ledger_id >= i64::MAX as u64 {
-                let last = consumer.topic.managed_ledger().last_confirmed();
+                let last = consumer.topic.log().last_confirmed();
                 Position::new(last.ledger_id, last.entry_id + 1)
             } else {
                 commands::position_of(id)

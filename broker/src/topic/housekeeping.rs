@@ -10,7 +10,7 @@
 //!   `consumer_backlog_eviction`, durable cursors skip their oldest entries
 //!   until the backlog is back under the limit;
 //! - retention: closed ledgers every cursor has passed are deleted once the
-//!   retention policy no longer keeps them (see `ManagedLedger::trim_consumed`).
+//!   retention policy no longer keeps them (see `PartitionLog::trim_consumed`).
 //!
 //! As in Pulsar, quotas are checked here and when a producer attaches, never
 //! per message: a backlog may pass its quota by what producers send within
@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::policies::{BacklogQuota, BacklogQuotaPolicy, NamespacePolicies, RetentionPolicy};
 use super::{BrokerService, ServiceError, Subscription, Topic};
-use crate::managed_ledger::{Position, RetentionLimits};
+use crate::storage::{Position, RetentionLimits};
 
 /// How often policies are applied unless configured (Pulsar checks backlog
 /// quotas and message expiry about once a minute).
@@ -224,7 +224,7 @@ impl Topic {
     /// Publish time (ms since the epoch) of the first entry after `after`,
     /// if one is readable.
     async fn publish_time_after(&self, after: Position) -> Result<Option<u64>, ServiceError> {
-        let entries = self.managed_ledger().read_entries(after, 1).await?;
+        let entries = self.log().read_entries(after, 1).await?;
         Ok(entries
             .first()
             .and_then(|e| crate::protocol::entry_metadata(&e.data).ok())
@@ -235,7 +235,7 @@ impl Topic {
     /// every entry if there is none.
     async fn last_published_before(&self, cutoff_ms: u64) -> Result<Position, ServiceError> {
         let first_kept = self.position_at_publish_time(cutoff_ms).await?;
-        Ok(self.managed_ledger().position_before(first_kept))
+        Ok(self.log().previous_position(first_kept))
     }
 
     /// Message TTL: acknowledges, on every subscription behind it, what was
@@ -253,8 +253,8 @@ impl Topic {
         only: Option<&str>,
     ) -> Result<(), ServiceError> {
         let ttl = age;
-        let ml = self.managed_ledger();
-        let last = ml.last_confirmed();
+        let log = self.log();
+        let last = log.last_confirmed();
         let behind: Vec<Arc<Subscription>> = self
             .all_subscriptions()
             .await
@@ -281,14 +281,14 @@ impl Topic {
     }
 
     /// Whether the backlog from the slowest durable cursor is over `quota`:
-    /// in bytes (estimated, see `ManagedLedger::bytes_after`), or in age of
+    /// in bytes (estimated, see `PartitionLog::bytes_after`), or in age of
     /// the oldest unacknowledged entry.
     async fn backlog_exceeds(&self, quota: &BacklogQuota) -> Result<bool, ServiceError> {
         let Some(slowest) = self.slowest_durable().await else {
             return Ok(false);
         };
         if let Ok(limit) = u64::try_from(quota.limit_size) {
-            if self.managed_ledger().bytes_after(slowest) > limit {
+            if self.log().bytes_after(slowest) > limit {
                 return Ok(true);
             }
         }
@@ -331,7 +331,7 @@ impl Topic {
         let mut target: Option<Position> = None;
         if let Ok(limit) = u64::try_from(quota.limit_size) {
             let keep = (limit as f64 * EVICTION_TARGET) as u64;
-            target = Some(self.managed_ledger().mark_delete_leaving(keep));
+            target = Some(self.log().mark_delete_leaving(keep));
         }
         if let Ok(limit_secs) = u64::try_from(quota.limit_time) {
             let cutoff = now_ms().saturating_sub(limit_secs.saturating_mul(1000));
@@ -353,7 +353,7 @@ impl Topic {
     /// subscription counts, readers too, so no reader loses entries it is
     /// about to read.
     async fn trim_ledgers(&self, limits: &RetentionLimits) -> Result<(), ServiceError> {
-        let ml = self.managed_ledger();
+        let log = self.log();
         // Held throughout: a subscription created meanwhile (at Earliest)
         // would start in a ledger about to go.
         let subscriptions = self.subscriptions.lock().await;
@@ -361,11 +361,11 @@ impl Topic {
             .values()
             .map(|s| s.mark_delete_position())
             .min()
-            .unwrap_or_else(|| ml.last_confirmed());
-        let trimmed = ml.trim_consumed(slowest, limits).await?;
+            .unwrap_or_else(|| log.last_confirmed());
+        let trimmed = log.trim_consumed(slowest, limits).await?;
         drop(subscriptions);
-        if !trimmed.is_empty() {
-            tracing::debug!(topic = %self.full_name(), ledgers = ?trimmed, "trimmed consumed ledgers");
+        if trimmed > 0 {
+            tracing::debug!(topic = %self.full_name(), segments = trimmed, "trimmed consumed segments");
         }
         Ok(())
     }

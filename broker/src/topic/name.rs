@@ -28,6 +28,11 @@ pub(crate) fn valid_segment(s: &str) -> bool {
 }
 
 impl TopicName {
+    /// This topic's identity for storage.
+    pub fn log_name(&self) -> crate::storage::LogName {
+        crate::storage::LogName::new(&self.tenant, &self.namespace, &self.local)
+    }
+
     /// Parses a full name or a short one (`topic` alone means
     /// `persistent://public/default/topic`, `t/ns/topic` means persistent).
     pub fn parse(name: &str) -> Result<TopicName, InvalidTopicName> {

@@ -14,22 +14,19 @@ use super::housekeeping::{Housekeeper, DEFAULT_HOUSEKEEPING_INTERVAL};
 use super::policies::{BacklogQuotaPolicy, NamespacePolicies};
 use super::subscription::SubscribeError;
 use super::{Topic, TopicName};
-use crate::ledger::{LedgerClient, LedgerConfig};
 use crate::load_manager::{LoadManager, LoadManagerConfig};
-use crate::managed_ledger::{
-    delete_stored, ManagedLedger, ManagedLedgerConfig, ManagedLedgerError,
-};
 use crate::metrics::BrokerMetrics;
 use crate::ownership::{topic_hash, BrokerIdentity, BundleRange, Ownership, OwnershipError};
+use crate::storage::{Architecture, LogStore, Replication, StorageError};
 
 /// What the broker needs to serve topics.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
     /// Largest message (or batch) accepted, in bytes (Pulsar's default 5 MiB).
     pub max_message_size: usize,
-    /// Ledger rollover, cache and the default persistence of namespaces
-    /// that set none.
-    pub managed_ledger: ManagedLedgerConfig,
+    /// Replication of namespaces that set no persistence policy (Pulsar's
+    /// default E/Qw/Qa 2/2/2).
+    pub default_replication: Replication,
     /// `host:port` that lookups send clients to; by default the address the
     /// client connected to.
     pub advertised_address: Option<String>,
@@ -50,7 +47,11 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             max_message_size: 5 * 1024 * 1024,
-            managed_ledger: ManagedLedgerConfig::default(),
+            default_replication: Replication {
+                ensemble_size: 2,
+                write_quorum: 2,
+                ack_quorum: 2,
+            },
             advertised_address: None,
             max_pending_sends_per_connection: 1000,
             housekeeping_interval: DEFAULT_HOUSEKEEPING_INTERVAL,
@@ -69,7 +70,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Subscribe(#[from] SubscribeError),
     #[error("storage: {0}")]
-    Storage(#[from] ManagedLedgerError),
+    Storage(#[from] StorageError),
     #[error("metadata: {0}")]
     Metadata(String),
     #[error("broker is shutting down")]
@@ -152,7 +153,7 @@ type TopicSlot = Arc<OnceCell<Arc<Topic>>>;
 pub struct BrokerService {
     config: BrokerConfig,
     store: Arc<dyn MetadataStore>,
-    ledgers: LedgerClient,
+    logs: Arc<dyn LogStore>,
     metrics: BrokerMetrics,
     topics: tokio::sync::Mutex<HashMap<String, TopicSlot>>,
     /// Topics being deleted, which are not opened meanwhile. Added and
@@ -174,14 +175,14 @@ impl BrokerService {
     pub fn new(
         config: BrokerConfig,
         store: Arc<dyn MetadataStore>,
-        ledgers: LedgerClient,
+        logs: Arc<dyn LogStore>,
         metrics: BrokerMetrics,
     ) -> Arc<Self> {
         let interval = config.housekeeping_interval;
         let service = Arc::new(BrokerService {
             config,
             store,
-            ledgers,
+            logs,
             metrics,
             topics: tokio::sync::Mutex::new(HashMap::new()),
             deleting: std::sync::Mutex::new(HashSet::new()),
@@ -305,6 +306,15 @@ impl BrokerService {
         &self.store
     }
 
+    /// Where this broker's topics are stored.
+    pub fn logs(&self) -> &Arc<dyn LogStore> {
+        &self.logs
+    }
+
+    pub fn architecture(&self) -> Architecture {
+        self.logs.architecture()
+    }
+
     pub async fn namespace_policies(
         &self,
         name: &TopicName,
@@ -353,22 +363,15 @@ impl BrokerService {
 
     async fn open_topic(&self, name: &TopicName) -> Result<Arc<Topic>, ServiceError> {
         let policies = self.namespace_policies(name).await?;
-        let mut config = self.config.managed_ledger.clone();
-        if let Some(p) = policies.persistence {
-            config.ledger = LedgerConfig::new(p.ensemble_size, p.write_quorum, p.ack_quorum);
-        }
-        let key = keys::topic(&name.tenant, &name.namespace, &name.local);
-        let ml = ManagedLedger::open(
-            name.to_string(),
-            self.store.clone(),
-            key,
-            self.ledgers.clone(),
-            config,
-        )
-        .await?;
+        let replication = policies.persistence.map(|p| Replication {
+            ensemble_size: p.ensemble_size,
+            write_quorum: p.write_quorum,
+            ack_quorum: p.ack_quorum,
+        });
+        let log = self.logs.open(&name.log_name(), replication).await?;
         let topic = Arc::new(Topic::new(
             name.clone(),
-            ml,
+            log,
             self.store.clone(),
             self.metrics.clone(),
         ));
@@ -449,8 +452,7 @@ impl BrokerService {
         if self.loaded_topic(name).await.is_some() {
             return Ok(true);
         }
-        let key = keys::topic(&name.tenant, &name.namespace, &name.local);
-        Ok(self.store.get(&key).await?.is_some())
+        Ok(self.logs.exists(&name.log_name()).await?)
     }
 
     /// The topic, opened if it exists; `TopicNotFound` rather than creating it.
@@ -505,15 +507,15 @@ impl BrokerService {
     }
 
     async fn delete_stored_topic(&self, name: &TopicName) -> Result<(), ServiceError> {
-        let key = keys::topic(&name.tenant, &name.namespace, &name.local);
-        if self.store.get(&key).await?.is_none() {
+        let log = name.log_name();
+        if !self.logs.exists(&log).await? {
             return Err(ServiceError::TopicNotFound(name.to_string()));
         }
         let prefix = keys::cursors_prefix(&name.tenant, &name.namespace, &name.local);
         for kv in self.store.list(&prefix).await? {
             self.store.delete(&kv.key, Expect::Any).await?;
         }
-        if !delete_stored(self.store.clone(), key, &self.ledgers).await? {
+        if !self.logs.delete_stored(&log).await? {
             return Err(ServiceError::TopicNotFound(name.to_string()));
         }
         tracing::info!(topic = %name, "stored topic deleted");

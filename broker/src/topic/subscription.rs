@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, Notify};
 use super::key_shared::{HashSelector, KeySharedError, KeySharedMode};
 use super::rate_limit::{RateLimit, RateLimiter};
 use crate::cursor::{CursorSnapshot, CursorState};
-use crate::managed_ledger::{Entry, ManagedLedger, ManagedLedgerError, Position};
+use crate::storage::{Entry, PartitionLog, Position, StorageError};
 use crate::metrics::BrokerMetrics;
 use crate::protocol::{commands, Outbound};
 
@@ -154,7 +154,7 @@ struct CursorStore {
 pub struct Subscription {
     name: String,
     topic: String,
-    ml: Arc<ManagedLedger>,
+    log: Arc<dyn PartitionLog>,
     metrics: BrokerMetrics,
     durable: Option<CursorStore>,
     /// The partition this topic is, for Failover's active-consumer choice.
@@ -283,15 +283,15 @@ impl Subscription {
     pub async fn open_durable(
         topic: String,
         name: String,
-        (ml, metrics): (Arc<ManagedLedger>, BrokerMetrics),
+        (log, metrics): (Arc<dyn PartitionLog>, BrokerMetrics),
         (store, key): (Arc<dyn MetadataStore>, String),
         sub_type: SubscriptionType,
         initial: Position,
-    ) -> Result<Arc<Subscription>, ManagedLedgerError> {
+    ) -> Result<Arc<Subscription>, StorageError> {
         let (cursor, version) = loop {
             if let Some(kv) = store.get(&key).await? {
                 let snapshot = CursorSnapshot::from_bytes(&kv.value).map_err(|e| {
-                    ManagedLedgerError::Metadata(format!("corrupt cursor {key}: {e}"))
+                    StorageError::Metadata(format!("corrupt cursor {key}: {e}"))
                 })?;
                 break (CursorState::from_snapshot(snapshot), kv.version);
             }
@@ -314,7 +314,7 @@ impl Subscription {
         Ok(Self::start(
             topic,
             name,
-            (ml, metrics),
+            (log, metrics),
             Some(durable),
             sub_type,
             cursor,
@@ -326,7 +326,7 @@ impl Subscription {
     pub fn open_non_durable(
         topic: String,
         name: String,
-        ml: Arc<ManagedLedger>,
+        log: Arc<dyn PartitionLog>,
         metrics: BrokerMetrics,
         sub_type: SubscriptionType,
         mark_delete: Position,
@@ -334,7 +334,7 @@ impl Subscription {
         Self::start(
             topic,
             name,
-            (ml, metrics),
+            (log, metrics),
             None,
             sub_type,
             CursorState::new(mark_delete),
@@ -344,7 +344,7 @@ impl Subscription {
     fn start(
         topic: String,
         name: String,
-        (ml, metrics): (Arc<ManagedLedger>, BrokerMetrics),
+        (log, metrics): (Arc<dyn PartitionLog>, BrokerMetrics),
         durable: Option<CursorStore>,
         sub_type: SubscriptionType,
         cursor: CursorState,
@@ -356,7 +356,7 @@ impl Subscription {
         let sub = Arc::new(Subscription {
             name,
             topic,
-            ml,
+            log,
             metrics,
             durable,
             partition,
@@ -539,7 +539,7 @@ impl Subscription {
     /// of a batch; so does a batch index without one (clients that ack each
     /// message of a batch by its index), when the batch size is known.
     pub fn acknowledge(&self, cumulative: bool, acks: &[Acknowledgement]) {
-        let last = self.ml.last_confirmed();
+        let last = self.log.last_confirmed();
         let mut st = self.lock();
         self.acknowledge_locked(&mut st, last, cumulative, acks);
     }
@@ -550,7 +550,7 @@ impl Subscription {
     /// the entries the reset is about to deliver again. Checked under the
     /// same lock as the acks are applied.
     pub fn acknowledge_from(&self, from: ConsumerKey, cumulative: bool, acks: &[Acknowledgement]) {
-        let last = self.ml.last_confirmed();
+        let last = self.log.last_confirmed();
         let mut st = self.lock();
         if st.index_of(from).is_some() {
             self.acknowledge_locked(&mut st, last, cumulative, acks);
@@ -586,10 +586,10 @@ impl Subscription {
             };
             if cumulative {
                 st.cursor
-                    .ack_cumulative(self.ml.as_ref(), *position, ack_set);
+                    .ack_cumulative(self.log.as_ref(), *position, ack_set);
                 let mark_delete = st.cursor.mark_delete();
                 st.forget_through(mark_delete);
-            } else if st.cursor.ack(self.ml.as_ref(), *position, ack_set) {
+            } else if st.cursor.ack(self.log.as_ref(), *position, ack_set) {
                 st.take_pending(position);
                 st.redeliver.remove(position);
                 st.redelivery_counts.remove(position);
@@ -615,9 +615,9 @@ impl Subscription {
     /// disconnects (clients reconnect and resume from the new position).
     pub fn seek(&self, target: Position) -> Vec<ConsumerHandle> {
         let mark_delete = if target <= Position::new(0, 0) {
-            self.ml.first_position()
+            self.log.first_position()
         } else {
-            self.ml.position_before(target)
+            self.log.previous_position(target)
         };
         let mut st = self.lock();
         st.cursor.reset(mark_delete);
@@ -647,7 +647,7 @@ impl Subscription {
         let mut position = st.cursor.mark_delete();
         let mut skipped = 0;
         while skipped < n {
-            let Some(next) = self.ml.next_readable(position) else {
+            let Some(next) = self.log.next_position(position) else {
                 break;
             };
             if !st.cursor.is_acked(next) {
@@ -665,7 +665,7 @@ impl Subscription {
     /// Entries not yet acknowledged (approximate: counts whole entries).
     pub fn backlog_entries(&self) -> u64 {
         let st = self.lock();
-        self.ml
+        self.log
             .entries_after(st.cursor.mark_delete())
             .saturating_sub(st.cursor.individually_acked() as u64)
     }
@@ -685,7 +685,7 @@ impl Subscription {
         Ok(())
     }
 
-    pub async fn delete_cursor(&self) -> Result<(), ManagedLedgerError> {
+    pub async fn delete_cursor(&self) -> Result<(), StorageError> {
         if let Some(durable) = &self.durable {
             let _version = durable.version.lock().await;
             durable.store.delete(&durable.key, Expect::Any).await?;
@@ -709,7 +709,7 @@ impl Subscription {
     /// Writes the cursor if it changed since the last write (CAS on the
     /// version this subscription wrote last: a conflict means another broker
     /// took the topic over).
-    pub async fn flush(&self) -> Result<(), ManagedLedgerError> {
+    pub async fn flush(&self) -> Result<(), StorageError> {
         let Some(durable) = &self.durable else {
             return Ok(());
         };
@@ -757,7 +757,7 @@ impl Subscription {
     }
 
     async fn dispatch_loop(self: Arc<Self>) {
-        let mut changes = self.ml.subscribe_changes();
+        let mut changes = self.log.subscribe_changes();
         loop {
             if self.is_closed() {
                 return;
@@ -797,7 +797,7 @@ impl Subscription {
 
     /// One round: read what the consumers have permits for and deliver it.
     /// `Ok(false)` when there is nothing to do until something changes.
-    async fn dispatch_once(&self) -> Result<bool, ManagedLedgerError> {
+    async fn dispatch_once(&self) -> Result<bool, StorageError> {
         let (plan, epoch, hashed) = {
             let mut st = self.lock();
             Self::release_due(&mut st);
@@ -837,7 +837,7 @@ impl Subscription {
         };
         let (entries, is_read) = match &plan {
             Plan::Read { after, max } => {
-                let entries = self.ml.read_entries(*after, *max).await?;
+                let entries = self.log.read_entries(*after, *max).await?;
                 if entries.is_empty() {
                     return Ok(false);
                 }
@@ -975,8 +975,8 @@ impl Subscription {
     async fn read_positions(&self, positions: &[(Position, Waiting)]) -> Vec<Entry> {
         let mut entries = Vec::with_capacity(positions.len());
         for (p, waiting) in positions {
-            let before = self.ml.position_before(*p);
-            match self.ml.read_entries(before, 1).await {
+            let before = self.log.previous_position(*p);
+            match self.log.read_entries(before, 1).await {
                 Ok(mut read) if read.first().map(|e| e.position) == Some(*p) => {
                     entries.append(&mut read)
                 }

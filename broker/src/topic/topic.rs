@@ -1,4 +1,4 @@
-//! One open topic: its managed ledger and its subscriptions.
+//! One open topic: its log and its subscriptions.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,7 +17,7 @@ use super::rate_limit::RateLimiter;
 use super::subscription::{ConsumerHandle, ConsumerKey, Subscription, SubscriptionType};
 use super::{ServiceError, TopicName};
 use crate::cursor::CursorSnapshot;
-use crate::managed_ledger::{ManagedLedger, ManagedLedgerError, Position};
+use crate::storage::{PartitionLog, Position, StorageError};
 use crate::metrics::BrokerMetrics;
 use crate::protocol::{commands, Outbound};
 
@@ -42,7 +42,7 @@ pub struct SubscribeRequest {
 pub struct Topic {
     name: TopicName,
     full_name: String,
-    ml: Arc<ManagedLedger>,
+    log: Arc<dyn PartitionLog>,
     store: Arc<dyn MetadataStore>,
     metrics: BrokerMetrics,
     pub(super) subscriptions: tokio::sync::Mutex<HashMap<String, Arc<Subscription>>>,
@@ -72,14 +72,14 @@ pub type ProducerKey = (u64, u64);
 impl Topic {
     pub(super) fn new(
         name: TopicName,
-        ml: Arc<ManagedLedger>,
+        log: Arc<dyn PartitionLog>,
         store: Arc<dyn MetadataStore>,
         metrics: BrokerMetrics,
     ) -> Self {
         Topic {
             full_name: name.to_string(),
             name,
-            ml,
+            log,
             store,
             metrics,
             subscriptions: tokio::sync::Mutex::new(HashMap::new()),
@@ -101,8 +101,9 @@ impl Topic {
         &self.full_name
     }
 
-    pub fn managed_ledger(&self) -> &Arc<ManagedLedger> {
-        &self.ml
+    /// The topic's storage.
+    pub fn log(&self) -> &Arc<dyn PartitionLog> {
+        &self.log
     }
 
     fn producers(
@@ -162,8 +163,8 @@ impl Topic {
     pub fn publish(
         &self,
         entry: Bytes,
-    ) -> impl Future<Output = Result<Position, ManagedLedgerError>> + Send {
-        self.ml.append(entry)
+    ) -> impl Future<Output = Result<Position, StorageError>> + Send {
+        self.log.clone().append(entry)
     }
 
     /// Attaches a consumer to a subscription, creating the subscription (and
@@ -233,13 +234,13 @@ impl Topic {
             let subscription = Subscription::open_durable(
                 self.full_name.clone(),
                 name.clone(),
-                (self.ml.clone(), self.metrics.clone()),
+                (self.log.clone(), self.metrics.clone()),
                 (
                     self.store.clone(),
                     keys::cursor(tenant, namespace, local, &name),
                 ),
                 SubscriptionType::Exclusive,
-                self.ml.first_position(),
+                self.log.first_position(),
             )
             .await?;
             subscription.set_dispatch_limit(self.client_limits().dispatch);
@@ -253,8 +254,8 @@ impl Topic {
         request: &SubscribeRequest,
     ) -> Result<Arc<Subscription>, ServiceError> {
         let initial = match request.initial {
-            InitialPosition::Earliest => self.ml.first_position(),
-            InitialPosition::Latest => self.ml.last_confirmed(),
+            InitialPosition::Earliest => self.log.first_position(),
+            InitialPosition::Latest => self.log.last_confirmed(),
         };
         if request.durable {
             let key = keys::cursor(
@@ -266,7 +267,7 @@ impl Topic {
             return Ok(Subscription::open_durable(
                 self.full_name.clone(),
                 request.subscription.clone(),
-                (self.ml.clone(), self.metrics.clone()),
+                (self.log.clone(), self.metrics.clone()),
                 (self.store.clone(), key),
                 request.sub_type,
                 initial,
@@ -276,15 +277,15 @@ impl Topic {
         let mark_delete = match &request.start {
             None => initial,
             // Earliest is (-1, -1) on the wire.
-            Some(id) if id.ledger_id == u64::MAX => self.ml.first_position(),
+            Some(id) if id.ledger_id == u64::MAX => self.log.first_position(),
             // Latest is (i64::MAX, i64::MAX).
-            Some(id) if id.ledger_id >= i64::MAX as u64 => self.ml.last_confirmed(),
+            Some(id) if id.ledger_id >= i64::MAX as u64 => self.log.last_confirmed(),
             Some(id) => {
                 let position = commands::position_of(id);
                 // Inside a batch: deliver the batch again; the client skips
                 // the messages before its start.
                 if id.batch_index.unwrap_or(-1) >= 0 {
-                    self.ml.position_before(position)
+                    self.log.previous_position(position)
                 } else {
                     position
                 }
@@ -293,7 +294,7 @@ impl Topic {
         Ok(Subscription::open_non_durable(
             self.full_name.clone(),
             request.subscription.clone(),
-            self.ml.clone(),
+            self.log.clone(),
             self.metrics.clone(),
             request.sub_type,
             mark_delete,
@@ -336,14 +337,14 @@ impl Topic {
     /// The id of the last message stored (for GET_LAST_MESSAGE_ID): the last
     /// entry, with the index of its last message when it is a batch.
     pub async fn last_message_id(&self) -> Result<MessageIdData, ServiceError> {
-        let last = self.ml.last_confirmed();
+        let last = self.log.last_confirmed();
         let mut id = commands::message_id(last);
         id.batch_index = Some(-1);
         if last.entry_id < 0 {
             return Ok(id);
         }
-        let before = self.ml.position_before(last);
-        let entries = self.ml.read_entries(before, 1).await?;
+        let before = self.log.previous_position(last);
+        let entries = self.log.read_entries(before, 1).await?;
         if let Some(entry) = entries.first().filter(|e| e.position == last) {
             let messages = commands::entry_info(&entry.data, false).messages;
             if messages > 1 {
@@ -360,57 +361,15 @@ impl Topic {
         &self,
         publish_time_ms: u64,
     ) -> Result<Position, ServiceError> {
-        let mut ledgers: Vec<(u64, i64)> = Vec::new();
-        for info in self.ml.ledgers() {
-            let count = match info.entries {
-                Some(n) => n as i64,
-                None => {
-                    let last = self.ml.last_confirmed();
-                    if last.ledger_id == info.ledger_id {
-                        last.entry_id + 1
-                    } else {
-                        0
-                    }
-                }
-            };
-            if count > 0 {
-                ledgers.push((info.ledger_id, count));
-            }
-        }
-        // Flatten (ledger, entry) into one index space for the search.
-        let total: i64 = ledgers.iter().map(|(_, n)| n).sum();
-        let position_at = |mut index: i64| {
-            for (ledger, count) in &ledgers {
-                if index < *count {
-                    return Position::new(*ledger, index);
-                }
-                index -= count;
-            }
-            Position::LATEST
-        };
-        let (mut low, mut high) = (0i64, total);
-        while low < high {
-            let mid = low + (high - low) / 2;
-            let position = position_at(mid);
-            let before = self.ml.position_before(position);
-            let entries = self.ml.read_entries(before, 1).await?;
-            let published = entries
-                .first()
-                .and_then(|e| crate::protocol::entry_metadata(&e.data).ok())
+        let publish_time = |entry: &[u8]| {
+            crate::protocol::entry_metadata(entry)
+                .ok()
                 .map(|m| m.publish_time)
-                .unwrap_or(0);
-            if published >= publish_time_ms {
-                high = mid;
-            } else {
-                low = mid + 1;
-            }
-        }
-        if low < total {
-            Ok(position_at(low))
-        } else {
-            let last = self.ml.last_confirmed();
-            Ok(Position::new(last.ledger_id, last.entry_id + 1))
-        }
+        };
+        Ok(
+            crate::storage::position_at_publish_time(self.log.as_ref(), publish_time_ms, publish_time)
+                .await?,
+        )
     }
 
     /// Closes the topic on this broker and tells its producers and
@@ -440,7 +399,7 @@ impl Topic {
         for subscription in subscriptions {
             subscription.close().await;
         }
-        if let Err(e) = self.ml.close().await {
+        if let Err(e) = self.log.close().await {
             tracing::warn!(topic = %self.full_name, error = %e, "closing managed ledger failed");
         }
     }
@@ -515,7 +474,7 @@ impl Topic {
         let subscription = Subscription::open_durable(
             self.full_name.clone(),
             name.to_string(),
-            (self.ml.clone(), self.metrics.clone()),
+            (self.log.clone(), self.metrics.clone()),
             (self.store.clone(), key),
             SubscriptionType::Exclusive,
             mark_delete,
@@ -635,7 +594,7 @@ impl Topic {
         for kv in self.store.list(&prefix).await? {
             self.store.delete(&kv.key, Expect::Any).await?;
         }
-        self.ml.delete().await?;
+        self.log.delete().await?;
         tracing::info!(topic = %self.full_name, force, "topic deleted");
         Ok(())
     }

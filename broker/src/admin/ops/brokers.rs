@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::host_port;
 use crate::admin::{AdminError, AdminResult};
 use crate::ownership::BrokerIdentity;
+use crate::storage::Architecture;
 use crate::topic::BrokerService;
 
 /// The bundle a namespace is when it is not split: the whole hash range.
@@ -151,6 +152,15 @@ fn storage_problem(bookies: &[BookieRegistration], ensemble: usize) -> Option<St
 /// `GET /admin/v2/brokers/health`: "ok" when metadata answers and enough
 /// writable bookies are registered for the default ensemble; else 503.
 async fn health(State(service): State<Arc<BrokerService>>) -> AdminResult<(StatusCode, String)> {
+    if service.architecture() == Architecture::Monolithic {
+        // Partitions live on brokers: no bookies to count.
+        return match service.metadata().get(&keys::cluster_architecture()).await {
+            Ok(_) => Ok((StatusCode::OK, "ok".to_string())),
+            Err(e) => Err(AdminError::Unavailable(format!(
+                "metadata store unavailable: {e}"
+            ))),
+        };
+    }
     let listed = service
         .metadata()
         .list(&keys::bookies_available_prefix())
@@ -160,7 +170,7 @@ async fn health(State(service): State<Arc<BrokerService>>) -> AdminResult<(Statu
         .iter()
         .filter_map(|kv| BookieRegistration::from_bytes(&kv.value).ok())
         .collect();
-    let ensemble = service.config().managed_ledger.ledger.ensemble_size as usize;
+    let ensemble = service.config().default_replication.ensemble_size as usize;
     match storage_problem(&bookies, ensemble) {
         None => Ok((StatusCode::OK, "ok".to_string())),
         Some(problem) => Err(AdminError::Unavailable(problem)),

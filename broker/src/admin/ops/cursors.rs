@@ -25,7 +25,7 @@ use serde::Deserialize;
 use crate::admin::forward::request_owner;
 use crate::admin::topics::{topic_name, topics_named};
 use crate::admin::{parse_optional_body, AdminError, AdminResult, DONE};
-use crate::managed_ledger::Position;
+use crate::storage::Position;
 use crate::protocol::commands;
 use crate::topic::{BrokerService, ServiceError, Subscription, Topic, TopicName};
 
@@ -209,11 +209,11 @@ async fn subscriptions_named(
 /// Moves `subscription` so delivery restarts at `target`, stores it, and
 /// disconnects its consumers (they subscribe again and read from there).
 async fn reset(topic: &Topic, subscription: &Subscription, target: Start) -> AdminResult<()> {
-    let ml = topic.managed_ledger();
+    let log = topic.log();
     let target = match target {
         Start::Earliest => Position::EARLIEST,
         Start::Latest => {
-            let last = ml.last_confirmed();
+            let last = log.last_confirmed();
             Position::new(last.ledger_id, last.entry_id + 1)
         }
         Start::At(position) => position,
@@ -346,7 +346,7 @@ async fn skip_all(
     let action = format!("subscription/{}/skip_all", url_segment(&subscription));
     let remote = Some((Method::POST, action, &headers, None));
     for (topic, sub) in subscriptions_named(&service, &name, &subscription, remote).await? {
-        acknowledge_through(&sub, topic.managed_ledger().last_confirmed()).await?;
+        acknowledge_through(&sub, topic.log().last_confirmed()).await?;
     }
     Ok(DONE)
 }
@@ -460,11 +460,11 @@ async fn create_subscription(
         topics.push(topic);
     }
     for topic in topics {
-        let ml = topic.managed_ledger();
+        let log = topic.log();
         let mark_delete = match start {
-            Start::Earliest => ml.first_position(),
-            Start::Latest => ml.last_confirmed(),
-            Start::At(position) => ml.position_before(position),
+            Start::Earliest => log.first_position(),
+            Start::Latest => log.last_confirmed(),
+            Start::At(position) => log.previous_position(position),
         };
         if topic
             .create_durable_subscription(&subscription, mark_delete)

@@ -1,0 +1,322 @@
+//! The partition-log seam: what topics, subscriptions, dispatch, the
+//! protocol server and the admin API need from a partition's storage, and
+//! nothing more. Two architectures implement it:
+//! - decoupled (Pulsar/BookKeeper): a managed ledger, a list of replicated
+//!   ledgers on bookies (`crate::managed_ledger`);
+//! - monolithic (Kafka): segment files on this broker's disk
+//!   (`crate::local_log`).
+//!
+//! Code outside the storage modules names only the types of this module.
+//! An entry is opaque bytes here; nothing below this seam knows what a
+//! message is.
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod error;
+mod position;
+mod publish_time;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::watch;
+
+pub use error::StorageError;
+pub use position::Position;
+pub use publish_time::position_at_publish_time;
+
+/// An entry read back: its position and the bytes appended.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub position: Position,
+    pub data: Bytes,
+}
+
+/// Resolves once an appended entry is confirmed (durable on an ack quorum
+/// of bookies, or at the high watermark of the in-sync replicas).
+pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Position, StorageError>> + Send>>;
+
+/// The position order of a log, which a cursor needs to fold acknowledged
+/// entries into its mark-delete position.
+pub trait PositionOrder {
+    /// The first readable position after `after`, if any is readable yet.
+    fn next_position(&self, after: Position) -> Option<Position>;
+    /// The position just before `position` in log order: what a cursor's
+    /// mark-delete must be for reading to start at `position`.
+    fn previous_position(&self, position: Position) -> Position;
+}
+
+/// A run of consecutive positions `(ledger, first_entry ..
+/// first_entry + count)`: a ledger of a managed ledger, or the whole of a
+/// local log. Searches (by publish time) index into these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PositionRun {
+    pub first: Position,
+    pub count: u64,
+}
+
+/// How much consumed data a log keeps: consumed segments (ledgers) stay
+/// while they are within both limits, and the oldest go while either is
+/// exceeded. `None` is no limit on that axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionLimits {
+    /// Age of a consumed segment, measured from when it was closed.
+    pub max_age: Option<Duration>,
+    /// Total bytes of the consumed segments kept.
+    pub max_bytes: Option<u64>,
+}
+
+impl RetentionLimits {
+    /// Keep nothing once consumed (Pulsar's default, retention 0/0).
+    pub const NONE: RetentionLimits = RetentionLimits {
+        max_age: Some(Duration::ZERO),
+        max_bytes: Some(0),
+    };
+    /// Keep everything (retention -1/-1).
+    pub const UNLIMITED: RetentionLimits = RetentionLimits {
+        max_age: None,
+        max_bytes: None,
+    };
+}
+
+/// One unit of a log's storage as admin stats show it: a ledger, or a
+/// segment file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentStats {
+    /// The ledger id, or the segment's base offset.
+    pub id: u64,
+    /// Entries readable now (all of them once the segment is closed).
+    pub entries: u64,
+    /// Bytes stored (for the segment being written, appended so far).
+    pub size: u64,
+    /// No more entries will be added to it (rolled over or sealed).
+    pub closed: bool,
+}
+
+/// A log's storage at one moment (Pulsar's `internalStats`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogStats {
+    pub segments: Vec<SegmentStats>,
+    /// Sums over `segments`.
+    pub entries: u64,
+    pub size: u64,
+    /// The segment being written, if any.
+    pub current: Option<SegmentStats>,
+    pub last_confirmed: Position,
+}
+
+/// One partition's log. Entries are confirmed in append order; readers see
+/// confirmed entries only.
+#[async_trait]
+pub trait PartitionLog: PositionOrder + Send + Sync {
+    /// The topic (partition) this log stores.
+    fn name(&self) -> &str;
+
+    /// Appends `entry` as the next entry. Call order is entry order: the
+    /// position is assigned before this returns, the future resolves once
+    /// the entry is confirmed. Fails at once when the log cannot accept
+    /// writes (closed, fenced, too few replicas).
+    fn append(self: Arc<Self>, entry: Bytes) -> AppendFuture;
+
+    /// Up to `max_entries` consecutive confirmed entries after `after`
+    /// (possibly fewer, e.g. stopping at a ledger boundary); empty when
+    /// nothing is readable yet.
+    async fn read_entries(
+        &self,
+        after: Position,
+        max_entries: usize,
+    ) -> Result<Vec<Entry>, StorageError>;
+
+    /// The last confirmed entry, or a position with entry -1 before the
+    /// first entry of an empty log.
+    fn last_confirmed(&self) -> Position;
+
+    /// The position before the first entry still stored (reading from the
+    /// start begins after it).
+    fn first_position(&self) -> Position;
+
+    /// Number of confirmed entries after `after` (backlog).
+    fn entries_after(&self, after: Position) -> u64;
+
+    /// Bytes stored after `after` (a cursor's backlog in bytes, estimated
+    /// at the average entry size where exact sizes are not known).
+    fn bytes_after(&self, after: Position) -> u64;
+
+    /// The earliest mark-delete position that leaves at most `max_bytes`
+    /// after it (backlog eviction); never past the last confirmed entry.
+    fn mark_delete_leaving(&self, max_bytes: u64) -> Position;
+
+    /// A receiver that changes whenever new entries become readable (or the
+    /// log closes), so tailing readers wait instead of polling.
+    fn subscribe_changes(&self) -> watch::Receiver<u64>;
+
+    /// The confirmed entries as runs of consecutive positions, in order.
+    fn position_runs(&self) -> Vec<PositionRun>;
+
+    /// Deletes whole segments (ledgers) that every reader has passed
+    /// (`slowest` is the slowest cursor's mark-delete position) and that
+    /// `limits` no longer keep. Returns how many went.
+    async fn trim_consumed(
+        &self,
+        slowest: Position,
+        limits: &RetentionLimits,
+    ) -> Result<usize, StorageError>;
+
+    fn stats(&self) -> LogStats;
+
+    /// Stops appends (they fail with `Closed`) and makes what was confirmed
+    /// durable for the next owner.
+    async fn close(&self) -> Result<(), StorageError>;
+
+    /// Deletes this log's data and its record. Appends fail from now on.
+    async fn delete(&self) -> Result<(), StorageError>;
+}
+
+/// A topic's identity as storage needs it (kept apart from the topic
+/// module's names so storage depends on nothing above it).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LogName {
+    pub tenant: String,
+    pub namespace: String,
+    /// The topic's local name (`events`, `events-partition-3`).
+    pub local: String,
+}
+
+impl LogName {
+    pub fn new(tenant: &str, namespace: &str, local: &str) -> Self {
+        LogName {
+            tenant: tenant.to_string(),
+            namespace: namespace.to_string(),
+            local: local.to_string(),
+        }
+    }
+
+    /// `persistent://tenant/namespace/local`.
+    pub fn full_name(&self) -> String {
+        format!(
+            "persistent://{}/{}/{}",
+            self.tenant, self.namespace, self.local
+        )
+    }
+
+    /// Where the log's record lives in metadata. Both architectures keep
+    /// one record per topic there, so listing a namespace's topics is the
+    /// same for both.
+    pub fn metadata_key(&self) -> String {
+        magnetar_metadata::keys::topic(&self.tenant, &self.namespace, &self.local)
+    }
+}
+
+/// Replication of a namespace's logs (its persistence policy): a ledger's
+/// ensemble, write and ack quorums; for a local log the replication factor
+/// (`ensemble_size`) and `min.insync.replicas` (`ack_quorum`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replication {
+    pub ensemble_size: u32,
+    pub write_quorum: u32,
+    pub ack_quorum: u32,
+}
+
+/// Which architecture a cluster runs; chosen when the cluster is first
+/// initialised and stored in metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Architecture {
+    /// Stateless brokers, ledgers on bookies (Pulsar).
+    Decoupled,
+    /// Partitions on brokers' local disks (Kafka).
+    Monolithic,
+}
+
+impl Architecture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::Decoupled => "decoupled",
+            Architecture::Monolithic => "monolithic",
+        }
+    }
+}
+
+impl std::str::FromStr for Architecture {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "decoupled" => Ok(Architecture::Decoupled),
+            "monolithic" => Ok(Architecture::Monolithic),
+            other => Err(format!(
+                "unknown architecture {other:?} (decoupled or monolithic)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Architecture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Opens, creates, checks and deletes logs by topic name: the broker's
+/// single way into storage.
+#[async_trait]
+pub trait LogStore: Send + Sync {
+    fn architecture(&self) -> Architecture;
+
+    /// Opens the log of `name` for writing by this broker, creating it if
+    /// it does not exist, and takes it over from a previous owner (fencing
+    /// it) if one left it open.
+    async fn open(
+        &self,
+        name: &LogName,
+        replication: Option<Replication>,
+    ) -> Result<Arc<dyn PartitionLog>, StorageError>;
+
+    /// Creates an empty log record for `name`; false if one exists.
+    async fn create(&self, name: &LogName) -> Result<bool, StorageError>;
+
+    /// Whether a log record exists for `name`.
+    async fn exists(&self, name: &LogName) -> Result<bool, StorageError>;
+
+    /// Deletes the stored log of a topic nobody has open; false if there
+    /// is none.
+    async fn delete_stored(&self, name: &LogName) -> Result<bool, StorageError>;
+}
+
+/// Records `architecture` as the cluster's if none is recorded yet, and
+/// refuses to go on if the cluster was initialised with the other one: a
+/// broker of the other kind would find topics it cannot read.
+pub async fn join_cluster(
+    store: &dyn magnetar_metadata::MetadataStore,
+    architecture: Architecture,
+) -> Result<(), StorageError> {
+    use magnetar_metadata::{keys, Expect, MetadataError};
+    let key = keys::cluster_architecture();
+    let recorded = match store.get(&key).await? {
+        Some(kv) => kv.value,
+        None => {
+            match store
+                .put(&key, architecture.as_str().into(), Expect::Absent, None)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(MetadataError::Conflict { .. }) => match store.get(&key).await? {
+                    Some(kv) => kv.value,
+                    None => return Err(StorageError::Metadata(format!("{key} vanished"))),
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let recorded = String::from_utf8_lossy(&recorded).trim().to_string();
+    if recorded == architecture.as_str() {
+        return Ok(());
+    }
+    Err(StorageError::WrongArchitecture {
+        cluster: recorded,
+        broker: architecture,
+    })
+}
