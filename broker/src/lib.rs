@@ -11,6 +11,7 @@ pub mod cursor;
 pub mod http;
 pub mod ledger;
 pub mod load_manager;
+pub mod local_log;
 pub mod managed_ledger;
 pub mod metrics;
 pub mod ownership;
