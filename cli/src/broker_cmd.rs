@@ -16,7 +16,8 @@ use magnetar_broker::managed_ledger::{EntryCache, LedgerLogStore, ManagedLedgerC
 use magnetar_broker::metrics::BrokerMetrics;
 use magnetar_broker::ownership::{BrokerIdentity, Ownership, DEFAULT_LEASE_TTL};
 use magnetar_broker::server::BrokerServer;
-use magnetar_broker::storage::{self, LogStore, Replication};
+use magnetar_broker::local_log::{self, FlushPolicy, LocalLogConfig, LocalLogStore};
+use magnetar_broker::storage::{self, Architecture, LogStore, Replication};
 use magnetar_broker::topic::{
     create_namespace_if_absent, BrokerConfig, BrokerService, NamespacePolicies, TenantInfo,
 };
@@ -78,6 +79,28 @@ pub struct BrokerTuning {
     /// (tenants' allowed clusters name it) [default: standalone].
     #[arg(long, env = "MAGNETAR_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
+    /// Where topics are stored: `decoupled` (ledgers on bookies) or
+    /// `monolithic` (segment files on this broker's disk, Kafka-style).
+    /// Fixed for a cluster when it is first initialised [default: decoupled].
+    #[arg(long, env = "MAGNETAR_ARCHITECTURE")]
+    #[serde(default, deserialize_with = "parsed")]
+    pub architecture: Option<Architecture>,
+    /// Monolithic only: `fsync` confirms an entry once its group of appends
+    /// is fsynced (a bookie's durability); `os` once it is written, before
+    /// any fsync, as Kafka does by default [default: fsync].
+    #[arg(long, env = "MAGNETAR_FLUSH_POLICY")]
+    #[serde(default, deserialize_with = "parsed")]
+    pub flush_policy: Option<FlushPolicy>,
+}
+
+/// A value in the file as its flag takes it.
+fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr<Err = String>,
+{
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 /// A duration in the file as the flag takes it ("60s", "1m 30s").
@@ -92,7 +115,7 @@ impl BrokerTuning {
     pub fn merged(mut self, file: BrokerTuning) -> Self {
         prefer_cli!(self, file; advertise, max_message_size, max_entries_per_ledger, cache_mb,
             ensemble_size, write_quorum, ack_quorum, housekeeping_interval, token_secret_key,
-            token_public_key, superuser_roles, cluster_name);
+            token_public_key, superuser_roles, cluster_name, architecture, flush_policy);
         self.auth_enabled |= file.auth_enabled;
         self
     }
@@ -142,10 +165,49 @@ impl BrokerTuning {
         Ok(config)
     }
 
+    pub fn architecture(&self) -> Architecture {
+        self.architecture.unwrap_or(Architecture::Decoupled)
+    }
+
+    /// Where this broker stores topics: managed ledgers on bookies, or
+    /// local logs under `data_dir` (which monolithic brokers need).
+    pub fn storage(
+        &self,
+        metadata: &Arc<dyn MetadataStore>,
+        replication: Replication,
+        data_dir: Option<&std::path::Path>,
+    ) -> Result<Arc<dyn LogStore>> {
+        match self.architecture() {
+            Architecture::Decoupled => {
+                anyhow::ensure!(
+                    self.flush_policy.is_none(),
+                    "--flush-policy applies to --architecture monolithic only"
+                );
+                Ok(self.decoupled_storage(metadata, replication))
+            }
+            Architecture::Monolithic => {
+                let data_dir = data_dir
+                    .context("--architecture monolithic needs --data-dir for its partitions")?;
+                let broker_id = local_log::broker_id(data_dir)
+                    .with_context(|| format!("reading the broker id in {}", data_dir.display()))?;
+                let config = LocalLogConfig {
+                    flush: self.flush_policy.unwrap_or(FlushPolicy::Fsync),
+                    ..LocalLogConfig::default()
+                };
+                Ok(Arc::new(LocalLogStore::new(
+                    metadata.clone(),
+                    data_dir.to_path_buf(),
+                    broker_id,
+                    config,
+                )))
+            }
+        }
+    }
+
     /// Topics as managed ledgers on the bookies registered in `metadata`
     /// (the decoupled architecture), replicated as `replication` unless
     /// their namespace says otherwise.
-    pub fn decoupled_storage(
+    fn decoupled_storage(
         &self,
         metadata: &Arc<dyn MetadataStore>,
         replication: Replication,
@@ -235,6 +297,9 @@ pub struct BrokerArgs {
     /// itself [default: true].
     #[arg(long, env = "MAGNETAR_LOAD_SHEDDING")]
     pub load_shedding: Option<bool>,
+    /// Where a monolithic broker keeps its partitions' segment files.
+    #[arg(long, env = "MAGNETAR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     #[command(flatten)]
     #[serde(default)]
     pub tuning: BrokerTuning,
@@ -242,7 +307,7 @@ pub struct BrokerArgs {
 
 impl BrokerArgs {
     pub fn merged(mut self, file: BrokerArgs) -> Self {
-        prefer_cli!(self, file; metadata, listen, http, lease_ttl, load_report_interval, load_shedding);
+        prefer_cli!(self, file; metadata, listen, http, lease_ttl, load_report_interval, load_shedding, data_dir);
         self.tuning = self.tuning.merged(file.tuning);
         self
     }
@@ -377,13 +442,23 @@ pub async fn run(args: BrokerArgs) -> Result<()> {
     if let Some(shedding) = args.load_shedding {
         load_manager.shedding = shedding;
     }
+    if args.tuning.architecture() == Architecture::Monolithic {
+        // Moving a local log's bundle would need its data copied first.
+        anyhow::ensure!(
+            args.load_shedding != Some(true),
+            "--load-shedding is not available with --architecture monolithic: moving a partition copies its data"
+        );
+        load_manager.shedding = false;
+    }
     let cluster = ClusterMembership {
         lease_ttl,
         load_manager,
     };
-    let logs = args
-        .tuning
-        .decoupled_storage(&metadata, config.default_replication);
+    let logs = args.tuning.storage(
+        &metadata,
+        config.default_replication,
+        args.data_dir.as_deref(),
+    )?;
     let broker = RunningBroker::start(
         metadata,
         (config, logs),

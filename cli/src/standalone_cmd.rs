@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use magnetar_bookie::{BookieConfig, BookieNode};
-use magnetar_broker::storage::Replication;
+use magnetar_broker::storage::{Architecture, Replication};
 use magnetar_broker::topic::{
     create_namespace_if_absent, BrokerConfig, NamespacePolicies, PersistencePolicy, TenantInfo,
 };
@@ -72,9 +72,15 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         args.bookie_http
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000))),
     );
-    let bookie = BookieNode::start(config, Some(metadata.clone()))
-        .await
-        .context("starting bookie")?;
+    // Monolithic: partitions live in the broker's own data directory.
+    let bookie = match args.broker.architecture() {
+        Architecture::Decoupled => Some(
+            BookieNode::start(config, Some(metadata.clone()))
+                .await
+                .context("starting bookie")?,
+        ),
+        Architecture::Monolithic => None,
+    };
 
     let listen = args
         .listen
@@ -102,21 +108,28 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     .await
     .context("creating public/default")?;
     // One broker owns everything: no leases, no bundles.
-    let logs = args
-        .broker
-        .decoupled_storage(&metadata, broker_config.default_replication);
+    let logs = args.broker.storage(
+        &metadata,
+        broker_config.default_replication,
+        Some(&data_dir.join("broker")),
+    )?;
     let broker =
         RunningBroker::start(metadata, (broker_config, logs), (listen, http), None).await?;
+    let storage = match &bookie {
+        Some(bookie) => format!("bookie on {}", bookie.grpc_addr),
+        None => "monolithic: partitions on the broker's disk".to_string(),
+    };
     println!(
-        "magnetar standalone: pulsar://{} (broker metrics http://{}/metrics), data in {}, bookie on {}",
+        "magnetar standalone: pulsar://{} (broker metrics http://{}/metrics), data in {}, {storage}",
         broker.server.local_addr,
         broker.http_addr,
         data_dir.display(),
-        bookie.grpc_addr,
     );
     crate::shutdown::requested().await?;
     tracing::info!("shutting down");
     broker.shutdown().await;
-    bookie.shutdown().await;
+    if let Some(bookie) = bookie {
+        bookie.shutdown().await;
+    }
     Ok(())
 }

@@ -53,14 +53,29 @@ def _die_with_parent():
     _prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
+ARCHITECTURES = ("decoupled", "monolithic")
+
+
+def pytest_generate_tests(metafunc):
+    """Runs the tests of a module that sets BOTH_ARCHITECTURES = True once per
+    architecture (ids `[decoupled]`, `[monolithic]`); others run decoupled."""
+    if "architecture" in metafunc.fixturenames:
+        for marker in metafunc.definition.iter_markers("parametrize"):
+            if "architecture" in marker.args[0]:
+                return  # the test names its architecture itself
+        both = getattr(metafunc.module, "BOTH_ARCHITECTURES", False)
+        metafunc.parametrize("architecture", ARCHITECTURES if both else ARCHITECTURES[:1])
+
+
 class Standalone:
     """One `magnetar standalone` process. Ports and data directory are kept
     across restarts, so a restarted server is the same server to clients."""
 
-    def __init__(self, binary: Path, root: Path, extra_args=()):
+    def __init__(self, binary: Path, root: Path, extra_args=(), architecture="decoupled"):
         self.binary = binary
         self.root = root
-        self.extra_args = list(extra_args)
+        self.architecture = architecture
+        self.extra_args = ["--architecture", architecture, *extra_args]
         self.data_dir = root / "data"
         self.log_path = root / "standalone.log"
         self.broker_port = free_port()
@@ -129,6 +144,8 @@ class Standalone:
             return False
 
     def _bookie_healthy(self) -> bool:
+        if self.architecture == "monolithic":
+            return True  # no bookie: partitions live in the broker's data dir
         url = f"http://127.0.0.1:{self.bookie_http_port}/health"
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
@@ -183,14 +200,14 @@ def magnetar_args():
 
 
 @pytest.fixture
-def magnetar(magnetar_args):
-    """A fresh `magnetar standalone` per test (with `magnetar_args`); killed
-    and its directory removed at teardown."""
+def magnetar(magnetar_args, architecture):
+    """A fresh `magnetar standalone` per test (with `magnetar_args`, in the
+    test's `architecture`); killed and its directory removed at teardown."""
     binary = magnetar_bin()
     if not binary.is_file():
         pytest.fail(f"{binary} not found: set MAGNETAR_BIN or run `cargo build --bin magnetar`")
     root = Path(tempfile.mkdtemp(prefix="magnetar-py-"))
-    server = Standalone(binary, root, extra_args=magnetar_args)
+    server = Standalone(binary, root, extra_args=magnetar_args, architecture=architecture)
     try:
         server.start()
         yield server

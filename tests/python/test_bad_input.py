@@ -8,6 +8,9 @@ import pytest
 
 from support import assert_no_more, index_of, payload
 
+# Client behaviour is the same over either storage architecture.
+BOTH_ARCHITECTURES = True
+
 # Names the client passes through to the broker (it validates only their
 # shape), each naming a tenant or namespace that does not exist.
 UNSERVABLE_TOPICS = [

@@ -10,6 +10,9 @@ import pulsar
 
 from support import index_of, payload
 
+# Client behaviour is the same over either storage architecture.
+BOTH_ARCHITECTURES = True
+
 DELAY_S = 2.0
 
 

@@ -16,6 +16,9 @@ from support import (
     receive_n,
 )
 
+# Client behaviour is the same over either storage architecture.
+BOTH_ARCHITECTURES = True
+
 N = 10_000
 
 

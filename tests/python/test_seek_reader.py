@@ -8,6 +8,9 @@ import pytest
 
 from support import assert_no_more, id_key, index_of, payload, produce, receive_n
 
+# Client behaviour is the same over either storage architecture.
+BOTH_ARCHITECTURES = True
+
 COUNT = 100
 
 

@@ -11,6 +11,9 @@ import pulsar
 from support import drain, index_of, produce, receive_n
 from test_subscriptions import key_of, key_shared, produce_keyed
 
+# Client behaviour is the same over either storage architecture.
+BOTH_ARCHITECTURES = True
+
 # Acks travel in client groups (100 ms) and cursors are persisted every
 # 100 ms; this is comfortably more than both.
 ACKS_SETTLE_S = 1.0

@@ -18,6 +18,9 @@ from support import (
     receive_n,
 )
 
+# Client behaviour is the same over either storage architecture.
+BOTH_ARCHITECTURES = True
+
 KEYS = 12
 
 
