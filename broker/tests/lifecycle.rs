@@ -11,9 +11,9 @@ use bytes::Bytes;
 use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
 use magnetar_broker::ledger::{LedgerClient, LedgerConfig, LedgerId};
 use magnetar_broker::managed_ledger::{LedgerLogStore, ManagedLedger, ManagedLedgerConfig};
-use magnetar_broker::storage::{PartitionLog, Position, Replication, RetentionLimits};
 use magnetar_broker::metrics::BrokerMetrics;
 use magnetar_broker::protocol::Outbound;
+use magnetar_broker::storage::{PartitionLog, Position, Replication, RetentionLimits};
 use magnetar_broker::topic::{
     Acknowledgement, BrokerConfig, BrokerService, ConsumerHandle, InitialPosition,
     NamespacePolicies, SubscribeRequest, Subscription, SubscriptionType, TenantInfo, Topic,
@@ -75,8 +75,8 @@ async fn wait_for_sealed_ledgers(log: &dyn PartitionLog, count: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let ledgers = log.stats().segments;
-        let sealed = ledgers.len() >= count
-            && ledgers[..ledgers.len() - 1].iter().all(|l| l.closed);
+        let sealed =
+            ledgers.len() >= count && ledgers[..ledgers.len() - 1].iter().all(|l| l.closed);
         if sealed {
             return;
         }

@@ -64,16 +64,11 @@ struct LocalLogs {
     data_dir: std::path::PathBuf,
 }
 
-/// One batch header (33 bytes) plus one entry of the suite (12 bytes of
-/// framing, 24 of data) per append: segments of exactly
-/// ENTRIES_PER_SEGMENT one-entry batches.
-const LOCAL_SEGMENT_BYTES: u64 = ENTRIES_PER_SEGMENT * (33 + 12 + 24);
-
 #[async_trait]
 impl Harness for LocalLogs {
     async fn store(&self) -> Result<Arc<dyn LogStore>, StorageError> {
-        let mut config = LocalLogConfig::with_segment_bytes(LOCAL_SEGMENT_BYTES);
-        config.max_batch_entries = 1;
+        let mut config = LocalLogConfig::default();
+        config.segment.segment_entries = Some(ENTRIES_PER_SEGMENT);
         Ok(Arc::new(LocalLogStore::new(
             self.metadata.clone(),
             self.data_dir.clone(),
@@ -90,8 +85,11 @@ impl Harness for LocalLogs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_logs_conform() {
     let dir = tempfile::tempdir().unwrap();
-    let metadata: Arc<dyn MetadataStore> =
-        Arc::new(EmbeddedStore::open(dir.path().join("metadata")).await.unwrap());
+    let metadata: Arc<dyn MetadataStore> = Arc::new(
+        EmbeddedStore::open(dir.path().join("metadata"))
+            .await
+            .unwrap(),
+    );
     let harness = LocalLogs {
         metadata,
         data_dir: dir.path().join("data"),

@@ -12,11 +12,11 @@ use magnetar_broker::auth::{AuthConfig, Superusers, TokenVerifier};
 use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
 use magnetar_broker::ledger::LedgerClient;
 use magnetar_broker::load_manager::LoadManagerConfig;
+use magnetar_broker::local_log::{self, FlushPolicy, LocalLogConfig, LocalLogStore};
 use magnetar_broker::managed_ledger::{EntryCache, LedgerLogStore, ManagedLedgerConfig};
 use magnetar_broker::metrics::BrokerMetrics;
 use magnetar_broker::ownership::{BrokerIdentity, Ownership, DEFAULT_LEASE_TTL};
 use magnetar_broker::server::BrokerServer;
-use magnetar_broker::local_log::{self, FlushPolicy, LocalLogConfig, LocalLogStore};
 use magnetar_broker::storage::{self, Architecture, LogStore, Replication};
 use magnetar_broker::topic::{
     create_namespace_if_absent, BrokerConfig, BrokerService, NamespacePolicies, TenantInfo,
@@ -37,7 +37,9 @@ pub struct BrokerTuning {
     /// Largest message or batch accepted, in bytes [default: 5 MiB].
     #[arg(long, env = "MAGNETAR_MAX_MESSAGE_SIZE")]
     pub max_message_size: Option<usize>,
-    /// Entries per ledger before a topic rolls over to a new one [default: 50000].
+    /// Entries per ledger (decoupled) or segment file (monolithic) before a
+    /// topic rolls over to a new one [default: 50000; monolithic: no limit,
+    /// segments roll at 1 GiB].
     #[arg(long, env = "MAGNETAR_MAX_ENTRIES_PER_LEDGER")]
     pub max_entries_per_ledger: Option<u64>,
     /// Recent entries kept in memory, across all topics, in MiB [default: 256].
@@ -190,10 +192,11 @@ impl BrokerTuning {
                     .context("--architecture monolithic needs --data-dir for its partitions")?;
                 let broker_id = local_log::broker_id(data_dir)
                     .with_context(|| format!("reading the broker id in {}", data_dir.display()))?;
-                let config = LocalLogConfig {
+                let mut config = LocalLogConfig {
                     flush: self.flush_policy.unwrap_or(FlushPolicy::Fsync),
                     ..LocalLogConfig::default()
                 };
+                config.segment.segment_entries = self.max_entries_per_ledger;
                 Ok(Arc::new(LocalLogStore::new(
                     metadata.clone(),
                     data_dir.to_path_buf(),
@@ -459,13 +462,8 @@ pub async fn run(args: BrokerArgs) -> Result<()> {
         config.default_replication,
         args.data_dir.as_deref(),
     )?;
-    let broker = RunningBroker::start(
-        metadata,
-        (config, logs),
-        (listen, http),
-        Some(cluster),
-    )
-    .await?;
+    let broker =
+        RunningBroker::start(metadata, (config, logs), (listen, http), Some(cluster)).await?;
     println!(
         "broker serving pulsar://{} (metrics http://{}/metrics)",
         broker.server.local_addr, broker.http_addr

@@ -84,7 +84,11 @@ impl BatchHeader {
         if u64::from(header.payload_len) < u64::from(header.count) * ENTRY_OVERHEAD as u64 {
             return Err(BatchError::Malformed("entry count exceeds payload"));
         }
-        if header.base_offset.checked_add(u64::from(header.count)).is_none() {
+        if header
+            .base_offset
+            .checked_add(u64::from(header.count))
+            .is_none()
+        {
             return Err(BatchError::Malformed("offsets overflow"));
         }
         Ok(header)
@@ -131,7 +135,9 @@ pub(crate) fn check(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         return Err(BatchError::Malformed("bytes after the last entry"));
     }
     if max_ts != header.max_timestamp_ms {
-        return Err(BatchError::Malformed("max timestamp disagrees with entries"));
+        return Err(BatchError::Malformed(
+            "max timestamp disagrees with entries",
+        ));
     }
     Ok(header)
 }
@@ -328,7 +334,9 @@ mod tests {
         );
         assert_eq!(
             check(&forge(1, &two[..12], 1)),
-            Err(BatchError::Malformed("max timestamp disagrees with entries"))
+            Err(BatchError::Malformed(
+                "max timestamp disagrees with entries"
+            ))
         );
         assert_eq!(
             check(&forge(0, &[], 0)),

@@ -17,6 +17,11 @@ pub struct LogConfig {
     /// One offset-index entry per this many bytes of batches (Kafka's
     /// `index.interval.bytes`, 4096): a read scans at most this far.
     pub index_interval_bytes: u64,
+    /// Roll before the active segment would hold more entries than this
+    /// (no Kafka equivalent; Pulsar rolls ledgers by entry count, and the
+    /// side-by-side comparison needs the same unit). A batch larger than
+    /// this gets a segment of its own. `None`: no limit.
+    pub segment_entries: Option<u64>,
 }
 
 impl Default for LogConfig {
@@ -25,6 +30,7 @@ impl Default for LogConfig {
             segment_bytes: 1 << 30,
             segment_age: Duration::from_secs(7 * 24 * 3600),
             index_interval_bytes: 4096,
+            segment_entries: None,
         }
     }
 }
@@ -37,6 +43,11 @@ impl LogConfig {
                 u32::MAX,
                 self.segment_bytes
             )));
+        }
+        if self.segment_entries == Some(0) {
+            return Err(LogError::InvalidConfig(
+                "segment_entries must be at least 1".into(),
+            ));
         }
         if self.index_interval_bytes == 0 {
             return Err(LogError::InvalidConfig(

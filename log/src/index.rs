@@ -80,7 +80,10 @@ impl SegmentIndex {
     pub fn rewind(&mut self, limit_pos: u64) -> (u64, u32) {
         let kept = self.offsets.partition_point(|e| u64::from(e.1) < limit_pos);
         self.offsets.truncate(kept);
-        let (rel, pos) = self.offsets.last().map_or((0, 0), |e| (e.0, u64::from(e.1)));
+        let (rel, pos) = self
+            .offsets
+            .last()
+            .map_or((0, 0), |e| (e.0, u64::from(e.1)));
         let kept_times = self.times.partition_point(|t| t.1 <= rel);
         self.times.truncate(kept_times);
         self.max_ts = self.times.last().map_or(0, |t| t.0);
@@ -120,7 +123,9 @@ impl SegmentIndex {
         file_len: u64,
         end_rel: u32,
     ) -> Option<SegmentIndex> {
-        if offsets.len() % OFFSET_ENTRY_LEN != 0 || times.len() % TIME_ENTRY_LEN != 0 {
+        if !offsets.len().is_multiple_of(OFFSET_ENTRY_LEN)
+            || !times.len().is_multiple_of(TIME_ENTRY_LEN)
+        {
             return None;
         }
         let mut idx = SegmentIndex::default();
@@ -212,10 +217,22 @@ mod tests {
         let mut idx = build(&[5, 1, 7, 2, 2, 9, 3], 100);
         idx.seal(7);
         let (o, t) = (idx.encode_offsets(), idx.encode_times());
-        assert_eq!(SegmentIndex::decode_sealed(&o, &t, 700, 7), Some(idx.clone()));
-        assert_eq!(SegmentIndex::decode_sealed(&o, &t[..t.len() - 12], 700, 7), None);
-        assert_eq!(SegmentIndex::decode_sealed(&o, &t[..t.len() - 1], 700, 7), None);
-        assert_eq!(SegmentIndex::decode_sealed(&o[..o.len() - 3], &t, 700, 7), None);
+        assert_eq!(
+            SegmentIndex::decode_sealed(&o, &t, 700, 7),
+            Some(idx.clone())
+        );
+        assert_eq!(
+            SegmentIndex::decode_sealed(&o, &t[..t.len() - 12], 700, 7),
+            None
+        );
+        assert_eq!(
+            SegmentIndex::decode_sealed(&o, &t[..t.len() - 1], 700, 7),
+            None
+        );
+        assert_eq!(
+            SegmentIndex::decode_sealed(&o[..o.len() - 3], &t, 700, 7),
+            None
+        );
         assert_eq!(SegmentIndex::decode_sealed(&o, &t, 600, 7), None);
         let mut zeroed = o.clone();
         zeroed[8..16].fill(0);

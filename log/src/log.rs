@@ -189,10 +189,11 @@ impl Log {
         let mut headers = Vec::new();
         let mut pos = 0;
         while pos < batches.len() {
-            let header = batch::check(&batches[pos..]).map_err(|source| LogError::InvalidBatch {
-                position: pos as u64,
-                source,
-            })?;
+            let header =
+                batch::check(&batches[pos..]).map_err(|source| LogError::InvalidBatch {
+                    position: pos as u64,
+                    source,
+                })?;
             headers.push((pos, header));
             pos += header.total_len() as usize;
         }
@@ -205,7 +206,10 @@ impl Log {
                 return Err(LogError::OffsetMismatch { expected, found });
             }
             if let Some(latest) = latest.filter(|&l| h.epoch < l) {
-                return Err(LogError::EpochRegression { epoch: h.epoch, latest });
+                return Err(LogError::EpochRegression {
+                    epoch: h.epoch,
+                    latest,
+                });
             }
             latest = Some(h.epoch);
             expected = h.next_offset();
@@ -264,10 +268,29 @@ impl Log {
             }
             run.end = i + 1;
         }
-        self.write_run(st, buf, &batches[run])
+        self.write_run(st, buf, &batches[run])?;
+        // A segment full by entry count rolls at once, as a ledger does, so
+        // it is closed (and can be retained or deleted) without waiting for
+        // the next append.
+        let active = st.active();
+        let full = self
+            .config
+            .segment_entries
+            .is_some_and(|n| active.next_offset - active.base() >= n);
+        if full {
+            let next = active.next_offset;
+            self.roll(st, next, now)?;
+        }
+        Ok(())
     }
 
-    fn should_roll(&self, active: &SegmentState, run_bytes: u64, h: &BatchHeader, now: u64) -> bool {
+    fn should_roll(
+        &self,
+        active: &SegmentState,
+        run_bytes: u64,
+        h: &BatchHeader,
+        now: u64,
+    ) -> bool {
         let bytes = active.bytes + run_bytes;
         if bytes == 0 {
             return false;
@@ -275,6 +298,10 @@ impl Log {
         bytes + h.total_len() > self.config.segment_bytes
             || now.saturating_sub(active.created_ms) >= self.config.segment_age.as_millis() as u64
             || h.next_offset() - active.base() > u64::from(u32::MAX)
+            || self
+                .config
+                .segment_entries
+                .is_some_and(|n| h.next_offset() - active.base() > n)
     }
 
     /// Writes consecutive batches to the active segment with one write.
@@ -342,8 +369,14 @@ impl Log {
     /// syncing). Returns the flushed end offset, which only grows except
     /// through [`Log::truncate_to`]. After an fsync error the log is failed.
     pub fn flush(&self) -> Result<u64, LogError> {
-        let _no_truncation = self.truncation.read().unwrap_or_else(PoisonError::into_inner);
-        let _one_flush = self.flush_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _no_truncation = self
+            .truncation
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let _one_flush = self
+            .flush_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.check_not_failed()?;
         let (files, index_files, dir, end) = {
             let mut st = self.lock_state();
@@ -408,7 +441,11 @@ impl Log {
 
     /// All segments, oldest first; the last is active.
     pub fn segments(&self) -> Vec<SegmentInfo> {
-        self.lock_state().segments.iter().map(SegmentState::info).collect()
+        self.lock_state()
+            .segments
+            .iter()
+            .map(SegmentState::info)
+            .collect()
     }
 
     /// Bytes of all segment files.

@@ -42,7 +42,11 @@ impl View {
 
     fn corrupt(&self, position: u64, source: BatchError) -> LogError {
         let path = self.seg.path.clone();
-        LogError::Corrupt { path, position, source }
+        LogError::Corrupt {
+            path,
+            position,
+            source,
+        }
     }
 
     /// Checks that the batch at `pos` has the offset the previous one ended at.
@@ -56,7 +60,9 @@ impl View {
 
 /// A read window a bit larger than the caller wants, within reason.
 fn window_for(max_bytes: usize) -> usize {
-    max_bytes.saturating_add(16 * 1024).clamp(16 * 1024, 4 * READ_WINDOW)
+    max_bytes
+        .saturating_add(16 * 1024)
+        .clamp(16 * 1024, 4 * READ_WINDOW)
 }
 
 impl Log {
@@ -70,7 +76,10 @@ impl Log {
         max_entries: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredEntry>, LogError> {
-        let _no_truncation = self.truncation.read().unwrap_or_else(PoisonError::into_inner);
+        let _no_truncation = self
+            .truncation
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let (end, mut view) = {
             let st = self.lock_state();
             st.check_range(from)?;
@@ -99,7 +108,12 @@ impl Log {
                     }
                     bytes += data.len();
                     let epoch = h.epoch;
-                    out.push(StoredEntry { offset, epoch, timestamp_ms, data });
+                    out.push(StoredEntry {
+                        offset,
+                        epoch,
+                        timestamp_ms,
+                        data,
+                    });
                 }
                 if expected > end {
                     return Err(v.corrupt(batch_pos, BatchError::Malformed("batch past log end")));
@@ -121,13 +135,20 @@ impl Log {
     /// segment, for a follower to pass to [`Log::append_raw`]. Every batch is
     /// CRC-checked before it is sent.
     pub fn read_raw(&self, from: u64, max_bytes: usize) -> Result<RawBatches, LogError> {
-        let _no_truncation = self.truncation.read().unwrap_or_else(PoisonError::into_inner);
+        let _no_truncation = self
+            .truncation
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let v = {
             let st = self.lock_state();
             st.check_range(from)?;
             if from == st.log_end() {
                 let (first_offset, next_offset) = (from, from);
-                return Ok(RawBatches { data: Bytes::new(), first_offset, next_offset });
+                return Ok(RawBatches {
+                    data: Bytes::new(),
+                    first_offset,
+                    next_offset,
+                });
             }
             View::at(&st, from)
         };
@@ -165,7 +186,10 @@ impl Log {
     /// index records the largest timestamp so far (as Kafka's does), which
     /// bounds where to start, then batches are scanned.
     pub fn offset_for_timestamp(&self, ts_ms: u64) -> Result<Option<u64>, LogError> {
-        let _no_truncation = self.truncation.read().unwrap_or_else(PoisonError::into_inner);
+        let _no_truncation = self
+            .truncation
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut after = 0;
         loop {
             let v = {

@@ -162,7 +162,12 @@ fn recover_sealed(
         let entries = index.offset_entries();
         let (pos, rel) = index.rewind(u64::MAX);
         let end = scan(seg, pos, len, base + u64::from(rel), true, |p, h| {
-            index.observe(p, (h.base_offset - base) as u32, h.max_timestamp_ms, interval)
+            index.observe(
+                p,
+                (h.base_offset - base) as u32,
+                h.max_timestamp_ms,
+                interval,
+            )
         })?;
         if end.corrupt.is_none()
             && end.next_offset == next_base
@@ -179,7 +184,12 @@ fn recover_sealed(
     }
     let mut index = SegmentIndex::default();
     let end = scan(seg, 0, len, base, true, |p, h| {
-        index.observe(p, (h.base_offset - base) as u32, h.max_timestamp_ms, interval)
+        index.observe(
+            p,
+            (h.base_offset - base) as u32,
+            h.max_timestamp_ms,
+            interval,
+        )
     })?;
     if end.corrupt.is_some() || end.next_offset != next_base {
         return Ok(None);

@@ -264,17 +264,29 @@ pub(crate) fn scan(
             Ok(h) if h.base_offset != expected => {
                 let found = h.base_offset;
                 let corrupt = Some(BatchError::UnexpectedOffset { expected, found });
-                return Ok(ScanEnd { pos, next_offset: expected, corrupt });
+                return Ok(ScanEnd {
+                    pos,
+                    next_offset: expected,
+                    corrupt,
+                });
             }
             // `expected` is never below the base, so neither is the batch.
             Ok(h) if h.next_offset().saturating_sub(seg.base) > u64::from(u32::MAX) => {
                 let corrupt = Some(BatchError::Malformed("segment spans over 2^32 offsets"));
-                return Ok(ScanEnd { pos, next_offset: expected, corrupt });
+                return Ok(ScanEnd {
+                    pos,
+                    next_offset: expected,
+                    corrupt,
+                });
             }
             Ok(h) => h,
             Err(LogError::Corrupt { source, .. }) => {
                 let corrupt = Some(source);
-                return Ok(ScanEnd { pos, next_offset: expected, corrupt });
+                return Ok(ScanEnd {
+                    pos,
+                    next_offset: expected,
+                    corrupt,
+                });
             }
             Err(e) => return Err(e),
         };

@@ -25,7 +25,10 @@ impl Log {
     /// end. Below the log start the log restarts empty at `offset`. Durable
     /// on return; lowers the flushed offset to `offset` if it was above.
     pub fn truncate_to(&self, offset: u64) -> Result<(), LogError> {
-        let _exclusive = self.truncation.write().unwrap_or_else(PoisonError::into_inner);
+        let _exclusive = self
+            .truncation
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut st = self.lock_state();
         self.check_not_failed()?;
         if offset >= st.log_end() {
@@ -45,7 +48,10 @@ impl Log {
     /// `offset` (a follower whose leader no longer has its offsets, or a new
     /// replica starting at the leader's log start). Durable on return.
     pub fn truncate_fully_and_start_at(&self, offset: u64) -> Result<(), LogError> {
-        let _exclusive = self.truncation.write().unwrap_or_else(PoisonError::into_inner);
+        let _exclusive = self
+            .truncation
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut st = self.lock_state();
         self.check_not_failed()?;
         let restarted = self.restart(&mut st, offset);
@@ -61,7 +67,10 @@ impl Log {
             let sealed = st.segments.len() - 1;
             let mut doomed = Vec::new();
             let mut count = 0;
-            for s in st.segments[..sealed].iter().take_while(|s| s.next_offset <= offset) {
+            for s in st.segments[..sealed]
+                .iter()
+                .take_while(|s| s.next_offset <= offset)
+            {
                 // Renamed now (cheap), unlinked after the lock is released.
                 match mark_deleted(&self.dir, s.base()) {
                     Ok(paths) => doomed.extend(paths),
@@ -73,8 +82,7 @@ impl Log {
                 }
                 count += 1;
             }
-            let removed: Vec<SegmentInfo> =
-                st.segments.drain(..count).map(|s| s.info()).collect();
+            let removed: Vec<SegmentInfo> = st.segments.drain(..count).map(|s| s.info()).collect();
             // In memory only: a stale checkpoint is cut to the log start on
             // open anyway.
             let start = st.log_start();
@@ -119,11 +127,20 @@ impl Log {
         let (from, rel) = s.index.rewind(pos);
         let index = &mut s.index;
         let end = scan(&s.seg, from, pos, base + u64::from(rel), false, |p, h| {
-            index.observe(p, (h.base_offset - base) as u32, h.max_timestamp_ms, interval)
+            index.observe(
+                p,
+                (h.base_offset - base) as u32,
+                h.max_timestamp_ms,
+                interval,
+            )
         })?;
         if let Some(source) = end.corrupt {
             let path = s.seg.path.clone();
-            return Err(LogError::Corrupt { path, position: end.pos, source });
+            return Err(LogError::Corrupt {
+                path,
+                position: end.pos,
+                source,
+            });
         }
         s.bytes = pos;
         s.next_offset = offset;
@@ -174,7 +191,11 @@ fn batch_boundary(s: &SegmentState, offset: u64) -> Result<u64, LogError> {
             let found = h.base_offset;
             let source = BatchError::UnexpectedOffset { expected, found };
             let path = s.seg.path.clone();
-            return Err(LogError::Corrupt { path, position: pos, source });
+            return Err(LogError::Corrupt {
+                path,
+                position: pos,
+                source,
+            });
         }
         if h.base_offset == offset {
             return Ok(pos);

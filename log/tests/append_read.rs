@@ -25,7 +25,11 @@ fn empty_log_starts_at_zero() {
     assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
     assert!(matches!(
         log.read(1, 10, 1000),
-        Err(LogError::OffsetOutOfRange { offset: 1, start: 0, end: 0 })
+        Err(LogError::OffsetOutOfRange {
+            offset: 1,
+            start: 0,
+            end: 0
+        })
     ));
 }
 
@@ -61,7 +65,10 @@ fn round_trip_across_several_rolls() {
         assert_eq!(pair[0].next_offset, pair[1].base_offset);
         assert!(pair[0].bytes <= 600);
     }
-    assert_eq!(log.size_bytes(), segments.iter().map(|s| s.bytes).sum::<u64>());
+    assert_eq!(
+        log.size_bytes(),
+        segments.iter().map(|s| s.bytes).sum::<u64>()
+    );
     assert_eq!(read_all(&log), expected);
     assert_eq!(log.epochs(), epoch_starts);
     // From every offset, in small steps, the same entries come back.
@@ -85,7 +92,10 @@ fn reads_start_inside_batches_and_respect_limits() {
     append_n(&log, 1, 10, 100); // offsets 0..10, one batch
     append_n(&log, 1, 10, 100); // 10..20
     let got = log.read(7, 5, usize::MAX).unwrap();
-    assert_eq!(got.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![7, 8, 9, 10, 11]);
+    assert_eq!(
+        got.iter().map(|e| e.offset).collect::<Vec<_>>(),
+        vec![7, 8, 9, 10, 11]
+    );
     assert_eq!(got[0].data, payload(7, 100));
     // max_bytes: whole entries while they fit, but always at least one.
     assert_eq!(log.read(3, 100, 0).unwrap().len(), 1);
@@ -94,7 +104,10 @@ fn reads_start_inside_batches_and_respect_limits() {
     assert_eq!(log.read(3, 0, 300).unwrap().len(), 0);
     assert_eq!(log.read(19, 100, usize::MAX).unwrap().len(), 1);
     assert_eq!(log.read(20, 100, usize::MAX).unwrap(), vec![]);
-    assert!(matches!(log.read(21, 1, 1), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(21, 1, 1),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -106,7 +119,10 @@ fn appends_refuse_empty_batches_and_older_epochs() {
     append_n(&log, 5, 2, 10);
     assert!(matches!(
         log.append(4, &[entry(0, payload(0, 1))]),
-        Err(LogError::EpochRegression { epoch: 4, latest: 5 })
+        Err(LogError::EpochRegression {
+            epoch: 4,
+            latest: 5
+        })
     ));
     append_n(&log, 7, 1, 10);
     assert_eq!(log.epochs(), vec![(5, 0), (7, 4)]);
@@ -166,7 +182,11 @@ fn damaged_or_missing_index_files_are_rebuilt() {
     let mut scrambled = files[sealed[2]].clone();
     scrambled.reverse();
     std::fs::write(dir.path().join(sealed[2]), scrambled).unwrap();
-    std::fs::write(dir.path().join(sealed[3]), vec![0u8; files[sealed[3]].len()]).unwrap();
+    std::fs::write(
+        dir.path().join(sealed[3]),
+        vec![0u8; files[sealed[3]].len()],
+    )
+    .unwrap();
     let log = Log::open(dir.path(), config).unwrap();
     assert_eq!(read_all(&log), before);
     for from in 0..before.len() as u64 {
@@ -192,6 +212,53 @@ fn an_old_segment_rolls_on_the_next_append() {
 }
 
 #[test]
+fn segments_roll_by_entry_count_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_entries: Some(3),
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    // Batches of 2: a batch that would take a segment past 3 entries
+    // starts a new one; a batch of 5 gets one to itself.
+    for _ in 0..3 {
+        append_n(&log, 0, 2, 10);
+    }
+    append_n(&log, 0, 5, 10);
+    append_n(&log, 0, 1, 10);
+    let bounds: Vec<(u64, u64)> = log
+        .segments()
+        .iter()
+        .map(|s| (s.base_offset, s.next_offset))
+        .collect();
+    assert_eq!(bounds, vec![(0, 2), (2, 4), (4, 6), (6, 11), (11, 12)]);
+    // A segment that reaches the count rolls at once: an empty one follows.
+    append_n(&log, 0, 2, 10);
+    let last_two: Vec<(u64, u64)> = log.segments()[4..]
+        .iter()
+        .map(|s| (s.base_offset, s.next_offset))
+        .collect();
+    assert_eq!(last_two, vec![(11, 14), (14, 14)]);
+
+    drop(log);
+    let reopened = Log::open(
+        dir.path(),
+        LogConfig {
+            segment_entries: Some(3),
+            ..LogConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(reopened.log_end_offset(), 14);
+    assert_eq!(reopened.segments().len(), 6);
+    let zero = LogConfig {
+        segment_entries: Some(0),
+        ..LogConfig::default()
+    };
+    assert!(Log::open(dir.path(), zero).is_err());
+}
+
+#[test]
 fn a_batch_larger_than_a_segment_gets_one_to_itself() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config(100, 4096)).unwrap();
@@ -199,14 +266,21 @@ fn a_batch_larger_than_a_segment_gets_one_to_itself() {
     append_n(&log, 0, 3, 200);
     append_n(&log, 0, 1, 10);
     let s = log.segments();
-    assert_eq!(s.iter().map(|s| s.base_offset).collect::<Vec<_>>(), vec![0, 1, 4]);
+    assert_eq!(
+        s.iter().map(|s| s.base_offset).collect::<Vec<_>>(),
+        vec![0, 1, 4]
+    );
     assert_eq!(read_all(&log).len(), 5);
 }
 
 #[test]
 fn invalid_config_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    for config in [small_config(0, 1), small_config(1 << 33, 1), small_config(100, 0)] {
+    for config in [
+        small_config(0, 1),
+        small_config(1 << 33, 1),
+        small_config(100, 0),
+    ] {
         assert!(matches!(
             Log::open(dir.path(), config),
             Err(LogError::InvalidConfig(_))
@@ -254,7 +328,10 @@ fn offset_for_timestamp_with_non_monotonic_timestamps() {
 /// One appended batch in the model: (epoch, [(timestamp, data length)]).
 fn batches() -> impl Strategy<Value = Vec<(u32, Vec<(u64, usize)>)>> {
     prop::collection::vec(
-        (0u32..3, prop::collection::vec((0u64..1000, 0usize..120), 1..6)),
+        (
+            0u32..3,
+            prop::collection::vec((0u64..1000, 0usize..120), 1..6),
+        ),
         1..40,
     )
 }

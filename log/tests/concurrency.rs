@@ -22,7 +22,12 @@ fn readers_see_a_growing_prefix_while_a_writer_appends() {
         let log = log.clone();
         thread::spawn(move || {
             for i in 0..BATCHES {
-                append_n(&log, (i / 500) as u32, 1 + (i % 3) as usize, (i % 40) as usize);
+                append_n(
+                    &log,
+                    (i / 500) as u32,
+                    1 + (i % 3) as usize,
+                    (i % 40) as usize,
+                );
             }
         })
     };
@@ -75,7 +80,8 @@ fn readers_see_a_growing_prefix_while_a_writer_appends() {
         let (log, done) = (log.clone(), done.clone());
         let follower = Log::open(follower_dir.path(), small_config(2000, 200)).unwrap();
         thread::spawn(move || {
-            while !done.load(Ordering::Acquire) || follower.log_end_offset() < log.log_end_offset() {
+            while !done.load(Ordering::Acquire) || follower.log_end_offset() < log.log_end_offset()
+            {
                 let raw = log.read_raw(follower.log_end_offset(), 700).unwrap();
                 follower.append_raw(&raw.data).unwrap();
             }

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 
 use common::*;
-use magnetar_log::{Log, LogConfig, StoredEntry};
+use magnetar_log::{Log, LogConfig, LogError, StoredEntry};
 use proptest::prelude::*;
 
 /// A flushed log of several segments whose last batch (3 entries of 25
@@ -41,10 +41,19 @@ fn a_tail_cut_at_every_byte_of_the_last_batch_loses_only_that_batch() {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(original.path(), dir.path());
         let file = dir.path().join(active.file_name().unwrap());
-        OpenOptions::new().write(true).open(&file).unwrap().set_len(cut).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
         let log = Log::open(dir.path(), config.clone()).unwrap();
         assert_eq!(log.log_end_offset(), last_base, "cut at {cut}");
-        assert_eq!(read_all(&log), entries[..last_base as usize], "cut at {cut}");
+        assert_eq!(
+            read_all(&log),
+            entries[..last_base as usize],
+            "cut at {cut}"
+        );
         assert_eq!(fs::metadata(&file).unwrap().len(), last_start);
         // The epoch that began in the lost batch is forgotten, so the old
         // leader's epoch may append again.
@@ -56,18 +65,23 @@ fn a_tail_cut_at_every_byte_of_the_last_batch_loses_only_that_batch() {
     }
 }
 
+/// A sealed segment whose tail was lost (writeback of an older segment that
+/// never reached the disk, while a newer one did): the log ends inside it.
 #[test]
-fn a_damaged_sealed_segment_ends_the_log_there() {
+fn a_sealed_segment_with_a_lost_tail_ends_the_log_there() {
     let config = small_config(500, 64);
     let dir = tempfile::tempdir().unwrap();
     let (entries, _) = build(dir.path(), &config);
     let segments = Log::open(dir.path(), config.clone()).unwrap().segments();
     let victim = &segments[1];
     let path = dir.path().join(format!("{:020}.log", victim.base_offset));
-    let mut bytes = fs::read(&path).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    fs::write(&path, &bytes).unwrap();
+    let len = fs::metadata(&path).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let log = Log::open(dir.path(), config.clone()).unwrap();
     let survivors = read_all(&log);
     assert!(survivors.len() as u64 > victim.base_offset);
@@ -76,10 +90,44 @@ fn a_damaged_sealed_segment_ends_the_log_there() {
     assert_eq!(log.segments().len(), 2);
     assert_eq!(log.epochs(), vec![(1, 0)]);
     let names: Vec<String> = dir_files(dir.path()).into_keys().collect();
-    assert!(names.iter().all(|n| !n.starts_with(&format!("{:020}", segments[2].base_offset))));
-    // Segment 1 is active again: it takes appends and has no index files.
-    append_n(&log, 1, 2, 10);
+    let later = format!("{:020}", segments[2].base_offset);
+    assert!(names.iter().all(|n| !n.starts_with(&later)), "{names:?}");
+    // Segment 1 is active again: no index files, and it takes appends.
     assert!(!names.contains(&format!("{:020}.index", victim.base_offset)));
+    let end = log.log_end_offset();
+    assert_eq!(append_n(&log, 1, 2, 10), end);
+    drop(log);
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.log_end_offset(), end + 2);
+}
+
+/// Sealed segments are not rescanned on open (only their tails are), so a
+/// flipped bit in the middle of one is found by the read that meets it:
+/// an error, never wrong data.
+#[test]
+fn a_flipped_bit_in_a_sealed_segment_is_reported_by_reads() {
+    let config = small_config(500, 64);
+    let dir = tempfile::tempdir().unwrap();
+    let (entries, _) = build(dir.path(), &config);
+    let segments = Log::open(dir.path(), config.clone()).unwrap().segments();
+    let victim = &segments[1];
+    let path = dir.path().join(format!("{:020}.log", victim.base_offset));
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[40] ^= 0x10; // inside the segment's first batch
+    fs::write(&path, &bytes).unwrap();
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.log_end_offset(), entries.len() as u64);
+    let err = log.read(victim.base_offset, 1, 1).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { .. }), "{err:?}");
+    assert!(matches!(
+        log.read_raw(victim.base_offset, 1),
+        Err(LogError::Corrupt { .. })
+    ));
+    // Everything before it still reads.
+    let before = log
+        .read(0, victim.base_offset as usize, usize::MAX)
+        .unwrap();
+    assert_eq!(before, entries[..victim.base_offset as usize]);
 }
 
 #[test]
@@ -132,7 +180,11 @@ fn leftover_files_are_removed_and_strangers_kept() {
     let names: Vec<String> = dir_files(dir.path()).into_keys().collect();
     assert_eq!(
         names,
-        vec!["00000000000000000000.log", "leader-epoch-checkpoint", "notes.txt"]
+        vec![
+            "00000000000000000000.log",
+            "leader-epoch-checkpoint",
+            "notes.txt"
+        ]
     );
 }
 
@@ -148,7 +200,11 @@ fn build_active(dir: &Path, config: &LogConfig, sizes: &[(usize, usize)]) -> Vec
         if after.base_offset != before.base_offset {
             batches.clear();
         }
-        let start = if after.base_offset == before.base_offset { before.bytes } else { 0 };
+        let start = if after.base_offset == before.base_offset {
+            before.bytes
+        } else {
+            0
+        };
         batches.push((start, after.bytes, base));
     }
     batches

@@ -25,7 +25,12 @@ fn replicate(leader: &Log, follower: &Log, max_bytes: usize) {
 fn leader_with_history(dir: &std::path::Path, config: &LogConfig) -> Log {
     let log = Log::open(dir, config.clone()).unwrap();
     for i in 0..40u32 {
-        append_n(&log, i / 8, 1 + (i as usize % 4), 10 + (i as usize * 7) % 50);
+        append_n(
+            &log,
+            i / 8,
+            1 + (i as usize % 4),
+            10 + (i as usize * 7) % 50,
+        );
     }
     log
 }
@@ -66,7 +71,10 @@ fn read_raw_starts_at_the_batch_holding_the_offset() {
     assert_eq!((raw.first_offset, raw.next_offset), (0, 10));
     let raw = log.read_raw(10, usize::MAX).unwrap();
     assert!(raw.data.is_empty());
-    assert!(matches!(log.read_raw(11, 1), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read_raw(11, 1),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
 }
 
 /// A valid raw batch of one entry at `base` in `epoch`, taken from a
@@ -83,6 +91,9 @@ fn set_crc(batch: &mut [u8]) {
     let crc = crc32c::crc32c(&batch[4..]);
     batch[..4].copy_from_slice(&crc.to_be_bytes());
 }
+
+/// Whether an error is the one a bad input deserves.
+type ErrorCheck = fn(&LogError) -> bool;
 
 #[test]
 fn append_raw_refuses_bad_input_and_changes_nothing() {
@@ -106,7 +117,8 @@ fn append_raw_refuses_bad_input_and_changes_nothing() {
     huge_count[17..21].copy_from_slice(&u32::MAX.to_be_bytes());
     set_crc(&mut huge_count);
     let mut huge_entry = good.clone();
-    huge_entry[BATCH_HEADER_LEN + 8..BATCH_HEADER_LEN + 12].copy_from_slice(&u32::MAX.to_be_bytes());
+    huge_entry[BATCH_HEADER_LEN + 8..BATCH_HEADER_LEN + 12]
+        .copy_from_slice(&u32::MAX.to_be_bytes());
     set_crc(&mut huge_entry);
     let mut bad_magic = good.clone();
     bad_magic[4] = 9;
@@ -115,18 +127,72 @@ fn append_raw_refuses_bad_input_and_changes_nothing() {
     let mut good_then_bad = good.clone();
     good_then_bad.extend_from_slice(&raw_batch(end + 1, epoch)[..20]);
 
-    let cases: Vec<(&str, Vec<u8>, fn(&LogError) -> bool)> = vec![
-        ("crc", bad_crc, |e| matches!(e, LogError::InvalidBatch { source: BatchError::Crc { .. }, .. })),
-        ("payload length", huge_payload, |e| matches!(e, LogError::InvalidBatch { source: BatchError::Incomplete { .. }, .. })),
-        ("entry count", huge_count, |e| matches!(e, LogError::InvalidBatch { source: BatchError::Malformed(_), .. })),
-        ("entry length", huge_entry, |e| matches!(e, LogError::InvalidBatch { source: BatchError::Malformed(_), .. })),
-        ("magic", bad_magic, |e| matches!(e, LogError::InvalidBatch { source: BatchError::UnknownMagic(9), .. })),
-        ("cut", good[..good.len() - 1].to_vec(), |e| matches!(e, LogError::InvalidBatch { position: 0, .. })),
-        ("cut second", good_then_bad, |e| matches!(e, LogError::InvalidBatch { position, .. } if *position > 0)),
-        ("offset ahead", raw_batch(end + 1, epoch), |e| matches!(e, LogError::OffsetMismatch { .. })),
-        ("offset behind", raw_batch(end - 1, epoch), |e| matches!(e, LogError::OffsetMismatch { .. })),
-        ("epoch regression", raw_batch(end, epoch - 1), |e| matches!(e, LogError::EpochRegression { .. })),
-        ("garbage", vec![0xAB; 500], |e| matches!(e, LogError::InvalidBatch { .. })),
+    let cases: Vec<(&str, Vec<u8>, ErrorCheck)> = vec![
+        ("crc", bad_crc, |e| {
+            matches!(
+                e,
+                LogError::InvalidBatch {
+                    source: BatchError::Crc { .. },
+                    ..
+                }
+            )
+        }),
+        ("payload length", huge_payload, |e| {
+            matches!(
+                e,
+                LogError::InvalidBatch {
+                    source: BatchError::Incomplete { .. },
+                    ..
+                }
+            )
+        }),
+        ("entry count", huge_count, |e| {
+            matches!(
+                e,
+                LogError::InvalidBatch {
+                    source: BatchError::Malformed(_),
+                    ..
+                }
+            )
+        }),
+        ("entry length", huge_entry, |e| {
+            matches!(
+                e,
+                LogError::InvalidBatch {
+                    source: BatchError::Malformed(_),
+                    ..
+                }
+            )
+        }),
+        ("magic", bad_magic, |e| {
+            matches!(
+                e,
+                LogError::InvalidBatch {
+                    source: BatchError::UnknownMagic(9),
+                    ..
+                }
+            )
+        }),
+        ("cut", good[..good.len() - 1].to_vec(), |e| {
+            matches!(e, LogError::InvalidBatch { position: 0, .. })
+        }),
+        (
+            "cut second",
+            good_then_bad,
+            |e| matches!(e, LogError::InvalidBatch { position, .. } if *position > 0),
+        ),
+        ("offset ahead", raw_batch(end + 1, epoch), |e| {
+            matches!(e, LogError::OffsetMismatch { .. })
+        }),
+        ("offset behind", raw_batch(end - 1, epoch), |e| {
+            matches!(e, LogError::OffsetMismatch { .. })
+        }),
+        ("epoch regression", raw_batch(end, epoch - 1), |e| {
+            matches!(e, LogError::EpochRegression { .. })
+        }),
+        ("garbage", vec![0xAB; 500], |e| {
+            matches!(e, LogError::InvalidBatch { .. })
+        }),
     ];
     for (name, input, expected) in cases {
         let err = follower.append_raw(&input).unwrap_err();
@@ -158,7 +224,11 @@ fn truncate_to_drops_the_tail_and_its_epochs() {
     // Only batch boundaries.
     assert!(matches!(
         log.truncate_to(16),
-        Err(LogError::NotBatchBoundary { offset: 16, batch_base: 15, batch_next: 18 })
+        Err(LogError::NotBatchBoundary {
+            offset: 16,
+            batch_base: 15,
+            batch_next: 18
+        })
     ));
     assert_eq!(log.log_end_offset(), 27);
     log.truncate_to(30).unwrap();
@@ -203,11 +273,17 @@ fn truncate_fully_and_start_at_moves_the_whole_log() {
     append_n(&log, 1, 10, 30);
     log.truncate_fully_and_start_at(1000).unwrap();
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (1000, 1000));
-    assert!(matches!(log.read(0, 1, 1), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(0, 1, 1),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
     assert_eq!(append_n(&log, 1, 2, 5), 1000);
     assert_eq!(log.epochs(), vec![(1, 1000)]);
     let names: Vec<String> = dir_files(dir.path()).into_keys().collect();
-    assert_eq!(names, vec!["00000000000000001000.log", "leader-epoch-checkpoint"]);
+    assert_eq!(
+        names,
+        vec!["00000000000000001000.log", "leader-epoch-checkpoint"]
+    );
 }
 
 #[test]

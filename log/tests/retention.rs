@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use magnetar_log::{Log, LogError};
+use magnetar_log::{Log, LogConfig, LogError};
 
 #[test]
 fn delete_segments_before_keeps_the_active_segment_and_moves_the_start() {
@@ -25,7 +25,11 @@ fn delete_segments_before_keeps_the_active_segment_and_moves_the_start() {
     assert_eq!(read_all(&log), before[6..]);
     assert!(matches!(
         log.read(5, 1, 1),
-        Err(LogError::OffsetOutOfRange { offset: 5, start: 6, end: 18 })
+        Err(LogError::OffsetOutOfRange {
+            offset: 5,
+            start: 6,
+            end: 18
+        })
     ));
     assert_eq!(log.epochs(), vec![(2, 6), (3, 15)]);
     // Past the log end: everything but the active segment.
@@ -37,7 +41,10 @@ fn delete_segments_before_keeps_the_active_segment_and_moves_the_start() {
     assert_eq!(log.delete_segments_before(u64::MAX).unwrap(), vec![]);
     log.flush().unwrap();
     let names: Vec<String> = dir_files(dir.path()).into_keys().collect();
-    assert_eq!(names, vec!["00000000000000000015.log", "leader-epoch-checkpoint"]);
+    assert_eq!(
+        names,
+        vec!["00000000000000000015.log", "leader-epoch-checkpoint"]
+    );
     // Reopening agrees, including the epoch cache (its checkpoint was
     // not rewritten: open cuts it to the log start).
     drop(log);
@@ -64,7 +71,10 @@ fn readers_keep_reading_segments_deleted_under_them() {
     log.delete_segments_before(100).unwrap();
     // Bytes read before deletion stay valid; a new read is refused.
     assert_eq!(raw.next_offset, 3);
-    assert!(matches!(log.read_raw(0, 100), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read_raw(0, 100),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
     let dir_b = tempfile::tempdir().unwrap();
     let follower = Log::open(dir_b.path(), small_config(300, 64)).unwrap();
     assert_eq!(follower.append_raw(&raw.data).unwrap(), 3);
@@ -79,4 +89,24 @@ fn delete_removes_the_directory() {
     assert!(path.exists());
     log.delete().unwrap();
     assert!(!path.exists());
+}
+
+#[test]
+fn reads_after_deleting_segments_rolled_by_entry_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_entries: Some(10),
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    for _ in 0..20 {
+        common::append_n(&log, 0, 1, 10);
+    }
+    let deleted = log.delete_segments_before(10).unwrap();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(log.log_start_offset(), 10);
+    for from in 10..20 {
+        let read = log.read(from, 1, 1 << 20).unwrap();
+        assert_eq!(read.first().map(|e| e.offset), Some(from));
+    }
 }

@@ -21,6 +21,9 @@ import pytest
 from conftest import REPO, Standalone, magnetar_bin
 from support import close_quietly
 
+# Client behaviour is the same over either storage architecture.
+BOTH_ARCHITECTURES = True
+
 SUPERUSER = "admin"
 
 

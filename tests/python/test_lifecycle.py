@@ -23,6 +23,9 @@ from support import (
     receive_n,
 )
 
+# Client behaviour is the same over either storage architecture.
+BOTH_ARCHITECTURES = True
+
 ENTRIES_PER_LEDGER = 10
 # Every wait below is for something the broker does at its next ticks; the
 # deadline only turns a hang into a failure.

@@ -23,6 +23,9 @@ import pytest
 
 from support import index_of, payload, produce, receive_n
 
+# Client behaviour is the same over either storage architecture.
+BOTH_ARCHITECTURES = True
+
 # Slack below the limiter's bound for the time between the start of the
 # limiter's first period and the first send.
 SLACK_S = 0.5

@@ -12,6 +12,9 @@ import pulsar
 
 from support import drain, payload
 
+# Client behaviour is the same over either storage architecture.
+BOTH_ARCHITECTURES = True
+
 PAUSE_S = 6
 
 

@@ -109,7 +109,12 @@ impl CursorState {
     /// Individually acknowledges `position`; `ack_set` (bit set = still
     /// unacknowledged) acknowledges only some messages of a batch. Returns
     /// whether the whole entry is now acknowledged.
-    pub fn ack(&mut self, ml: &(impl PositionOrder + ?Sized), position: Position, ack_set: &[i64]) -> bool {
+    pub fn ack(
+        &mut self,
+        ml: &(impl PositionOrder + ?Sized),
+        position: Position,
+        ack_set: &[i64],
+    ) -> bool {
         if self.is_acked(position) {
             return true;
         }
@@ -132,7 +137,12 @@ impl CursorState {
 
     /// Acknowledges everything up to and including `position` (up to the
     /// batch messages outstanding in `ack_set`, if given).
-    pub fn ack_cumulative(&mut self, ml: &(impl PositionOrder + ?Sized), position: Position, ack_set: &[i64]) {
+    pub fn ack_cumulative(
+        &mut self,
+        ml: &(impl PositionOrder + ?Sized),
+        position: Position,
+        ack_set: &[i64],
+    ) {
         let partial = ack_set.iter().any(|w| *w != 0);
         let upto = if partial {
             ml.previous_position(position)

@@ -169,6 +169,7 @@ impl LocalLog {
         let epoch = self.epoch;
         let fsync = self.config.flush == FlushPolicy::Fsync;
         let (max_entries, max_bytes) = (self.config.max_batch_entries, self.config.max_batch_bytes);
+        let segment_entries = self.config.segment.segment_entries;
         let timestamp_ms = now_ms();
         let entries: Vec<AppendEntry> = batch
             .iter()
@@ -180,8 +181,22 @@ impl LocalLog {
         let written = tokio::task::spawn_blocking(move || {
             let mut first = None;
             for chunk in chunks(&entries, max_entries, max_bytes) {
-                let base = log.append(epoch, chunk)?;
-                first.get_or_insert(base);
+                let mut rest = chunk;
+                while !rest.is_empty() {
+                    // Batches end at segment boundaries, so a segment holds
+                    // exactly `segment_entries` entries.
+                    let room = segment_entries.map_or(rest.len(), |n| {
+                        let end = log.log_end_offset();
+                        let base = log.segments().last().map_or(end, |s| s.base_offset);
+                        let used = end - base;
+                        let room = if used >= n { n } else { n - used };
+                        (room as usize).clamp(1, rest.len())
+                    });
+                    let (batch, tail) = rest.split_at(room);
+                    let base = log.append(epoch, batch)?;
+                    first.get_or_insert(base);
+                    rest = tail;
+                }
             }
             if fsync {
                 log.flush()?;
@@ -258,7 +273,10 @@ fn chunks(
         }
         let mut n = 0;
         let mut bytes = 0;
-        while n < rest.len() && n < max_entries.max(1) && (n == 0 || bytes + rest[n].data.len() <= max_bytes) {
+        while n < rest.len()
+            && n < max_entries.max(1)
+            && (n == 0 || bytes + rest[n].data.len() <= max_bytes)
+        {
             bytes += rest[n].data.len();
             n += 1;
         }
@@ -446,7 +464,8 @@ impl PartitionLog for LocalLog {
             .iter()
             .enumerate()
             .map(|(i, s)| SegmentStats {
-                id: s.base_offset,
+                id: self.log_id,
+                first_entry: s.base_offset as i64,
                 entries: s.next_offset.min(end).saturating_sub(s.base_offset),
                 size: s.bytes,
                 closed: i < last,

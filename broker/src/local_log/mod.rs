@@ -28,9 +28,7 @@ pub use trim::segments_to_trim;
 
 use record::RecordStore;
 
-use crate::storage::{
-    Architecture, LogName, LogStore, PartitionLog, Replication, StorageError,
-};
+use crate::storage::{Architecture, LogName, LogStore, PartitionLog, Replication, StorageError};
 
 /// When a receipt goes out, relative to the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,7 +157,15 @@ impl LogStore for LocalLogStore {
         let key = name.metadata_key();
         let record = self.records.take_leadership(&key, &self.broker_id).await?;
         let dir = self.dir_of(record.log_id);
-        registry::fence(&dir, &format!("{} was opened again in epoch {}", name.full_name(), record.leader_epoch)).await;
+        registry::fence(
+            &dir,
+            &format!(
+                "{} was opened again in epoch {}",
+                name.full_name(),
+                record.leader_epoch
+            ),
+        )
+        .await;
         let log = LocalLog::open(
             name.full_name(),
             (record.log_id, record.leader_epoch),

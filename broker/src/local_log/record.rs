@@ -54,9 +54,15 @@ impl RecordStore {
         RecordStore { store, ids }
     }
 
-    pub async fn load(&self, key: &str) -> Result<Option<(PartitionRecord, Version)>, StorageError> {
+    pub async fn load(
+        &self,
+        key: &str,
+    ) -> Result<Option<(PartitionRecord, Version)>, StorageError> {
         match self.store.get(key).await? {
-            Some(kv) => Ok(Some((PartitionRecord::from_bytes(key, &kv.value)?, kv.version))),
+            Some(kv) => Ok(Some((
+                PartitionRecord::from_bytes(key, &kv.value)?,
+                kv.version,
+            ))),
             None => Ok(None),
         }
     }

@@ -91,7 +91,10 @@ mod tests {
             max_age: None,
             max_bytes: Some(150),
         };
-        assert_eq!(segments_to_trim(&segments(), 40, &by_size, NOW), vec![0, 10]);
+        assert_eq!(
+            segments_to_trim(&segments(), 40, &by_size, NOW),
+            vec![0, 10]
+        );
         let by_age = RetentionLimits {
             max_age: Some(Duration::from_secs(15 * 60)),
             max_bytes: None,

@@ -93,6 +93,7 @@ impl PartitionLog for ManagedLedger {
         let stats = self.storage_stats();
         let segment = |l: &super::LedgerStats| SegmentStats {
             id: l.ledger_id,
+            first_entry: 0,
             entries: l.entries,
             size: l.size,
             closed: l.closed,

@@ -63,6 +63,10 @@ impl Default for ManagedLedgerConfig {
 
 type AppendResult = Result<Position, ManagedLedgerError>;
 
+/// Reads of the ledger list a takeover tries before giving up on an owner
+/// that keeps changing it.
+const TAKEOVER_ATTEMPTS: u32 = 10;
+
 /// The ledger being written.
 struct CurrentLedger {
     writer: LedgerWriter,
@@ -121,28 +125,24 @@ impl ManagedLedger {
         config: ManagedLedgerConfig,
     ) -> Result<Arc<ManagedLedger>, ManagedLedgerError> {
         let list_store = LedgerListStore::new(store, key);
-        let (mut list, mut version) = list_store.load_or_create().await?;
-        let mut sealed_any = false;
-        for info in list.ledgers.iter_mut().filter(|l| l.entries.is_none()) {
-            let metadata = client.recover(info.ledger_id).await?;
-            info.entries = Some((metadata.last_entry_id + 1) as u64);
-            info.size = metadata.length;
-            info.closed_ms = now_ms();
-            sealed_any = true;
-            tracing::info!(topic = %name, ledger = info.ledger_id, entries = ?info.entries, "recovered open ledger");
-        }
-        if sealed_any {
-            version = list_store.update(&list, version).await?;
-        }
-        let writer = client.create(&config.ledger).await?;
-        list.ledgers.push(LedgerInfo {
-            ledger_id: writer.id(),
-            entries: None,
-            size: 0,
-            created_ms: now_ms(),
-            closed_ms: 0,
-        });
-        version = list_store.update(&list, version).await?;
+        // A previous owner still running (a zombie, or one whose lease just
+        // lapsed) may change the list between our read and our CAS, e.g.
+        // rolling over: read it again and recover what it added. Its next
+        // change then fails, as its ledgers are fenced.
+        let mut backoff = Duration::from_millis(50);
+        let mut attempt = 1;
+        let (list, version, writer) = loop {
+            match Self::take_over(&name, &list_store, &client, &config).await {
+                Ok(taken) => break taken,
+                Err(ManagedLedgerError::Fenced(why)) if attempt < TAKEOVER_ATTEMPTS => {
+                    tracing::info!(topic = %name, attempt, %why, "ledger list changed during takeover; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let mut open_confirmed = BTreeMap::new();
         open_confirmed.insert(writer.id(), -1);
         tracing::info!(topic = %name, ledger = writer.id(), ledgers = list.ledgers.len(), "managed ledger open");
@@ -172,6 +172,49 @@ impl ManagedLedger {
             list_updates: tokio::sync::Mutex::new(()),
             changed: watch::channel(0).0,
         }))
+    }
+
+    /// One attempt at taking the topic over: seals (recovers) every ledger
+    /// left open, then lists a new ledger for this owner's appends.
+    async fn take_over(
+        name: &str,
+        list_store: &LedgerListStore,
+        client: &LedgerClient,
+        config: &ManagedLedgerConfig,
+    ) -> Result<(LedgerList, Version, LedgerWriter), ManagedLedgerError> {
+        let (mut list, mut version) = list_store.load_or_create().await?;
+        let mut sealed_any = false;
+        for info in list.ledgers.iter_mut().filter(|l| l.entries.is_none()) {
+            let metadata = client.recover(info.ledger_id).await?;
+            info.entries = Some((metadata.last_entry_id + 1) as u64);
+            info.size = metadata.length;
+            info.closed_ms = now_ms();
+            sealed_any = true;
+            tracing::info!(topic = %name, ledger = info.ledger_id, entries = ?info.entries, "recovered open ledger");
+        }
+        if sealed_any {
+            version = list_store.update(&list, version).await?;
+        }
+        let writer = client.create(&config.ledger).await?;
+        list.ledgers.push(LedgerInfo {
+            ledger_id: writer.id(),
+            entries: None,
+            size: 0,
+            created_ms: now_ms(),
+            closed_ms: 0,
+        });
+        match list_store.update(&list, version).await {
+            Ok(version) => Ok((list, version, writer)),
+            Err(e) => {
+                // Never listed: nothing can reference it.
+                let id = writer.id();
+                let _ = writer.close().await;
+                if let Err(delete) = client.delete(id).await {
+                    tracing::debug!(topic = %name, ledger = id, error = %delete, "deleting an unlisted ledger failed");
+                }
+                Err(e)
+            }
+        }
     }
 
     pub fn name(&self) -> &str {

@@ -8,9 +8,7 @@ use magnetar_metadata::MetadataStore;
 
 use super::{delete_stored, LedgerListStore, ManagedLedger, ManagedLedgerConfig};
 use crate::ledger::{LedgerClient, LedgerConfig};
-use crate::storage::{
-    Architecture, LogName, LogStore, PartitionLog, Replication, StorageError,
-};
+use crate::storage::{Architecture, LogName, LogStore, PartitionLog, Replication, StorageError};
 
 /// Opens topics as managed ledgers over one ledger client.
 pub struct LedgerLogStore {

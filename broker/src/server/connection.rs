@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::auth::TopicOperation;
-use crate::storage::{Position, StorageError};
 use crate::protocol::{commands, CorruptFrame, Decoded, Frame, Outbound, PulsarCodec};
+use crate::storage::{Position, StorageError};
 use crate::topic::{BrokerService, ServiceError, Subscription, Topic};
 
 /// Highest protocol version this broker speaks (v19: transactions' client

@@ -11,8 +11,8 @@ use pulsar::proto::{
 };
 
 use super::connection::{Connection, ConsumerState, Event};
-use crate::storage::Position;
 use crate::protocol::commands;
+use crate::storage::Position;
 use crate::topic::{
     Acknowledgement, ConsumerHandle, InitialPosition, KeySharedOptions, SubscribeRequest,
     SubscriptionType, TopicName,

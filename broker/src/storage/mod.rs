@@ -87,8 +87,12 @@ impl RetentionLimits {
 /// segment file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentStats {
-    /// The ledger id, or the segment's base offset.
+    /// The ledger id of the segment's positions: a ledger's id, or a local
+    /// log's id (the same for all of its segments).
     pub id: u64,
+    /// The entry id of its first position (0 for a ledger, the base offset
+    /// of a segment file).
+    pub first_entry: i64,
     /// Entries readable now (all of them once the segment is closed).
     pub entries: u64,
     /// Bytes stored (for the segment being written, appended so far).

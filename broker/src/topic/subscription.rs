@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, Notify};
 use super::key_shared::{HashSelector, KeySharedError, KeySharedMode};
 use super::rate_limit::{RateLimit, RateLimiter};
 use crate::cursor::{CursorSnapshot, CursorState};
-use crate::storage::{Entry, PartitionLog, Position, StorageError};
 use crate::metrics::BrokerMetrics;
 use crate::protocol::{commands, Outbound};
+use crate::storage::{Entry, PartitionLog, Position, StorageError};
 
 /// How often a durable cursor is persisted when it changed.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -290,9 +290,8 @@ impl Subscription {
     ) -> Result<Arc<Subscription>, StorageError> {
         let (cursor, version) = loop {
             if let Some(kv) = store.get(&key).await? {
-                let snapshot = CursorSnapshot::from_bytes(&kv.value).map_err(|e| {
-                    StorageError::Metadata(format!("corrupt cursor {key}: {e}"))
-                })?;
+                let snapshot = CursorSnapshot::from_bytes(&kv.value)
+                    .map_err(|e| StorageError::Metadata(format!("corrupt cursor {key}: {e}")))?;
                 break (CursorState::from_snapshot(snapshot), kv.version);
             }
             let mut cursor = CursorState::new(initial);

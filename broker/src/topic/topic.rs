@@ -17,9 +17,9 @@ use super::rate_limit::RateLimiter;
 use super::subscription::{ConsumerHandle, ConsumerKey, Subscription, SubscriptionType};
 use super::{ServiceError, TopicName};
 use crate::cursor::CursorSnapshot;
-use crate::storage::{PartitionLog, Position, StorageError};
 use crate::metrics::BrokerMetrics;
 use crate::protocol::{commands, Outbound};
+use crate::storage::{PartitionLog, Position, StorageError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitialPosition {
@@ -366,10 +366,12 @@ impl Topic {
                 .ok()
                 .map(|m| m.publish_time)
         };
-        Ok(
-            crate::storage::position_at_publish_time(self.log.as_ref(), publish_time_ms, publish_time)
-                .await?,
+        Ok(crate::storage::position_at_publish_time(
+            self.log.as_ref(),
+            publish_time_ms,
+            publish_time,
         )
+        .await?)
     }
 
     /// Closes the topic on this broker and tells its producers and

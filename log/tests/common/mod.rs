@@ -16,6 +16,7 @@ pub fn small_config(segment_bytes: u64, index_interval_bytes: u64) -> LogConfig 
         segment_bytes,
         segment_age: Duration::from_secs(7 * 24 * 3600),
         index_interval_bytes,
+        segment_entries: None,
     }
 }
 
@@ -49,7 +50,8 @@ pub fn batch_len(lens: &[usize]) -> u64 {
 }
 
 pub fn read_all(log: &Log) -> Vec<StoredEntry> {
-    log.read(log.log_start_offset(), usize::MAX, usize::MAX).unwrap()
+    log.read(log.log_start_offset(), usize::MAX, usize::MAX)
+        .unwrap()
 }
 
 /// Every file in `dir` by name.
@@ -58,7 +60,10 @@ pub fn dir_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            (e.file_name().into_string().unwrap(), fs::read(e.path()).unwrap())
+            (
+                e.file_name().into_string().unwrap(),
+                fs::read(e.path()).unwrap(),
+            )
         })
         .collect()
 }

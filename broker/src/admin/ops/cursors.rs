@@ -25,8 +25,8 @@ use serde::Deserialize;
 use crate::admin::forward::request_owner;
 use crate::admin::topics::{topic_name, topics_named};
 use crate::admin::{parse_optional_body, AdminError, AdminResult, DONE};
-use crate::storage::Position;
 use crate::protocol::commands;
+use crate::storage::Position;
 use crate::topic::{BrokerService, ServiceError, Subscription, Topic, TopicName};
 
 pub(super) fn routes() -> Router<Arc<BrokerService>> {
