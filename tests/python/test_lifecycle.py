@@ -68,9 +68,10 @@ def namespace_path(topic):
 
 
 def ledgers(server, topic):
-    """Ledger ids of the topic, oldest first (internalStats)."""
+    """The topic's ledgers (decoupled) or segments (monolithic, which share
+    the log's ledger id), oldest first, as (ledgerId, firstEntryId)."""
     stats = admin(server, "GET", topic_path(topic) + "/internalStats")
-    return [ledger["ledgerId"] for ledger in stats["ledgers"]]
+    return [(ledger["ledgerId"], ledger["firstEntryId"]) for ledger in stats["ledgers"]]
 
 
 def backlog(server, topic, subscription):

@@ -262,6 +262,9 @@ struct InternalStats {
 #[serde(rename_all = "camelCase")]
 struct LedgerJson {
     ledger_id: u64,
+    /// Not in Pulsar: a local log's segments share its ledger id and
+    /// differ here (the segment's base offset); 0 for a ledger.
+    first_entry_id: i64,
     entries: u64,
     size: u64,
 }
@@ -333,6 +336,7 @@ pub(super) async fn internal_stats(
             .iter()
             .map(|l| LedgerJson {
                 ledger_id: l.id,
+                first_entry_id: l.first_entry,
                 entries: l.entries,
                 size: l.size,
             })
