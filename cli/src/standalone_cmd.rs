@@ -52,11 +52,13 @@ impl StandaloneArgs {
 pub async fn run(args: StandaloneArgs) -> Result<()> {
     // Settings are checked before anything starts. One bookie: every
     // ledger is 1/1/1.
-    let mut defaults = BrokerConfig::default();
-    defaults.default_replication = Replication {
-        ensemble_size: 1,
-        write_quorum: 1,
-        ack_quorum: 1,
+    let defaults = BrokerConfig {
+        default_replication: Replication {
+            ensemble_size: 1,
+            write_quorum: 1,
+            ack_quorum: 1,
+        },
+        ..BrokerConfig::default()
     };
     let broker_config = args.broker.config(defaults)?;
     let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from("data"));

@@ -142,7 +142,7 @@ impl LocalLog {
     async fn write_rounds(self: Arc<Self>) {
         loop {
             let notified = self.wake.notified();
-            let round = {
+            let wrote = {
                 let _writing = self.writing.lock().await;
                 let batch = {
                     let mut state = self.lock();
@@ -151,13 +151,13 @@ impl LocalLog {
                     }
                     std::mem::take(&mut state.queue)
                 };
-                if batch.is_empty() {
-                    None
-                } else {
-                    Some(self.write_round(batch).await)
+                let wrote = !batch.is_empty();
+                if wrote {
+                    self.write_round(batch).await;
                 }
+                wrote
             };
-            if round.is_none() {
+            if !wrote {
                 notified.await;
             }
         }
