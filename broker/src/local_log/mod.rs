@@ -17,7 +17,6 @@ mod trim;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use magnetar_metadata::{LedgerIdAllocator, MetadataStore};
@@ -74,16 +73,6 @@ impl Default for LocalLogConfig {
             max_batch_entries: 10_000,
             max_batch_bytes: 4 << 20,
         }
-    }
-}
-
-impl LocalLogConfig {
-    /// Small segments, for tests that cross segment boundaries.
-    pub fn with_segment_bytes(bytes: u64) -> Self {
-        let mut config = LocalLogConfig::default();
-        config.segment.segment_bytes = bytes;
-        config.segment.segment_age = Duration::from_secs(7 * 24 * 3600);
-        config
     }
 }
 

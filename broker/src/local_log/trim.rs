@@ -26,22 +26,12 @@ pub fn segments_to_trim(
         .iter()
         .take_while(|s| s.next_offset <= consumed_end)
         .collect();
-    let mut retained: u64 = consumed.iter().map(|s| s.bytes).sum();
-    let mut doomed = Vec::new();
-    for segment in consumed {
-        let newest = segment.max_timestamp_ms.max(segment.created_ms);
-        let age_ms = now_ms.saturating_sub(newest);
-        let expired = limits
-            .max_age
-            .is_some_and(|max| u128::from(age_ms) >= max.as_millis());
-        let oversize = limits.max_bytes.is_some_and(|max| retained > max);
-        if !(expired || oversize) {
-            break;
-        }
-        retained -= segment.bytes;
-        doomed.push(segment.base_offset);
-    }
-    doomed
+    let sizes: Vec<(u64, u64)> = consumed
+        .iter()
+        .map(|s| (s.bytes, s.max_timestamp_ms.max(s.created_ms)))
+        .collect();
+    let expired = limits.expired_prefix(&sizes, now_ms);
+    consumed[..expired].iter().map(|s| s.base_offset).collect()
 }
 
 #[cfg(test)]

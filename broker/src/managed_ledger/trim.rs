@@ -41,25 +41,19 @@ pub fn ledgers_to_trim(
         .iter()
         .take_while(|l| is_consumed(l, slowest))
         .collect();
-    let mut retained: u64 = consumed.iter().map(|l| l.size).sum();
-    let mut doomed = Vec::new();
-    for info in consumed {
-        let closed = if info.closed_ms > 0 {
-            info.closed_ms
-        } else {
-            info.created_ms
-        };
-        let age_ms = now_ms.saturating_sub(closed);
-        let expired = limits
-            .max_age
-            .is_some_and(|max| u128::from(age_ms) >= max.as_millis());
-        let oversize = limits.max_bytes.is_some_and(|max| retained > max);
-        if !(expired || oversize) {
-            break;
-        }
-        retained -= info.size;
-        doomed.push(info.ledger_id);
-    }
+    let sizes: Vec<(u64, u64)> = consumed
+        .iter()
+        .map(|l| {
+            let closed = if l.closed_ms > 0 {
+                l.closed_ms
+            } else {
+                l.created_ms
+            };
+            (l.size, closed)
+        })
+        .collect();
+    let expired = limits.expired_prefix(&sizes, now_ms);
+    let mut doomed: Vec<LedgerId> = consumed[..expired].iter().map(|l| l.ledger_id).collect();
     for info in candidates {
         if info.entries == Some(0) && !doomed.contains(&info.ledger_id) {
             doomed.push(info.ledger_id);

@@ -83,6 +83,31 @@ impl RetentionLimits {
     };
 }
 
+impl RetentionLimits {
+    /// How many of `consumed` — the consumed segments (ledgers), oldest
+    /// first, as (bytes, time in ms they stopped growing) — to delete at
+    /// `now_ms`: the oldest, while the consumed ones kept exceed the size
+    /// limit or the oldest kept is past the age limit. Both architectures
+    /// trim by this one rule.
+    pub fn expired_prefix(&self, consumed: &[(u64, u64)], now_ms: u64) -> usize {
+        let mut retained: u64 = consumed.iter().map(|(bytes, _)| bytes).sum();
+        let mut dropped = 0;
+        for (bytes, closed_ms) in consumed {
+            let age_ms = now_ms.saturating_sub(*closed_ms);
+            let expired = self
+                .max_age
+                .is_some_and(|max| u128::from(age_ms) >= max.as_millis());
+            let oversize = self.max_bytes.is_some_and(|max| retained > max);
+            if !(expired || oversize) {
+                break;
+            }
+            retained -= bytes;
+            dropped += 1;
+        }
+        dropped
+    }
+}
+
 /// One unit of a log's storage as admin stats show it: a ledger, or a
 /// segment file.
 #[derive(Clone, Debug, PartialEq, Eq)]
