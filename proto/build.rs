@@ -4,6 +4,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Payloads stay `bytes::Bytes` so they are sliced, not copied, out of
         // the receive buffer.
         .bytes(".")
-        .compile_protos(&["proto/bookie.proto"], &["proto"])?;
+        .compile_protos(
+            &["proto/bookie.proto", "proto/replication.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

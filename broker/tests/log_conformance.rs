@@ -74,6 +74,7 @@ impl Harness for LocalLogs {
             self.data_dir.clone(),
             "broker-1".into(),
             config,
+            false,
         )))
     }
 

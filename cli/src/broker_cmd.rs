@@ -12,10 +12,12 @@ use magnetar_broker::auth::{AuthConfig, Superusers, TokenVerifier};
 use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
 use magnetar_broker::ledger::LedgerClient;
 use magnetar_broker::load_manager::LoadManagerConfig;
-use magnetar_broker::local_log::{self, FlushPolicy, LocalLogConfig, LocalLogStore};
+use magnetar_broker::local_log::{
+    self, FlushPolicy, LocalLogConfig, LocalLogStore, Replicas, ReplicationService,
+};
 use magnetar_broker::managed_ledger::{EntryCache, LedgerLogStore, ManagedLedgerConfig};
 use magnetar_broker::metrics::BrokerMetrics;
-use magnetar_broker::ownership::{BrokerIdentity, Ownership, DEFAULT_LEASE_TTL};
+use magnetar_broker::ownership::{BrokerIdentity, Ownership, ReplicaEndpoint, DEFAULT_LEASE_TTL};
 use magnetar_broker::server::BrokerServer;
 use magnetar_broker::storage::{self, Architecture, LogStore, Replication};
 use magnetar_broker::topic::{
@@ -93,6 +95,12 @@ pub struct BrokerTuning {
     #[arg(long, env = "MAGNETAR_FLUSH_POLICY")]
     #[serde(default, deserialize_with = "parsed")]
     pub flush_policy: Option<FlushPolicy>,
+    /// Monolithic only: an in-sync follower that has not caught up with
+    /// its leader for this long leaves the ISR (Kafka's
+    /// replica.lag.time.max.ms) [default: 10s].
+    #[arg(long, env = "MAGNETAR_REPLICA_LAG_MAX", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "human_duration")]
+    pub replica_lag_max: Option<Duration>,
 }
 
 /// A value in the file as its flag takes it.
@@ -117,7 +125,8 @@ impl BrokerTuning {
     pub fn merged(mut self, file: BrokerTuning) -> Self {
         prefer_cli!(self, file; advertise, max_message_size, max_entries_per_ledger, cache_mb,
             ensemble_size, write_quorum, ack_quorum, housekeeping_interval, token_secret_key,
-            token_public_key, superuser_roles, cluster_name, architecture, flush_policy);
+            token_public_key, superuser_roles, cluster_name, architecture, flush_policy,
+            replica_lag_max);
         self.auth_enabled |= file.auth_enabled;
         self
     }
@@ -172,20 +181,25 @@ impl BrokerTuning {
     }
 
     /// Where this broker stores topics: managed ledgers on bookies, or
-    /// local logs under `data_dir` (which monolithic brokers need).
+    /// local logs under `data_dir` (which monolithic brokers need), with
+    /// replicas on other brokers when `clustered`.
     pub fn storage(
         &self,
         metadata: &Arc<dyn MetadataStore>,
         replication: Replication,
         data_dir: Option<&std::path::Path>,
-    ) -> Result<Arc<dyn LogStore>> {
+        clustered: bool,
+    ) -> Result<Storage> {
         match self.architecture() {
             Architecture::Decoupled => {
                 anyhow::ensure!(
-                    self.flush_policy.is_none(),
-                    "--flush-policy applies to --architecture monolithic only"
+                    self.flush_policy.is_none() && self.replica_lag_max.is_none(),
+                    "--flush-policy and --replica-lag-max apply to --architecture monolithic only"
                 );
-                Ok(self.decoupled_storage(metadata, replication))
+                Ok(Storage {
+                    logs: self.decoupled_storage(metadata, replication),
+                    replicas: None,
+                })
             }
             Architecture::Monolithic => {
                 let data_dir = data_dir
@@ -196,13 +210,23 @@ impl BrokerTuning {
                     flush: self.flush_policy.unwrap_or(FlushPolicy::Fsync),
                     ..LocalLogConfig::default()
                 };
+                if let Some(lag) = self.replica_lag_max {
+                    anyhow::ensure!(!lag.is_zero(), "--replica-lag-max must be positive");
+                    config.lag_max = lag;
+                }
                 config.segment.segment_entries = self.max_entries_per_ledger;
-                Ok(Arc::new(LocalLogStore::new(
+                let store = LocalLogStore::new(
                     metadata.clone(),
                     data_dir.to_path_buf(),
                     broker_id,
                     config,
-                )))
+                    clustered,
+                );
+                let replicas = clustered.then(|| store.replicas().clone());
+                Ok(Storage {
+                    logs: Arc::new(store),
+                    replicas,
+                })
             }
         }
     }
@@ -303,6 +327,10 @@ pub struct BrokerArgs {
     /// Where a monolithic broker keeps its partitions' segment files.
     #[arg(long, env = "MAGNETAR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Monolithic only: gRPC address followers fetch this broker's
+    /// partitions from [default: 0.0.0.0:6651].
+    #[arg(long, env = "MAGNETAR_REPLICATION_LISTEN")]
+    pub replication_listen: Option<SocketAddr>,
     #[command(flatten)]
     #[serde(default)]
     pub tuning: BrokerTuning,
@@ -310,16 +338,27 @@ pub struct BrokerArgs {
 
 impl BrokerArgs {
     pub fn merged(mut self, file: BrokerArgs) -> Self {
-        prefer_cli!(self, file; metadata, listen, http, lease_ttl, load_report_interval, load_shedding, data_dir);
+        prefer_cli!(self, file; metadata, listen, http, lease_ttl, load_report_interval, load_shedding, data_dir,
+            replication_listen);
         self.tuning = self.tuning.merged(file.tuning);
         self
     }
+}
+
+/// Where a broker keeps its topics.
+pub struct Storage {
+    pub logs: Arc<dyn LogStore>,
+    /// Monolithic brokers in a cluster: the replicas this broker holds,
+    /// served to and fetched from its peers.
+    pub replicas: Option<Arc<Replicas>>,
 }
 
 /// How a broker takes part in a cluster of brokers sharing metadata.
 pub struct ClusterMembership {
     pub lease_ttl: Duration,
     pub load_manager: LoadManagerConfig,
+    /// Where the replication service listens (monolithic brokers).
+    pub replication_listen: SocketAddr,
 }
 
 /// A broker serving the Pulsar protocol and its HTTP endpoints.
@@ -327,6 +366,7 @@ pub struct RunningBroker {
     pub server: BrokerServer,
     pub http_addr: SocketAddr,
     http_task: JoinHandle<()>,
+    replication: Option<(Arc<Replicas>, JoinHandle<()>)>,
 }
 
 impl RunningBroker {
@@ -336,16 +376,17 @@ impl RunningBroker {
     /// topic (standalone).
     pub async fn start(
         metadata: Arc<dyn MetadataStore>,
-        (config, logs): (BrokerConfig, Arc<dyn LogStore>),
+        (config, storage): (BrokerConfig, Storage),
         (listen, http): (SocketAddr, SocketAddr),
         cluster: Option<ClusterMembership>,
     ) -> Result<RunningBroker> {
+        let Storage { logs, replicas } = storage;
         storage::join_cluster(metadata.as_ref(), logs.architecture())
             .await
             .context("joining the cluster")?;
         let metrics = BrokerMetrics::new().context("creating broker metrics")?;
         let advertised = config.advertised_address.clone();
-        let service = BrokerService::new(config, metadata.clone(), logs, metrics.clone());
+        let service = BrokerService::new(config, metadata.clone(), logs.clone(), metrics.clone());
         let http_listener = tokio::net::TcpListener::bind(http)
             .await
             .with_context(|| format!("binding broker HTTP on {http}"))?;
@@ -360,16 +401,26 @@ impl RunningBroker {
             .await
             .with_context(|| format!("binding the Pulsar protocol on {listen}"))?;
         let broker_id = advertised.unwrap_or_else(|| reachable(listener_addr(&listener)));
-        let identity = BrokerIdentity {
+        let mut identity = BrokerIdentity {
             pulsar_url: format!("pulsar://{broker_id}"),
             http_url: format!("http://{}", reachable(http_addr)),
             broker_id,
+            replica: None,
         };
+        let mut replication = None;
         match cluster {
             Some(cluster) => {
+                if let Some(replicas) = replicas {
+                    let (endpoint, task) =
+                        serve_replication(cluster.replication_listen, replicas.clone()).await?;
+                    identity.replica = Some(endpoint);
+                    tokio::spawn(replicas.clone().run_manager());
+                    replication = Some((replicas, task));
+                }
                 let ownership = Ownership::start(metadata, identity, cluster.lease_ttl)
                     .await
                     .context("registering the broker in metadata")?;
+                ownership.set_log_store(logs);
                 service.set_ownership(ownership);
                 service.start_load_manager(cluster.load_manager);
             }
@@ -380,14 +431,46 @@ impl RunningBroker {
             server,
             http_addr,
             http_task,
+            replication,
         })
     }
 
-    /// Closes connections, persists cursors, seals ledgers.
+    /// Closes connections, persists cursors, seals ledgers, stops
+    /// following.
     pub async fn shutdown(self) {
         self.server.shutdown().await;
         self.http_task.abort();
+        if let Some((replicas, task)) = self.replication {
+            replicas.stop_all().await;
+            task.abort();
+        }
     }
+}
+
+/// Serves the replication service on `listen`; returns how peers reach it.
+async fn serve_replication(
+    listen: SocketAddr,
+    replicas: Arc<Replicas>,
+) -> Result<(ReplicaEndpoint, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the replication service on {listen}"))?;
+    let addr = listener_addr(&listener);
+    let endpoint = ReplicaEndpoint {
+        id: replicas.me().to_string(),
+        url: format!("http://{}", reachable(addr)),
+    };
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let task = tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(ReplicationService::server(replicas))
+            .serve_with_incoming(incoming)
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "replication service stopped");
+        }
+    });
+    Ok((endpoint, task))
 }
 
 fn listener_addr(listener: &tokio::net::TcpListener) -> SocketAddr {
@@ -456,14 +539,18 @@ pub async fn run(args: BrokerArgs) -> Result<()> {
     let cluster = ClusterMembership {
         lease_ttl,
         load_manager,
+        replication_listen: args
+            .replication_listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6651))),
     };
-    let logs = args.tuning.storage(
+    let storage = args.tuning.storage(
         &metadata,
         config.default_replication,
         args.data_dir.as_deref(),
+        true,
     )?;
     let broker =
-        RunningBroker::start(metadata, (config, logs), (listen, http), Some(cluster)).await?;
+        RunningBroker::start(metadata, (config, storage), (listen, http), Some(cluster)).await?;
     println!(
         "broker serving pulsar://{} (metrics http://{}/metrics)",
         broker.server.local_addr, broker.http_addr

@@ -110,13 +110,14 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     .await
     .context("creating public/default")?;
     // One broker owns everything: no leases, no bundles.
-    let logs = args.broker.storage(
+    let storage = args.broker.storage(
         &metadata,
         broker_config.default_replication,
         Some(&data_dir.join("broker")),
+        false,
     )?;
     let broker =
-        RunningBroker::start(metadata, (broker_config, logs), (listen, http), None).await?;
+        RunningBroker::start(metadata, (broker_config, storage), (listen, http), None).await?;
     let storage = match &bookie {
         Some(bookie) => format!("bookie on {}", bookie.grpc_addr),
         None => "monolithic: partitions on the broker's disk".to_string(),

@@ -187,6 +187,11 @@ pub fn topics_prefix(tenant: &str, namespace: &str) -> String {
     dir(&["topics", tenant, namespace])
 }
 
+/// Every topic record of every namespace.
+pub fn all_topics_prefix() -> String {
+    dir(&["topics"])
+}
+
 /// A subscription's cursor (mark-delete position and acknowledged ranges).
 pub fn cursor(tenant: &str, namespace: &str, topic: &str, subscription: &str) -> String {
     path(&["cursors", tenant, namespace, topic, subscription])

@@ -6,3 +6,8 @@
 pub mod bookie {
     tonic::include_proto!("magnetar.bookie.v1");
 }
+
+/// Replication between monolithic brokers, version 1.
+pub mod replication {
+    tonic::include_proto!("magnetar.replication.v1");
+}

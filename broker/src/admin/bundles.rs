@@ -48,9 +48,9 @@ impl From<OwnershipError> for AdminError {
             OwnershipError::OwnedElsewhere { .. } | OwnershipError::Unloading { .. } => {
                 AdminError::PreconditionFailed(reason)
             }
-            OwnershipError::NoLease | OwnershipError::Metadata(_) => {
-                AdminError::Unavailable(reason)
-            }
+            OwnershipError::NoLease
+            | OwnershipError::Metadata(_)
+            | OwnershipError::NoEligibleLeader(_) => AdminError::Unavailable(reason),
         }
     }
 }

@@ -1,23 +1,29 @@
-//! One partition's local log as a [`PartitionLog`]: segment files on this
-//! broker's disk (`magnetar_log`), written by one group-commit task.
+//! One partition's local log, led by this broker, as a [`PartitionLog`]:
+//! segment files on this broker's disk (`magnetar_log`), written by one
+//! group-commit task.
 //!
 //! Appends take their offsets in call order under one lock and queue; the
 //! writer task takes the whole queue per round, writes it as batches and
-//! (with [`FlushPolicy::Fsync`]) makes it durable with one fsync before any
-//! of it is confirmed. Readers see confirmed entries only. Fencing, closing
-//! and deleting wait for a round under way, so nothing is confirmed after
-//! they return.
+//! (with [`FlushPolicy::Fsync`]) makes it durable with one fsync. An entry
+//! is confirmed when the high watermark passes it: at once with a single
+//! replica, after every in-sync follower has fetched it otherwise (see
+//! `leader`). Readers see confirmed entries only. Fencing, closing and
+//! deleting wait for a round under way, so nothing is confirmed after they
+//! return.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use magnetar_log::{AppendEntry, Log, SegmentInfo};
 use tokio::sync::{oneshot, watch, Notify};
 
-use super::record::RecordStore;
+use super::isr::IsrState;
+use super::record::{PartitionRecord, RecordStore};
 use super::trim::segments_to_trim;
 use super::{registry, FlushPolicy, LocalLogConfig};
 use crate::storage::{
@@ -33,16 +39,31 @@ type Reply = oneshot::Sender<Result<Position, StorageError>>;
 struct WriteState {
     /// Appended but not yet written, in offset order.
     queue: Vec<(Bytes, Reply)>,
+    /// Written, waiting for the high watermark: (offset, reply), in order.
+    waiting: VecDeque<(u64, Reply)>,
     /// Set once closed, fenced or failed: every later append fails with it.
     terminal: Option<StorageError>,
 }
 
+/// How this broker leads a log: who it is, the record it was elected
+/// with, and the ISR rules.
+pub struct Leadership {
+    /// This broker's replica id.
+    pub me: String,
+    pub record: PartitionRecord,
+    pub min_insync: usize,
+    /// Kafka's `replica.lag.time.max.ms`.
+    pub lag_max: Duration,
+    /// The high watermark this broker knew as a follower, if it was one.
+    pub known_high_watermark: Option<u64>,
+}
+
 pub struct LocalLog {
-    name: String,
-    log_id: u64,
-    epoch: u32,
+    pub(super) name: String,
+    pub(super) log_id: u64,
+    pub(super) epoch: u32,
     dir: PathBuf,
-    log: Arc<Log>,
+    pub(super) log: Arc<Log>,
     config: LocalLogConfig,
     state: Mutex<WriteState>,
     wake: Notify,
@@ -51,9 +72,21 @@ pub struct LocalLog {
     writing: tokio::sync::Mutex<()>,
     /// Offsets below this are confirmed (the high watermark).
     confirmed_end: AtomicU64,
+    /// Offsets below this are durable here (written, and fsynced under
+    /// the fsync policy).
+    pub(super) durable_end: AtomicU64,
     changed: watch::Sender<u64>,
-    records: Arc<RecordStore>,
-    record_key: String,
+    /// Bumped after every write round, for followers' long-polls.
+    pub(super) appended: watch::Sender<u64>,
+    pub(super) records: Arc<RecordStore>,
+    pub(super) record_key: String,
+    pub(super) me: String,
+    pub(super) isr: Mutex<IsrState>,
+    /// `isr.writable()`, read without the lock on every append.
+    writable: AtomicBool,
+    /// An ISR change is being written to the record.
+    pub(super) isr_changing: AtomicBool,
+    pub(super) lag_max: Duration,
 }
 
 fn now_ms() -> u64 {
@@ -68,15 +101,17 @@ fn backend(e: impl std::fmt::Display) -> StorageError {
 }
 
 impl LocalLog {
-    /// Opens the log in `dir` as leader in `epoch` and starts its writer.
-    /// The caller has fenced any earlier handle on `dir` in this process.
+    /// Opens the log in `dir` as leader in the record's epoch and starts
+    /// its writer (and, with followers, its ISR check). The caller has
+    /// fenced any earlier handle on `dir` in this process.
     pub(super) async fn open(
         name: String,
-        (log_id, epoch): (u64, u32),
+        lead: Leadership,
         dir: PathBuf,
         config: LocalLogConfig,
         (records, record_key): (Arc<RecordStore>, String),
     ) -> Result<Arc<LocalLog>, StorageError> {
+        let (log_id, epoch) = (lead.record.log_id, lead.record.leader_epoch);
         let segment_config = config.segment.clone();
         let open_dir = dir.clone();
         let log = tokio::task::spawn_blocking(move || Log::open(&open_dir, segment_config))
@@ -84,7 +119,26 @@ impl LocalLog {
             .map_err(backend)?
             .map_err(backend)?;
         let end = log.log_end_offset();
-        tracing::info!(topic = %name, log_id, epoch, end, dir = %dir.display(), "local log open");
+        let replicated = lead.record.replicas.len() > 1;
+        // Alone, everything that survived recovery counts as confirmed: a
+        // receipt was only ever sent for entries at least this durable.
+        // With followers, only what was committed before; the rest commits
+        // once the ISR holds it.
+        let high_watermark = match replicated {
+            false => end,
+            true => lead
+                .known_high_watermark
+                .unwrap_or(0)
+                .clamp(log.log_start_offset(), end),
+        };
+        let isr = IsrState::new(
+            lead.me.clone(),
+            (lead.record.replicas.clone(), lead.record.isr.clone()),
+            lead.min_insync,
+            (high_watermark, end),
+            Instant::now(),
+        );
+        tracing::info!(topic = %name, log_id, epoch, end, high_watermark, isr = ?isr.isr(), dir = %dir.display(), "local log open as leader");
         let local = Arc::new(LocalLog {
             name,
             log_id,
@@ -94,19 +148,62 @@ impl LocalLog {
             config,
             state: Mutex::new(WriteState {
                 queue: Vec::new(),
+                waiting: VecDeque::new(),
                 terminal: None,
             }),
             wake: Notify::new(),
             writing: tokio::sync::Mutex::new(()),
-            // Everything that survived recovery counts as confirmed: a
-            // receipt was only ever sent for entries at least this durable.
-            confirmed_end: AtomicU64::new(end),
+            confirmed_end: AtomicU64::new(high_watermark),
+            durable_end: AtomicU64::new(end),
             changed: watch::channel(0).0,
+            appended: watch::channel(end).0,
             records,
             record_key,
+            me: lead.me,
+            writable: AtomicBool::new(isr.writable()),
+            isr: Mutex::new(isr),
+            isr_changing: AtomicBool::new(false),
+            lag_max: lead.lag_max,
         });
         tokio::spawn(local.clone().write_rounds());
+        if replicated {
+            tokio::spawn(super::leader::check_isr_periodically(Arc::downgrade(
+                &local,
+            )));
+        }
         Ok(local)
+    }
+
+    pub(super) fn isr_state(&self) -> MutexGuard<'_, IsrState> {
+        self.isr.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies an ISR the record now holds.
+    pub(super) fn apply_isr(&self, isr: Vec<String>) {
+        let mut state = self.isr_state();
+        state.set_isr(isr);
+        self.writable.store(state.writable(), Ordering::Release);
+    }
+
+    /// Moves the high watermark as far as the ISR allows and confirms the
+    /// entries it passed.
+    pub(super) fn commit(&self) {
+        let durable = self.durable_end.load(Ordering::Acquire);
+        let hw = self.isr_state().advance(durable);
+        if hw <= self.confirmed_end() {
+            return;
+        }
+        let confirmed: Vec<(u64, Reply)> = {
+            let mut state = self.lock();
+            // Under the state lock, so replies go out in offset order.
+            self.confirmed_end.fetch_max(hw, Ordering::AcqRel);
+            let n = state.waiting.iter().take_while(|(o, _)| *o < hw).count();
+            state.waiting.drain(..n).collect()
+        };
+        self.changed.send_modify(|v| *v += 1);
+        for (offset, reply) in confirmed {
+            let _ = reply.send(Ok(self.position(offset)));
+        }
     }
 
     pub(super) fn dir(&self) -> &PathBuf {
@@ -121,7 +218,7 @@ impl LocalLog {
         Position::new(self.log_id, offset as i64)
     }
 
-    fn confirmed_end(&self) -> u64 {
+    pub(super) fn confirmed_end(&self) -> u64 {
         self.confirmed_end.load(Ordering::Acquire)
     }
 
@@ -211,26 +308,35 @@ impl LocalLog {
         };
         let Some(first) = first else { return };
         let end = first + batch.len() as u64;
-        self.confirmed_end.store(end, Ordering::Release);
-        self.changed.send_modify(|v| *v += 1);
-        for (offset, (_, reply)) in (first..).zip(batch) {
-            let _ = reply.send(Ok(self.position(offset)));
+        {
+            let mut state = self.lock();
+            state
+                .waiting
+                .extend((first..).zip(batch.into_iter().map(|(_, reply)| reply)));
         }
+        self.durable_end.store(end, Ordering::Release);
+        self.appended.send_replace(end);
+        self.commit();
     }
 
     /// A write failed: the log stops taking writes (like a Kafka log
     /// directory gone offline) and nothing in flight is confirmed.
     fn fail(&self, batch: Vec<(Bytes, Reply)>, error: StorageError) {
         tracing::error!(topic = %self.name, %error, "local log write failed; the log stops");
-        let queued = {
+        let (queued, waiting) = {
             let mut state = self.lock();
             state.terminal = Some(error.clone());
-            std::mem::take(&mut state.queue)
+            (
+                std::mem::take(&mut state.queue),
+                std::mem::take(&mut state.waiting),
+            )
         };
-        for (_, reply) in batch.into_iter().chain(queued) {
+        let replies = batch.into_iter().chain(queued).map(|(_, reply)| reply);
+        for reply in replies.chain(waiting.into_iter().map(|(_, reply)| reply)) {
             let _ = reply.send(Err(error.clone()));
         }
         self.changed.send_modify(|v| *v += 1);
+        self.appended.send_modify(|_| {});
     }
 
     /// Stops the log with `error`: waits for the round under way (which may
@@ -246,12 +352,26 @@ impl LocalLog {
         }
         self.wake.notify_one();
         let _writing = self.writing.lock().await;
-        let queued = std::mem::take(&mut self.lock().queue);
-        for (_, reply) in queued {
+        let (queued, waiting) = {
+            let mut state = self.lock();
+            (
+                std::mem::take(&mut state.queue),
+                std::mem::take(&mut state.waiting),
+            )
+        };
+        // Written but not committed: their fate is unknown to the sender.
+        let replies = queued.into_iter().map(|(_, reply)| reply);
+        for reply in replies.chain(waiting.into_iter().map(|(_, reply)| reply)) {
             let _ = reply.send(Err(error.clone()));
         }
         self.changed.send_modify(|v| *v += 1);
+        self.appended.send_modify(|_| {});
         true
+    }
+
+    /// Whether the log stopped (closed, fenced or failed).
+    pub(super) fn stopped(&self) -> Option<StorageError> {
+        self.lock().terminal.clone()
     }
 
     fn segments(&self) -> Vec<SegmentInfo> {
@@ -322,6 +442,14 @@ impl PartitionLog for LocalLog {
         {
             let mut state = self.lock();
             if let Some(error) = state.terminal.clone() {
+                return Box::pin(async move { Err(error) });
+            }
+            if !self.writable.load(Ordering::Acquire) {
+                let isr = self.isr_state();
+                let error = StorageError::NotEnoughReplicas {
+                    in_sync: isr.isr().len(),
+                    required: isr.min_insync(),
+                };
                 return Box::pin(async move { Err(error) });
             }
             state.queue.push((entry, tx));

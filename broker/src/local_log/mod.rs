@@ -1,31 +1,43 @@
 //! Local logs: the monolithic (Kafka-style) architecture's side of the
-//! storage seam. A topic's data lives in segment files on the disk of the
-//! broker that leads it (`magnetar_log` owns the files); its record in
-//! metadata (`record`) names the log, its leader epoch and the brokers
-//! holding it.
+//! storage seam. A topic's data lives in segment files on the disks of the
+//! brokers holding its replicas (`magnetar_log` owns the files); its record
+//! in metadata (`record`) names the log, its leader and leader epoch, its
+//! replicas and its in-sync replicas (ISR).
 //!
-//! Today a local log has one replica, on the broker that created it:
-//! replication to followers with an in-sync replica set is not built yet,
-//! so a namespace asking for more than one replica is refused, and a broker
-//! that does not hold a partition's data refuses to open it rather than
-//! start it empty.
+//! The broker that owns a topic's bundle leads it: opening the log takes a
+//! new leader epoch by compare-and-set on the record, which only an ISR
+//! member may do (`record`). Followers on the other replicas fetch from the
+//! leader over gRPC (`follower`, `service`), run by each broker's replica
+//! manager (`replicas`); the leader confirms an entry once every in-sync
+//! replica holds it and at least `min.insync.replicas` are in sync
+//! (`leader`, `isr`).
 
+mod follower;
+mod isr;
+mod leader;
 mod log;
+mod peers;
 mod record;
 mod registry;
+mod replicas;
+mod service;
 mod trim;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use magnetar_metadata::{LedgerIdAllocator, MetadataStore};
 
 pub use log::LocalLog;
 pub use record::PartitionRecord;
+pub use replicas::Replicas;
+pub use service::ReplicationService;
 pub use trim::segments_to_trim;
 
-use record::RecordStore;
+use log::Leadership;
+use record::{Placement, RecordStore};
 
 use crate::storage::{Architecture, LogName, LogStore, PartitionLog, Replication, StorageError};
 
@@ -63,6 +75,12 @@ pub struct LocalLogConfig {
     /// batches as it needs.
     pub max_batch_entries: usize,
     pub max_batch_bytes: usize,
+    /// Kafka's `replica.lag.time.max.ms`: an in-sync follower that has not
+    /// caught up with the leader's log end for this long leaves the ISR.
+    /// Kafka's default is 30 s; ours is 10 s, the broker lease TTL, so a
+    /// stalled follower holds receipts up no longer than a stalled leader
+    /// holds its partitions.
+    pub lag_max: Duration,
 }
 
 impl Default for LocalLogConfig {
@@ -72,6 +90,7 @@ impl Default for LocalLogConfig {
             flush: FlushPolicy::Fsync,
             max_batch_entries: 10_000,
             max_batch_bytes: 4 << 20,
+            lag_max: Duration::from_secs(10),
         }
     }
 }
@@ -79,32 +98,69 @@ impl Default for LocalLogConfig {
 /// Opens topics as local logs under `data_dir/logs/{log id}`.
 pub struct LocalLogStore {
     records: Arc<RecordStore>,
-    data_dir: PathBuf,
+    replicas: Arc<Replicas>,
     broker_id: String,
     config: LocalLogConfig,
+    /// Whether other brokers may hold replicas (a cluster, not standalone).
+    clustered: bool,
 }
 
 impl LocalLogStore {
     /// `broker_id` names this broker in partition records; it must stay the
     /// same across restarts of a broker with the same `data_dir` (see
-    /// [`broker_id`]).
+    /// [`broker_id`]). Alone (`clustered` false) every log has one replica.
     pub fn new(
         metadata: Arc<dyn MetadataStore>,
         data_dir: PathBuf,
         broker_id: String,
         config: LocalLogConfig,
+        clustered: bool,
     ) -> Self {
         let ids = Arc::new(LedgerIdAllocator::new(metadata.clone()));
+        let replicas = Arc::new(Replicas::new(
+            broker_id.clone(),
+            metadata.clone(),
+            data_dir,
+            config.clone(),
+        ));
         LocalLogStore {
             records: Arc::new(RecordStore::new(metadata, ids)),
-            data_dir,
+            replicas,
             broker_id,
             config,
+            clustered,
         }
     }
 
+    /// This broker's replicas, for the replication service and the
+    /// replica manager ([`Replicas::run_manager`]).
+    pub fn replicas(&self) -> &Arc<Replicas> {
+        &self.replicas
+    }
+
+    pub fn broker_id(&self) -> &str {
+        &self.broker_id
+    }
+
     fn dir_of(&self, log_id: u64) -> PathBuf {
-        self.data_dir.join("logs").join(log_id.to_string())
+        self.replicas.dir_of(log_id)
+    }
+
+    /// Replica ids of the brokers alive now, this one's included.
+    async fn live(&self) -> Result<Vec<String>, StorageError> {
+        let mut live = vec![self.broker_id.clone()];
+        if self.clustered {
+            live.extend(
+                self.replicas
+                    .peers
+                    .live()
+                    .await?
+                    .into_iter()
+                    .map(|p| p.replica_id)
+                    .filter(|id| *id != self.broker_id),
+            );
+        }
+        Ok(live)
     }
 }
 
@@ -136,15 +192,25 @@ impl LogStore for LocalLogStore {
         name: &LogName,
         replication: Option<Replication>,
     ) -> Result<Arc<dyn PartitionLog>, StorageError> {
-        if let Some(r) = replication.filter(|r| r.ensemble_size > 1) {
+        let factor = replication.map_or(1, |r| r.ensemble_size as usize).max(1);
+        let min_insync = replication.map_or(1, |r| r.ack_quorum as usize).max(1);
+        if factor > 1 && !self.clustered {
             return Err(StorageError::Unavailable(format!(
-                "{} asks for {} replicas; local logs have one replica until ISR replication is built: set the namespace's persistence to 1/1/1",
+                "{} asks for {factor} replicas; a standalone monolithic broker keeps one: set the namespace's persistence to 1/1/1",
                 name.full_name(),
-                r.ensemble_size
             )));
         }
         let key = name.metadata_key();
-        let record = self.records.take_leadership(&key, &self.broker_id).await?;
+        let placement = Placement {
+            replication_factor: factor,
+            live: self.live().await?,
+        };
+        let _transition = self.replicas.transitions.lock().await;
+        let record = self
+            .records
+            .take_leadership(&key, &self.broker_id, &placement)
+            .await?;
+        let known_high_watermark = self.replicas.stop_follower(&key).await;
         let dir = self.dir_of(record.log_id);
         registry::fence(
             &dir,
@@ -155,15 +221,23 @@ impl LogStore for LocalLogStore {
             ),
         )
         .await;
+        let min_insync = min_insync.min(record.replicas.len().max(1));
         let log = LocalLog::open(
             name.full_name(),
-            (record.log_id, record.leader_epoch),
+            Leadership {
+                me: self.broker_id.clone(),
+                record,
+                min_insync,
+                lag_max: self.config.lag_max,
+                known_high_watermark,
+            },
             dir,
             self.config.clone(),
-            (self.records.clone(), key),
+            (self.records.clone(), key.clone()),
         )
         .await?;
         registry::register(&log);
+        self.replicas.register_leader(&key, &log);
         Ok(log)
     }
 
@@ -184,5 +258,33 @@ impl LogStore for LocalLogStore {
         registry::fence(&dir, "deleted").await;
         log::remove_dir(&dir).await?;
         self.records.delete(&key, record.log_id).await
+    }
+
+    async fn eligible_leaders(&self, name: &LogName) -> Result<Option<Vec<String>>, StorageError> {
+        if !self.clustered {
+            return Ok(None);
+        }
+        let Some((record, _)) = self.records.load(&name.metadata_key()).await? else {
+            return Ok(None);
+        };
+        if record.replicas.is_empty() {
+            return Ok(None);
+        }
+        let isr = match record.isr.is_empty() {
+            true => &record.replicas,
+            false => &record.isr,
+        };
+        let peers = self.replicas.peers.live().await?;
+        // The current leader first (a lookup then keeps it), then the
+        // other in-sync replicas that are alive.
+        let mut ordered: Vec<&String> = record.leader.iter().filter(|l| isr.contains(l)).collect();
+        ordered.extend(isr.iter().filter(|r| Some(*r) != record.leader.as_ref()));
+        Ok(Some(
+            ordered
+                .into_iter()
+                .filter_map(|id| peers.iter().find(|p| p.replica_id == *id))
+                .map(|p| p.broker_id.clone())
+                .collect(),
+        ))
     }
 }

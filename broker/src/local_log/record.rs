@@ -25,6 +25,53 @@ pub struct PartitionRecord {
     /// Brokers holding a copy, the leader's included.
     #[serde(default)]
     pub replicas: Vec<String>,
+    /// The replicas holding every committed entry (the leader's included):
+    /// only these may become leader. Empty in records written before
+    /// replication, meaning all of `replicas`.
+    #[serde(default)]
+    pub isr: Vec<String>,
+}
+
+/// What a broker taking the lead needs to know of the cluster.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    /// Replicas a new log gets (the namespace's ensemble size).
+    pub replication_factor: usize,
+    /// Replica ids of the brokers alive now (this one's included).
+    pub live: Vec<String>,
+}
+
+impl Placement {
+    /// Replicas of a new log led by `leader`: the leader and the next live
+    /// brokers in id order, starting at a point chosen by the log's key so
+    /// that followers spread over the cluster.
+    fn replicas_for(&self, key: &str, leader: &str) -> Result<Vec<String>, StorageError> {
+        let mut others: Vec<&String> = self.live.iter().filter(|b| *b != leader).collect();
+        others.sort();
+        others.dedup();
+        let wanted = self.replication_factor.max(1);
+        if others.len() + 1 < wanted {
+            return Err(StorageError::NotEnoughReplicas {
+                in_sync: others.len() + 1,
+                required: wanted,
+            });
+        }
+        let start = if others.is_empty() {
+            0
+        } else {
+            (crc32c::crc32c(key.as_bytes()) as usize) % others.len()
+        };
+        let mut replicas = vec![leader.to_string()];
+        replicas.extend(
+            others
+                .iter()
+                .cycle()
+                .skip(start)
+                .take(wanted - 1)
+                .map(|b| b.to_string()),
+        );
+        Ok(replicas)
+    }
 }
 
 impl PartitionRecord {
@@ -34,7 +81,7 @@ impl PartitionRecord {
             .map_err(|e| StorageError::Metadata(e.to_string()))
     }
 
-    fn from_bytes(key: &str, bytes: &[u8]) -> Result<Self, StorageError> {
+    pub fn from_bytes(key: &str, bytes: &[u8]) -> Result<Self, StorageError> {
         serde_json::from_slice(bytes).map_err(|e| {
             StorageError::Metadata(format!(
                 "{key} is not a local-log record ({e}); was this topic written by a decoupled cluster?"
@@ -77,6 +124,7 @@ impl RecordStore {
             leader_epoch: 0,
             leader: None,
             replicas: Vec::new(),
+            isr: Vec::new(),
         };
         match self
             .store
@@ -90,39 +138,88 @@ impl RecordStore {
     }
 
     /// Makes `broker` the leader in a new epoch (creating the record if
-    /// needed) and returns the record as written. Refuses when the
-    /// partition's data lives on other brokers: moving it copies data,
-    /// which is reassignment, not a takeover.
+    /// needed) and returns the record as written. A new log gets its
+    /// replicas from `placement`; an existing one may be led only by a
+    /// member of its ISR (unclean election is not done), and replicas that
+    /// are not alive leave the ISR at once, as Kafka's controller drops a
+    /// dead broker. A broker holding no replica is refused: moving a
+    /// partition copies data, which is reassignment, not a takeover.
     pub async fn take_leadership(
         &self,
         key: &str,
         broker: &str,
+        placement: &Placement,
     ) -> Result<PartitionRecord, StorageError> {
         loop {
             let Some((mut record, version)) = self.load(key).await? else {
                 self.create(key).await?;
                 continue;
             };
-            if !record.replicas.is_empty() && !record.replicas.iter().any(|r| r == broker) {
-                return Err(StorageError::Unavailable(format!(
-                    "the replicas of {key} are on {:?}, not on this broker ({broker}); moving a partition needs reassignment",
-                    record.replicas
-                )));
+            if record.replicas.is_empty() {
+                record.replicas = placement.replicas_for(key, broker)?;
+                record.isr = record.replicas.clone();
+            } else {
+                if !record.replicas.iter().any(|r| r == broker) {
+                    return Err(StorageError::Unavailable(format!(
+                        "the replicas of {key} are on {:?}, not on this broker ({broker}); moving a partition needs reassignment",
+                        record.replicas
+                    )));
+                }
+                if record.isr.is_empty() {
+                    record.isr = record.replicas.clone();
+                }
+                if !record.isr.iter().any(|r| r == broker) {
+                    return Err(StorageError::Unavailable(format!(
+                        "this broker ({broker}) is not in the in-sync replicas {:?} of {key} and may miss committed entries; unclean leader election is off",
+                        record.isr
+                    )));
+                }
+                record
+                    .isr
+                    .retain(|r| r == broker || placement.live.contains(r));
             }
             record.leader_epoch = record
                 .leader_epoch
                 .checked_add(1)
                 .ok_or_else(|| StorageError::Metadata(format!("{key}: leader epoch exhausted")))?;
             record.leader = Some(broker.to_string());
-            if record.replicas.is_empty() {
-                record.replicas.push(broker.to_string());
-            }
             match self
                 .store
                 .put(key, record.to_bytes()?, Expect::Version(version), None)
                 .await
             {
                 Ok(_) => return Ok(record),
+                Err(MetadataError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Writes `isr` as the ISR of the log led in `epoch`; fails with
+    /// `Fenced` when another leader has taken over since.
+    pub async fn change_isr(
+        &self,
+        key: &str,
+        (log_id, epoch): (u64, u32),
+        isr: &[String],
+    ) -> Result<(), StorageError> {
+        loop {
+            let Some((mut record, version)) = self.load(key).await? else {
+                return Err(StorageError::Fenced(format!("{key} was deleted")));
+            };
+            if record.log_id != log_id || record.leader_epoch != epoch {
+                return Err(StorageError::Fenced(format!(
+                    "{key} is in leader epoch {} now (this leader's is {epoch})",
+                    record.leader_epoch
+                )));
+            }
+            record.isr = isr.to_vec();
+            match self
+                .store
+                .put(key, record.to_bytes()?, Expect::Version(version), None)
+                .await
+            {
+                Ok(_) => return Ok(()),
                 Err(MetadataError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -143,5 +240,50 @@ impl RecordStore {
             Err(MetadataError::Conflict { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placement(rf: usize, live: &[&str]) -> Placement {
+        Placement {
+            replication_factor: rf,
+            live: live.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_new_log_is_placed_on_the_leader_and_distinct_live_brokers() {
+        let p = placement(3, &["c", "a", "b", "d"]);
+        for key in ["/topics/t/n/x", "/topics/t/n/y", "/topics/t/n/z"] {
+            let replicas = p.replicas_for(key, "b").unwrap();
+            assert_eq!(replicas.len(), 3);
+            assert_eq!(replicas[0], "b");
+            let mut unique = replicas.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), 3, "{replicas:?}");
+            assert!(!replicas[1..].contains(&"b".to_string()));
+        }
+        assert_eq!(
+            placement(1, &[]).replicas_for("/k", "a").unwrap(),
+            vec!["a"]
+        );
+    }
+
+    #[test]
+    fn too_few_live_brokers_is_not_enough_replicas() {
+        let err = placement(3, &["a", "b"])
+            .replicas_for("/k", "a")
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StorageError::NotEnoughReplicas {
+                in_sync: 2,
+                required: 3
+            }
+        ));
     }
 }

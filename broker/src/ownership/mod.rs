@@ -31,6 +31,7 @@ pub use bundle::{
 
 pub use balancer::{BalancerConfig, BrokerLoad, BundleLoad, LoadReport};
 
+use crate::storage::LogStore;
 use crate::topic::{NamespacePolicies, TopicName};
 
 /// Default lease TTL: a dead or paused broker's bundles move after this.
@@ -45,6 +46,19 @@ pub struct BrokerIdentity {
     pub broker_id: String,
     pub pulsar_url: String,
     pub http_url: String,
+    /// Monolithic brokers only: where followers fetch this broker's
+    /// partitions, and the id partition records name it by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaEndpoint>,
+}
+
+/// A monolithic broker as a replica holder: its stable id (kept in its data
+/// directory) and the address of its replication service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaEndpoint {
+    pub id: String,
+    pub url: String,
 }
 
 /// What a lookup answers.
@@ -74,6 +88,10 @@ pub enum OwnershipError {
     NoLease,
     #[error("namespace {0} does not exist")]
     NamespaceNotFound(String),
+    /// No broker that may lead the topic (an in-sync replica of its local
+    /// log) is alive.
+    #[error("no in-sync replica of {0} is alive to lead it; unclean leader election is off")]
+    NoEligibleLeader(String),
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error("metadata: {0}")]
@@ -170,6 +188,8 @@ pub struct Ownership {
     lost: watch::Sender<u64>,
     /// Set by [`Self::release`]: the keep-alive task ends.
     released: AtomicBool,
+    /// Where topics are stored, asked which brokers may lead a topic.
+    logs: std::sync::OnceLock<Arc<dyn LogStore>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -203,6 +223,7 @@ impl Ownership {
             balancer: BalancerConfig::default(),
             lost: watch::channel(0).0,
             released: AtomicBool::new(false),
+            logs: std::sync::OnceLock::new(),
         });
         ownership.register().await?;
         tokio::spawn(keep_alive_loop(Arc::downgrade(&ownership)));
@@ -211,6 +232,46 @@ impl Ownership {
 
     pub fn identity(&self) -> &BrokerIdentity {
         &self.me
+    }
+
+    /// Lets lookups place an unowned topic only on a broker its storage
+    /// allows to lead it (an in-sync replica of a local log).
+    pub fn set_log_store(&self, logs: Arc<dyn LogStore>) {
+        let _ = self.logs.set(logs);
+    }
+
+    /// Where the lookup of an unowned `topic` must go when its storage
+    /// restricts its leader: here, or another broker. `None` when any
+    /// broker may lead it.
+    async fn leader_placement(
+        &self,
+        topic: &TopicName,
+        authoritative: bool,
+    ) -> Result<Option<LookupAnswer>, OwnershipError> {
+        let Some(logs) = self.logs.get() else {
+            return Ok(None);
+        };
+        let eligible = logs
+            .eligible_leaders(&topic.log_name())
+            .await
+            .map_err(|e| OwnershipError::Metadata(e.to_string()))?;
+        let Some(eligible) = eligible else {
+            return Ok(None);
+        };
+        let me = &self.me.broker_id;
+        let Some(first) = eligible.first() else {
+            return Err(OwnershipError::NoEligibleLeader(topic.to_string()));
+        };
+        if first == me || (authoritative && eligible.contains(me)) {
+            return Ok(Some(LookupAnswer::Here));
+        }
+        match self.store.get(&keys::broker_available(first)).await? {
+            Some(kv) => Ok(Some(LookupAnswer::Elsewhere {
+                broker: decode_identity(&kv)?,
+                authoritative: true,
+            })),
+            None => Err(OwnershipError::NoEligibleLeader(topic.to_string())),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {
@@ -465,7 +526,11 @@ impl Ownership {
                 return Ok(LookupAnswer::Here);
             }
         }
-        if let Some(target) = self.live_assignment(&bundle).await? {
+        if let Some(answer) = self.leader_placement(topic, authoritative).await? {
+            if answer != LookupAnswer::Here {
+                return Ok(answer);
+            }
+        } else if let Some(target) = self.live_assignment(&bundle).await? {
             if target.broker_id != self.me.broker_id {
                 return Ok(LookupAnswer::Elsewhere {
                     broker: target,

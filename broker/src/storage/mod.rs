@@ -313,6 +313,14 @@ pub trait LogStore: Send + Sync {
     /// Deletes the stored log of a topic nobody has open; false if there
     /// is none.
     async fn delete_stored(&self, name: &LogName) -> Result<bool, StorageError>;
+
+    /// The brokers (by their Pulsar-side broker id) that may lead the log
+    /// now, the preferred first; `None` when any broker may (a ledger can
+    /// be opened anywhere, a new local log by whoever creates it). Lookups
+    /// of an unowned topic choose among these.
+    async fn eligible_leaders(&self, _name: &LogName) -> Result<Option<Vec<String>>, StorageError> {
+        Ok(None)
+    }
 }
 
 /// Records `architecture` as the cluster's if none is recorded yet, and

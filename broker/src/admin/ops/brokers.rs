@@ -298,6 +298,7 @@ mod tests {
             broker_id: "127.0.0.1:6650".into(),
             pulsar_url: "pulsar://127.0.0.1:6650".into(),
             http_url: "http://127.0.0.1:8080".into(),
+            replica: None,
         });
         let Json(brokers) = list(s(), Path("standalone".into())).await.unwrap();
         assert_eq!(brokers, vec!["127.0.0.1:8080".to_string()]);

@@ -1,0 +1,246 @@
+//! A follower replica: copies one partition's batches from its leader into
+//! this broker's copy of the log, verbatim (`Log::append_raw`), making each
+//! fetch durable before the next fetch tells the leader it holds it.
+//!
+//! Before fetching in a leader's epoch the follower asks the leader where
+//! its own latest epoch ended (KIP-101/279) and truncates whatever it holds
+//! past that point: a tail written by a deposed leader never survives.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use magnetar_log::Log;
+use magnetar_proto::replication::{
+    replication_client::ReplicationClient, EpochRequest, FetchRequest, ReplicaError,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use super::{FlushPolicy, LocalLogConfig};
+use crate::storage::StorageError;
+
+/// How long a follower's fetch waits at the leader for new batches.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+const FETCH_BYTES: u32 = 4 << 20;
+/// Pause after a failed request before the next try.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Largest response a follower accepts.
+const MAX_RESPONSE: usize = 32 << 20;
+
+/// The partition a follower copies, and from whom.
+#[derive(Clone, Debug)]
+pub struct FollowTarget {
+    pub key: String,
+    pub log_id: u64,
+    pub epoch: u32,
+    pub leader_url: String,
+    pub me: String,
+    pub dir: PathBuf,
+}
+
+/// A running follower.
+pub struct Follower {
+    pub target: FollowTarget,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    /// The leader's high watermark as of the last fetch.
+    high_watermark: Arc<AtomicU64>,
+    /// The end of this copy, as of the last fetch.
+    log_end: Arc<AtomicU64>,
+}
+
+impl Follower {
+    pub fn start(target: FollowTarget, config: LocalLogConfig) -> Arc<Follower> {
+        let (stop, stopped) = watch::channel(false);
+        let high_watermark = Arc::new(AtomicU64::new(0));
+        let log_end = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(follow(
+            target.clone(),
+            config,
+            stopped,
+            (high_watermark.clone(), log_end.clone()),
+        ));
+        Arc::new(Follower {
+            target,
+            stop,
+            task: Mutex::new(Some(task)),
+            high_watermark,
+            log_end,
+        })
+    }
+
+    pub fn high_watermark(&self) -> u64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub fn log_end(&self) -> u64 {
+        self.log_end.load(Ordering::Acquire)
+    }
+
+    /// Stops fetching and waits until the copy's files are closed.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Backend(format!("follower: {e}"))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, magnetar_log::LogError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(backend)?
+        .map_err(backend)
+}
+
+async fn follow(
+    target: FollowTarget,
+    config: LocalLogConfig,
+    mut stopped: watch::Receiver<bool>,
+    (high_watermark, log_end): (Arc<AtomicU64>, Arc<AtomicU64>),
+) {
+    let run = async {
+        let dir = target.dir.clone();
+        let segment = config.segment.clone();
+        let log = Arc::new(blocking(move || Log::open(&dir, segment)).await?);
+        log_end.store(log.log_end_offset(), Ordering::Release);
+        let channel = Channel::from_shared(target.leader_url.clone())
+            .map_err(backend)?
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        let mut client = ReplicationClient::new(channel).max_decoding_message_size(MAX_RESPONSE);
+        tracing::info!(partition = %target.key, epoch = target.epoch, leader = %target.leader_url, end = log.log_end_offset(), "following");
+        while !truncate_divergent_tail(&target, &mut client, &log).await? {
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        let fsync = config.flush == FlushPolicy::Fsync;
+        loop {
+            let fetch_offset = log.log_end_offset();
+            log_end.store(fetch_offset, Ordering::Release);
+            let request = FetchRequest {
+                partition: target.key.clone(),
+                log_id: target.log_id,
+                replica_id: target.me.clone(),
+                leader_epoch: target.epoch,
+                fetch_offset,
+                max_bytes: FETCH_BYTES,
+                max_wait_ms: FETCH_WAIT.as_millis() as u32,
+            };
+            let response = match client.fetch(request).await {
+                Ok(r) => r.into_inner(),
+                Err(status) => {
+                    tracing::debug!(partition = %target.key, %status, "fetch failed");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+            };
+            match response.error() {
+                ReplicaError::None => {}
+                ReplicaError::OutOfRange if fetch_offset < response.log_start_offset => {
+                    // Trimmed at the leader: start over at its log start.
+                    let start = response.log_start_offset;
+                    let log = log.clone();
+                    blocking(move || log.truncate_fully_and_start_at(start)).await?;
+                    continue;
+                }
+                ReplicaError::OutOfRange => {
+                    let end = response.log_end_offset;
+                    let log = log.clone();
+                    blocking(move || log.truncate_to(end)).await?;
+                    continue;
+                }
+                error => {
+                    // A new epoch or leader: the replica manager restarts
+                    // this follower from the record.
+                    tracing::debug!(partition = %target.key, ?error, message = %response.message, "fetch refused");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+            }
+            if !response.records.is_empty() {
+                let log = log.clone();
+                let records = response.records;
+                blocking(move || {
+                    log.append_raw(&records)?;
+                    if fsync {
+                        log.flush()?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            }
+            high_watermark.fetch_max(response.high_watermark, Ordering::AcqRel);
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), StorageError>(())
+    };
+    tokio::select! {
+        result = run => {
+            if let Err(e) = result {
+                tracing::error!(partition = %target.key, error = %e, "follower stopped");
+            }
+        }
+        _ = stopped.wait_for(|s| *s) => {}
+    }
+}
+
+/// KIP-279: asks the leader where this copy's latest epoch ended there and
+/// cuts the copy back to that point. False when the leader could not be
+/// asked (try again).
+async fn truncate_divergent_tail(
+    target: &FollowTarget,
+    client: &mut ReplicationClient<Channel>,
+    log: &Arc<Log>,
+) -> Result<bool, StorageError> {
+    let Some(latest) = log.latest_epoch() else {
+        return Ok(true);
+    };
+    let request = EpochRequest {
+        partition: target.key.clone(),
+        log_id: target.log_id,
+        leader_epoch: target.epoch,
+        epoch: latest,
+    };
+    let response = match client.offset_for_leader_epoch(request).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            tracing::debug!(partition = %target.key, %status, "epoch request failed");
+            return Ok(false);
+        }
+    };
+    if response.error() != ReplicaError::None {
+        tracing::debug!(partition = %target.key, message = %response.message, "epoch request refused");
+        return Ok(false);
+    }
+    let end = log.log_end_offset();
+    let cut = if response.known {
+        // Where the leader's epoch ended, but no further than where ours
+        // did (the leader may know an epoch we never saw the end of).
+        let ours = log
+            .end_offset_for_epoch(response.epoch)
+            .map_or(0, |(_, o)| o);
+        response.end_offset.min(ours).min(end)
+    } else {
+        0
+    };
+    if cut < end {
+        tracing::warn!(partition = %target.key, from = end, to = cut, "truncating a divergent tail");
+        let log = log.clone();
+        if cut == 0 {
+            blocking(move || log.truncate_fully_and_start_at(0)).await?;
+        } else {
+            blocking(move || log.truncate_to(cut)).await?;
+        }
+    }
+    Ok(true)
+}

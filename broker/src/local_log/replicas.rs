@@ -1,0 +1,246 @@
+//! This broker's replicas: the logs it leads (for the replication service)
+//! and the followers it runs, kept in line with the partition records.
+//!
+//! The replica manager watches every partition record. For each one that
+//! names this broker as a replica and another broker as leader it runs a
+//! follower against that leader's epoch, restarting it when the epoch
+//! changes; a log this broker led in an older epoch is fenced first (a
+//! deposed leader stops confirming and becomes a follower, truncating its
+//! unreplicated tail). A deleted record takes the local copy with it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use magnetar_metadata::{keys, MetadataStore, WatchEventKind};
+
+use super::follower::{FollowTarget, Follower};
+use super::log::LocalLog;
+use super::peers::Peers;
+use super::record::PartitionRecord;
+use super::LocalLogConfig;
+use crate::storage::StorageError;
+
+/// How often every record is looked at again besides watch events (a
+/// leader that was not registered yet, a watch that broke).
+const RESYNC_INTERVAL: Duration = Duration::from_secs(2);
+
+pub struct Replicas {
+    pub(super) me: String,
+    store: Arc<dyn MetadataStore>,
+    pub(super) peers: Peers,
+    data_dir: PathBuf,
+    config: LocalLogConfig,
+    leaders: Mutex<HashMap<String, Weak<LocalLog>>>,
+    followers: Mutex<HashMap<String, Arc<Follower>>>,
+    /// Held while a log changes role (leader opening, follower starting),
+    /// so one copy never has two writers.
+    pub(super) transitions: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Replicas {
+    pub fn new(
+        me: String,
+        store: Arc<dyn MetadataStore>,
+        data_dir: PathBuf,
+        config: LocalLogConfig,
+    ) -> Self {
+        Replicas {
+            me,
+            peers: Peers::new(store.clone()),
+            store,
+            data_dir,
+            config,
+            leaders: Mutex::new(HashMap::new()),
+            followers: Mutex::new(HashMap::new()),
+            transitions: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// This broker's replica id.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    pub(super) fn dir_of(&self, log_id: u64) -> PathBuf {
+        self.data_dir.join("logs").join(log_id.to_string())
+    }
+
+    /// The open log this broker leads at `key`, if any.
+    pub fn leader(&self, key: &str) -> Option<Arc<LocalLog>> {
+        lock(&self.leaders).get(key).and_then(Weak::upgrade)
+    }
+
+    pub(super) fn register_leader(&self, key: &str, log: &Arc<LocalLog>) {
+        let mut leaders = lock(&self.leaders);
+        leaders.retain(|_, w| w.strong_count() > 0);
+        leaders.insert(key.to_string(), Arc::downgrade(log));
+    }
+
+    /// Stops the follower of `key`, if one runs; returns the high
+    /// watermark it had learnt.
+    pub(super) async fn stop_follower(&self, key: &str) -> Option<u64> {
+        let follower = lock(&self.followers).remove(key)?;
+        follower.stop().await;
+        Some(follower.high_watermark())
+    }
+
+    /// How far this broker's copy of `key` goes, if it follows it.
+    pub fn follower_end(&self, key: &str) -> Option<u64> {
+        lock(&self.followers).get(key).map(|f| f.log_end())
+    }
+
+    /// Brings this broker's role for `key` in line with its record.
+    async fn reconcile(&self, key: &str, record: Option<PartitionRecord>) {
+        let _transition = self.transitions.lock().await;
+        let Some(record) = record else {
+            let removed = lock(&self.followers).remove(key);
+            if let Some(follower) = removed {
+                follower.stop().await;
+                let dir = follower.target.dir.clone();
+                if let Err(e) = super::log::remove_dir(&dir).await {
+                    tracing::warn!(partition = key, error = %e, "removing a deleted partition's copy");
+                }
+            }
+            return;
+        };
+        let leads_elsewhere = record.leader.as_ref().is_some_and(|l| *l != self.me);
+        let holds_copy = record.replicas.iter().any(|r| *r == self.me);
+        if let Some(led) = self.leader(key) {
+            if led.epoch < record.leader_epoch || led.log_id != record.log_id {
+                led.stop(StorageError::Fenced(format!(
+                    "{key} is led by {:?} in epoch {} now",
+                    record.leader, record.leader_epoch
+                )))
+                .await;
+            } else if led.stopped().is_none() {
+                return;
+            }
+        }
+        if !(leads_elsewhere && holds_copy) {
+            let removed = lock(&self.followers).remove(key);
+            if let Some(follower) = removed {
+                follower.stop().await;
+            }
+            return;
+        }
+        let leader = record.leader.clone().unwrap_or_default();
+        let url = match self.peers.live().await {
+            Ok(peers) => peers
+                .into_iter()
+                .find(|p| p.replica_id == leader)
+                .map(|p| p.url),
+            Err(e) => {
+                tracing::warn!(partition = key, error = %e, "reading live brokers");
+                return;
+            }
+        };
+        let Some(leader_url) = url else {
+            // The leader is not registered (dead, or not up yet): a new
+            // leader gets elected on the next lookup; try again then.
+            return;
+        };
+        let target = FollowTarget {
+            key: key.to_string(),
+            log_id: record.log_id,
+            epoch: record.leader_epoch,
+            leader_url,
+            me: self.me.clone(),
+            dir: self.dir_of(record.log_id),
+        };
+        let current = lock(&self.followers).get(key).cloned();
+        if let Some(current) = current {
+            let same = current.target.log_id == target.log_id
+                && current.target.epoch == target.epoch
+                && current.target.leader_url == target.leader_url;
+            if same {
+                return;
+            }
+            current.stop().await;
+        }
+        super::registry::fence(&target.dir, "this broker follows the partition now").await;
+        let follower = Follower::start(target, self.config.clone());
+        lock(&self.followers).insert(key.to_string(), follower);
+    }
+
+    async fn reconcile_all(&self) -> Result<(), StorageError> {
+        let prefix = keys::all_topics_prefix();
+        let stored = self.store.list(&prefix).await?;
+        let mut seen = std::collections::HashSet::new();
+        for kv in stored {
+            // Not every key under the prefix need be a local log's record.
+            let Ok(record) = PartitionRecord::from_bytes(&kv.key, &kv.value) else {
+                continue;
+            };
+            seen.insert(kv.key.clone());
+            self.reconcile(&kv.key, Some(record)).await;
+        }
+        let gone: Vec<String> = lock(&self.followers)
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.reconcile(&key, None).await;
+        }
+        Ok(())
+    }
+
+    /// Runs the replica manager until `self` is dropped elsewhere.
+    pub async fn run_manager(self: Arc<Self>) {
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        loop {
+            let Some(this) = weak.upgrade() else { return };
+            let prefix = keys::all_topics_prefix();
+            let watch = this.store.watch(&prefix, None).await;
+            if let Err(e) = this.reconcile_all().await {
+                tracing::warn!(error = %e, "replica manager: listing partitions");
+            }
+            let mut events = match watch {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(error = %e, "replica manager: watching partitions");
+                    drop(this);
+                    tokio::time::sleep(RESYNC_INTERVAL).await;
+                    continue;
+                }
+            };
+            drop(this);
+            let resync = tokio::time::sleep(RESYNC_INTERVAL);
+            tokio::pin!(resync);
+            loop {
+                let event = tokio::select! {
+                    event = events.next() => event,
+                    _ = &mut resync => break,
+                };
+                let Some(Ok(event)) = event else { break };
+                let Some(this) = weak.upgrade() else { return };
+                let record = match event.kind {
+                    WatchEventKind::Delete => None,
+                    WatchEventKind::Put => {
+                        match PartitionRecord::from_bytes(&event.key, &event.value) {
+                            Ok(record) => Some(record),
+                            Err(_) => continue,
+                        }
+                    }
+                };
+                this.reconcile(&event.key, record).await;
+            }
+        }
+    }
+
+    /// Stops every follower (broker shutdown).
+    pub async fn stop_all(&self) {
+        let followers: Vec<Arc<Follower>> = lock(&self.followers).drain().map(|(_, f)| f).collect();
+        for follower in followers {
+            follower.stop().await;
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Local logs replicated between three stores in one process, each with
+//! its own data directory, replication service (real gRPC on 127.0.0.1)
+//! and replica manager, sharing embedded metadata: what the leader
+//! confirms is on every in-sync replica, and too few in-sync replicas
+//! refuse appends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use magnetar_broker::local_log::{LocalLogConfig, LocalLogStore, ReplicationService};
+use magnetar_broker::ownership::{BrokerIdentity, ReplicaEndpoint};
+use magnetar_broker::storage::{
+    LogName, LogStore, PartitionLog, Position, Replication, StorageError,
+};
+use magnetar_metadata::{keys, EmbeddedStore, Expect, MetadataStore};
+use tokio::task::JoinHandle;
+
+struct Node {
+    name: String,
+    store: Arc<LocalLogStore>,
+    server: JoinHandle<()>,
+    manager: JoinHandle<()>,
+}
+
+impl Node {
+    async fn start(
+        metadata: &Arc<dyn MetadataStore>,
+        root: &std::path::Path,
+        name: &str,
+        lag_max: Duration,
+    ) -> Node {
+        let config = LocalLogConfig {
+            lag_max,
+            ..LocalLogConfig::default()
+        };
+        let store = Arc::new(LocalLogStore::new(
+            metadata.clone(),
+            root.join(name),
+            name.to_string(),
+            config,
+            true,
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let service = ReplicationService::server(store.replicas().clone());
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        });
+        let identity = BrokerIdentity {
+            broker_id: name.to_string(),
+            pulsar_url: format!("pulsar://{name}"),
+            http_url: format!("http://{name}"),
+            replica: Some(ReplicaEndpoint {
+                id: name.to_string(),
+                url,
+            }),
+        };
+        metadata
+            .put(
+                &keys::broker_available(name),
+                Bytes::from(serde_json::to_vec(&identity).unwrap()),
+                Expect::Any,
+                None,
+            )
+            .await
+            .unwrap();
+        let manager = tokio::spawn(store.replicas().clone().run_manager());
+        Node {
+            name: name.to_string(),
+            store,
+            server,
+            manager,
+        }
+    }
+
+    /// The broker dies: it leaves the registry and stops serving and
+    /// following.
+    async fn kill(self, metadata: &Arc<dyn MetadataStore>) {
+        metadata
+            .delete(&keys::broker_available(&self.name), Expect::Any)
+            .await
+            .unwrap();
+        self.manager.abort();
+        self.server.abort();
+        self.store.replicas().stop_all().await;
+    }
+}
+
+const RF3_MIN2: Replication = Replication {
+    ensemble_size: 3,
+    write_quorum: 3,
+    ack_quorum: 2,
+};
+
+async fn cluster(lag_max: Duration) -> (tempfile::TempDir, Arc<dyn MetadataStore>, Vec<Node>) {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata: Arc<dyn MetadataStore> = Arc::new(
+        EmbeddedStore::open(dir.path().join("metadata"))
+            .await
+            .unwrap(),
+    );
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        nodes.push(Node::start(&metadata, dir.path(), name, lag_max).await);
+    }
+    (dir, metadata, nodes)
+}
+
+async fn append_all(log: &Arc<dyn PartitionLog>, n: usize) -> Vec<Position> {
+    let futures: Vec<_> = (0..n)
+        .map(|i| log.clone().append(Bytes::from(format!("entry-{i}"))))
+        .collect();
+    let mut positions = Vec::new();
+    for f in futures {
+        positions.push(f.await.expect("append confirmed"));
+    }
+    positions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_entries_are_on_every_in_sync_replica() {
+    // No follower can leave the ISR during this test.
+    let (_dir, _metadata, nodes) = cluster(Duration::from_secs(60)).await;
+    let name = LogName::new("t", "ns", "replicated");
+    let key = name.metadata_key();
+    let log = nodes[0].store.open(&name, Some(RF3_MIN2)).await.unwrap();
+    let positions = append_all(&log, 100).await;
+    assert_eq!(positions.len(), 100);
+    assert!(positions.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(log.last_confirmed(), *positions.last().unwrap());
+    // A receipt means every in-sync replica holds it: each follower's
+    // fetch from offset 100 (sent once its copy reached it) is what
+    // committed the last entry.
+    for node in &nodes[1..] {
+        let end = node.store.replicas().follower_end(&key);
+        assert_eq!(
+            end,
+            Some(100),
+            "{}'s copy when the last entry was confirmed",
+            node.name
+        );
+    }
+    let read = log.read_entries(Position::new(0, -1), 1000).await.unwrap();
+    assert_eq!(read.len(), 100);
+    assert_eq!(read[7].data, Bytes::from("entry-7"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_in_sync_replicas_refuse_appends() {
+    let (_dir, metadata, mut nodes) = cluster(Duration::from_millis(500)).await;
+    let name = LogName::new("t", "ns", "min-insync");
+    let log = nodes[0].store.open(&name, Some(RF3_MIN2)).await.unwrap();
+    append_all(&log, 10).await;
+    let c = nodes.pop().unwrap();
+    c.kill(&metadata).await;
+    // One follower gone: the ISR shrinks to two, which min.insync allows.
+    let mut confirmed = 10;
+    loop {
+        append_all(&log, 1).await;
+        confirmed += 1;
+        let record = metadata.get(&name.metadata_key()).await.unwrap().unwrap();
+        let record: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+        if record["isr"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        log.last_confirmed(),
+        Position::new(log.last_confirmed().ledger_id, confirmed - 1)
+    );
+    let b = nodes.pop().unwrap();
+    b.kill(&metadata).await;
+    // The last follower gone: appends fail at once, saying why.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        // Appends made before the ISR shrank stay unconfirmed (their fate
+        // is unknown): do not wait for them.
+        let append = log.clone().append(Bytes::from_static(b"late"));
+        match tokio::time::timeout(Duration::from_millis(100), append).await {
+            Ok(Err(e @ StorageError::NotEnoughReplicas { .. })) => break e,
+            _ => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "appends never refused"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(
+        refused.to_string().contains("1 in sync, 2 required"),
+        "{refused}"
+    );
+}
