@@ -111,7 +111,7 @@ impl Replicas {
             return;
         };
         let leads_elsewhere = record.leader.as_ref().is_some_and(|l| *l != self.me);
-        let holds_copy = record.replicas.iter().any(|r| *r == self.me);
+        let holds_copy = record.replicas.contains(&self.me);
         if let Some(led) = self.leader(key) {
             if led.epoch < record.leader_epoch || led.log_id != record.log_id {
                 led.stop(StorageError::Fenced(format!(
