@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A real decoupled cluster on this host: etcd, 3 bookies, 3 brokers (lease
-# TTL 3 s), namespaces at E=3 / Qw=2 / Qa=2, all on free 127.0.0.1 ports in
-# a temporary directory (removed on exit). Then:
+# A real cluster on this host, in either architecture: etcd, 3 brokers
+# (lease TTL 3 s) and, when decoupled, 3 bookies; namespaces at E=3 / Qw=2 /
+# Qa=2 (QUORUM; monolithic: replication factor E, min.insync Qa), all on
+# free 127.0.0.1 ports in a temporary directory (removed on exit). Then:
 #  1. throughput and latency: `perf produce` (pulsar crate, 4 producers) on a
 #     16-partition topic whose partitions are spread over the 3 brokers, with
 #     a tailing `perf consume` (3 Shared consumers);
@@ -15,6 +16,7 @@
 #
 #   bench/cluster.sh                      # all phases, 1 GiB backlog
 #   PHASES=unload BACKLOG_MB=64 bench/cluster.sh
+#   ARCHITECTURE=monolithic QUORUM=3/3/2 PHASES=perf bench/cluster.sh
 #
 # Environment: MAGNETAR_BIN (release or debug binary; default
 # $CARGO_TARGET_DIR/release/magnetar, else .../debug/magnetar), PYTHON (with
@@ -23,6 +25,8 @@
 # RATE (perf produce msg/s, 0 = unlimited), BACKLOG_MB (1024),
 # FAILOVER_RATE (msg/s during the failover probe, 1000), LEASE_TTL (3s),
 # BROKER_ARGS (extra broker flags, e.g. "--load-shedding false"),
+# ARCHITECTURE (decoupled or monolithic, default decoupled), QUORUM (E/Qw/Qa,
+# default 3/2/2; monolithic ignores Qw),
 # KEEP=1 keeps the directory with the logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +47,14 @@ RATE=${RATE:-0}
 BACKLOG_MB=${BACKLOG_MB:-1024}
 FAILOVER_RATE=${FAILOVER_RATE:-1000}
 LEASE_TTL=${LEASE_TTL:-3s}
+ARCHITECTURE=${ARCHITECTURE:-decoupled}
+QUORUM=${QUORUM:-3/2/2}
+IFS=/ read -r ENSEMBLE WRITE_QUORUM ACK_QUORUM <<<"$QUORUM"
+case $ARCHITECTURE in
+  decoupled) BOOKIES=(0 1 2) ;;
+  monolithic) BOOKIES=() ;;
+  *) echo "ARCHITECTURE is decoupled or monolithic, not $ARCHITECTURE" >&2; exit 1 ;;
+esac
 export MAGNETAR_LOG=${MAGNETAR_LOG:-warn}
 
 [[ -x $BIN ]] || { echo "no magnetar binary at $BIN (set MAGNETAR_BIN)" >&2; exit 1; }
@@ -61,7 +73,7 @@ cleanup() {
   if [[ -n ${KEEP:-} ]]; then echo "logs kept in $DIR"; else rm -rf "$DIR"; fi
 }
 trap cleanup EXIT
-echo "binary: $BIN  dir: $DIR"
+echo "binary: $BIN  dir: $DIR  architecture: $ARCHITECTURE  E/Qw/Qa: $QUORUM"
 
 free_port() {
   "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -85,7 +97,7 @@ META=etcd://127.0.0.1:$ETCD_PORT/bench
 etcd_keys() { ETCDCTL_API=3 etcdctl --endpoints=$ETCD get --prefix "/bench/$1" --keys-only | grep -v '^$' || true; }
 
 # --- bookies and brokers ----------------------------------------------------
-for i in 0 1 2; do
+for i in "${BOOKIES[@]}"; do
   gp=$(free_port); hp=$(free_port)
   "$BIN" bookie --metadata "$META" --data-dir "$DIR/bookie$i" --listen 127.0.0.1:$gp \
     --http 127.0.0.1:$hp --advertise 127.0.0.1:$gp >"$DIR/bookie$i.log" 2>&1 &
@@ -93,18 +105,26 @@ for i in 0 1 2; do
 done
 for i in 0 1 2; do
   bp=$(free_port); hp=$(free_port)
+  storage=()
+  if [[ $ARCHITECTURE == monolithic ]]; then
+    storage=(--architecture monolithic --data-dir "$DIR/broker$i-data"
+      --replication-listen 127.0.0.1:$(free_port))
+  fi
   "$BIN" broker --metadata "$META" --listen 127.0.0.1:$bp --http 127.0.0.1:$hp \
-    --lease-ttl "$LEASE_TTL" --ensemble-size 3 --write-quorum 2 --ack-quorum 2 ${BROKER_ARGS:-} \
+    --lease-ttl "$LEASE_TTL" --ensemble-size "$ENSEMBLE" --write-quorum "$WRITE_QUORUM" \
+    --ack-quorum "$ACK_QUORUM" "${storage[@]}" ${BROKER_ARGS:-} \
     >"$DIR/broker$i.log" 2>&1 &
   BROKER_PID[$i]=$!
   BROKER_ID[$i]=127.0.0.1:$bp
   BROKER_HTTP[$i]=http://127.0.0.1:$hp
 done
-for i in 0 1 2; do
+for i in "${BOOKIES[@]}"; do
   wait_for "bookie$i" curl -sf "${BOOKIE_HTTP[$i]}/health"
+done
+for i in 0 1 2; do
   wait_for "broker$i" curl -sf "${BROKER_HTTP[$i]}/health"
 done
-wait_for "3 bookie registrations" bash -c "[[ \$(ETCDCTL_API=3 etcdctl --endpoints=$ETCD get --prefix /bench/bookies/available/ --keys-only | grep -c .) -ge 3 ]]"
+[[ $ARCHITECTURE == monolithic ]] || wait_for "3 bookie registrations" bash -c "[[ \$(ETCDCTL_API=3 etcdctl --endpoints=$ETCD get --prefix /bench/bookies/available/ --keys-only | grep -c .) -ge 3 ]]"
 wait_for "3 broker registrations" bash -c "[[ \$(ETCDCTL_API=3 etcdctl --endpoints=$ETCD get --prefix /bench/brokers/available/ --keys-only | grep -c .) -ge 3 ]]"
 URL=pulsar://${BROKER_ID[0]},${BROKER_ID[1]},${BROKER_ID[2]}
 # The pulsar crate (perf) takes one address and follows lookups from there.
@@ -125,7 +145,7 @@ admin PUT /admin/v2/tenants/bench '{"adminRoles":[],"allowedClusters":["standalo
 for ns in ns backlog; do
   admin PUT /admin/v2/namespaces/bench/$ns
   admin POST /admin/v2/namespaces/bench/$ns/persistence \
-    '{"bookkeeperEnsemble":3,"bookkeeperWriteQuorum":2,"bookkeeperAckQuorum":2,"managedLedgerMaxMarkDeleteRate":0}'
+    '{"bookkeeperEnsemble":'"$ENSEMBLE"',"bookkeeperWriteQuorum":'"$WRITE_QUORUM"',"bookkeeperAckQuorum":'"$ACK_QUORUM"',"managedLedgerMaxMarkDeleteRate":0}'
 done
 
 owners_of() { # topic partitions -> "partition owner" lines (claims bundles like a client lookup)

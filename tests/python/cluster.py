@@ -158,9 +158,25 @@ class Process:
             self.proc.send_signal(sig)
 
     def pause(self):
+        """SIGSTOP, then waits until every thread of the process is stopped
+        (the signal is delivered asynchronously)."""
         self.check_alive()
         self.proc.send_signal(signal.SIGSTOP)
         self.paused = True
+        task_dir = Path(f"/proc/{self.proc.pid}/task")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = []
+            for task in task_dir.iterdir():
+                try:
+                    # "pid (comm) S ...": the state follows the last ')'.
+                    states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+                except (OSError, IndexError):
+                    continue
+            if states and all(s in ("T", "t") for s in states):
+                return
+            time.sleep(0.005)
+        raise RuntimeError(f"{self.name} did not stop after SIGSTOP")
 
     def resume(self):
         self.proc.send_signal(signal.SIGCONT)

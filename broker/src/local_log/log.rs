@@ -437,6 +437,17 @@ impl PartitionLog for LocalLog {
         &self.name
     }
 
+    fn accepts_writes(&self) -> Result<(), StorageError> {
+        if self.writable.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let isr = self.isr_state();
+        Err(StorageError::NotEnoughReplicas {
+            in_sync: isr.isr().len(),
+            required: isr.min_insync(),
+        })
+    }
+
     fn append(self: Arc<Self>, entry: Bytes) -> AppendFuture {
         let (tx, rx) = oneshot::channel();
         {
@@ -444,12 +455,7 @@ impl PartitionLog for LocalLog {
             if let Some(error) = state.terminal.clone() {
                 return Box::pin(async move { Err(error) });
             }
-            if !self.writable.load(Ordering::Acquire) {
-                let isr = self.isr_state();
-                let error = StorageError::NotEnoughReplicas {
-                    in_sync: isr.isr().len(),
-                    required: isr.min_insync(),
-                };
+            if let Err(error) = self.accepts_writes() {
                 return Box::pin(async move { Err(error) });
             }
             state.queue.push((entry, tx));

@@ -423,10 +423,16 @@ impl Connection {
             )),
             Err(e) => {
                 self.service.metrics().send_errors.inc();
+                // NotAllowedError fails just this send in the Java client, with
+                // our message; other codes make clients reconnect and resend.
+                let code = match e {
+                    StorageError::NotEnoughReplicas { .. } => ServerError::NotAllowedError,
+                    _ => ServerError::PersistenceError,
+                };
                 self.send(commands::send_error(
                     producer_id,
                     sequence_id,
-                    ServerError::PersistenceError,
+                    code,
                     e.to_string(),
                 ))
             }

@@ -151,6 +151,13 @@ pub trait PartitionLog: PositionOrder + Send + Sync {
     /// writes (closed, fenced, too few replicas).
     fn append(self: Arc<Self>, entry: Bytes) -> AppendFuture;
 
+    /// Why an append now would fail at once for lack of in-sync replicas,
+    /// if it would. Producers are refused meanwhile: a client told a send
+    /// failed reconnects and resends, and without a refusal it would loop.
+    fn accepts_writes(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// Up to `max_entries` consecutive confirmed entries after `after`
     /// (possibly fewer, e.g. stopping at a ledger boundary); empty when
     /// nothing is readable yet.

@@ -123,6 +123,10 @@ impl ServiceError {
                 ServerError::ConsumerAssignError
             }
             ServiceError::Subscribe(_) => ServerError::ConsumerBusy,
+            // Retried by clients until replicas catch up (or the send times out).
+            ServiceError::Storage(StorageError::NotEnoughReplicas { .. }) => {
+                ServerError::ServiceNotReady
+            }
             ServiceError::Storage(_) => ServerError::PersistenceError,
             ServiceError::Metadata(_) => ServerError::MetadataError,
             ServiceError::ShuttingDown => ServerError::ServiceNotReady,

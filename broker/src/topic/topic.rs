@@ -123,6 +123,7 @@ impl Topic {
         if self.fenced.load(Ordering::Acquire) {
             return Err(ServiceError::TopicBeingDeleted(self.full_name.clone()));
         }
+        self.log.accepts_writes()?;
         // Pulsar refuses producers while a producer-blocking backlog quota
         // is exceeded; clients retry (hold) or fail their sends (exception).
         if let Some(policy) = self.producer_block() {
