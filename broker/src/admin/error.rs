@@ -81,7 +81,14 @@ impl From<MetadataError> for AdminError {
 
 impl From<StorageError> for AdminError {
     fn from(e: StorageError) -> Self {
-        AdminError::Internal(format!("storage: {e}"))
+        match e {
+            StorageError::NotFound(why) => AdminError::NotFound(why),
+            StorageError::Rejected(why) => AdminError::PreconditionFailed(why),
+            StorageError::Unavailable(_) | StorageError::NotEnoughReplicas { .. } => {
+                AdminError::Unavailable(e.to_string())
+            }
+            e => AdminError::Internal(format!("storage: {e}")),
+        }
     }
 }
 

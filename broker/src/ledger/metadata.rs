@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::clock::now_ms;
 use bytes::Bytes;
 use magnetar_metadata::{keys, Expect, MetadataError, MetadataStore, Version};
 use serde::{Deserialize, Serialize};
@@ -83,13 +83,6 @@ pub struct LedgerMetadata {
 
 fn invalid(why: impl Into<String>) -> LedgerMetadataError {
     LedgerMetadataError::Invalid(why.into())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl LedgerMetadata {

@@ -15,6 +15,7 @@ use magnetar_log::Log;
 use magnetar_proto::replication::{
     replication_client::ReplicationClient, EpochRequest, FetchRequest, ReplicaError,
 };
+use prometheus::IntCounter;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -46,38 +47,60 @@ pub struct Follower {
     pub target: FollowTarget,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+    progress: Arc<Progress>,
+}
+
+/// What a follower's task shares with its handle.
+struct Progress {
     /// The leader's high watermark as of the last fetch.
-    high_watermark: Arc<AtomicU64>,
+    high_watermark: AtomicU64,
     /// The end of this copy, as of the last fetch.
-    log_end: Arc<AtomicU64>,
+    log_end: AtomicU64,
+    /// Bytes per second this copy may fetch; 0 is unthrottled.
+    throttle: AtomicU64,
+    /// Bytes fetched, over every follower of this broker.
+    fetched_bytes: IntCounter,
+    shared_throttle: Arc<Throttle>,
 }
 
 impl Follower {
-    pub fn start(target: FollowTarget, config: LocalLogConfig) -> Arc<Follower> {
+    pub fn start(
+        target: FollowTarget,
+        config: LocalLogConfig,
+        throttle: Option<u64>,
+        (fetched_bytes, shared_throttle): (IntCounter, Arc<Throttle>),
+    ) -> Arc<Follower> {
         let (stop, stopped) = watch::channel(false);
-        let high_watermark = Arc::new(AtomicU64::new(0));
-        let log_end = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(follow(
-            target.clone(),
-            config,
-            stopped,
-            (high_watermark.clone(), log_end.clone()),
-        ));
+        let progress = Arc::new(Progress {
+            high_watermark: AtomicU64::new(0),
+            log_end: AtomicU64::new(0),
+            throttle: AtomicU64::new(throttle.unwrap_or(0)),
+            fetched_bytes,
+            shared_throttle,
+        });
+        let task = tokio::spawn(follow(target.clone(), config, stopped, progress.clone()));
         Arc::new(Follower {
             target,
             stop,
             task: Mutex::new(Some(task)),
-            high_watermark,
-            log_end,
+            progress,
         })
     }
 
+    /// Kafka's `follower.replication.throttled.rate` for this copy, applied
+    /// from the next fetch on.
+    pub fn set_throttle(&self, bytes_per_sec: Option<u64>) {
+        self.progress
+            .throttle
+            .store(bytes_per_sec.unwrap_or(0), Ordering::Release);
+    }
+
     pub fn high_watermark(&self) -> u64 {
-        self.high_watermark.load(Ordering::Acquire)
+        self.progress.high_watermark.load(Ordering::Acquire)
     }
 
     pub fn log_end(&self) -> u64 {
-        self.log_end.load(Ordering::Acquire)
+        self.progress.log_end.load(Ordering::Acquire)
     }
 
     /// Stops fetching and waits until the copy's files are closed.
@@ -107,13 +130,15 @@ async fn follow(
     target: FollowTarget,
     config: LocalLogConfig,
     mut stopped: watch::Receiver<bool>,
-    (high_watermark, log_end): (Arc<AtomicU64>, Arc<AtomicU64>),
+    progress: Arc<Progress>,
 ) {
     let run = async {
         let dir = target.dir.clone();
         let segment = config.segment.clone();
         let log = Arc::new(blocking(move || Log::open(&dir, segment)).await?);
-        log_end.store(log.log_end_offset(), Ordering::Release);
+        progress
+            .log_end
+            .store(log.log_end_offset(), Ordering::Release);
         let channel = Channel::from_shared(target.leader_url.clone())
             .map_err(backend)?
             .connect_timeout(Duration::from_secs(2))
@@ -126,14 +151,16 @@ async fn follow(
         let fsync = config.flush == FlushPolicy::Fsync;
         loop {
             let fetch_offset = log.log_end_offset();
-            log_end.store(fetch_offset, Ordering::Release);
+            progress.log_end.store(fetch_offset, Ordering::Release);
+            let throttle = progress.throttle.load(Ordering::Acquire);
+            progress.shared_throttle.before_fetch(throttle).await;
             let request = FetchRequest {
                 partition: target.key.clone(),
                 log_id: target.log_id,
                 replica_id: target.me.clone(),
                 leader_epoch: target.epoch,
                 fetch_offset,
-                max_bytes: FETCH_BYTES,
+                max_bytes: fetch_bytes(throttle),
                 max_wait_ms: FETCH_WAIT.as_millis() as u32,
             };
             let response = match client.fetch(request).await {
@@ -170,6 +197,12 @@ async fn follow(
             if !response.records.is_empty() {
                 let log = log.clone();
                 let records = response.records;
+                let fetched = records.len() as u64;
+                progress.fetched_bytes.inc_by(fetched);
+                progress
+                    .shared_throttle
+                    .after_fetch(fetched, throttle)
+                    .await;
                 blocking(move || {
                     log.append_raw(&records)?;
                     if fsync {
@@ -179,7 +212,9 @@ async fn follow(
                 })
                 .await?;
             }
-            high_watermark.fetch_max(response.high_watermark, Ordering::AcqRel);
+            progress
+                .high_watermark
+                .fetch_max(response.high_watermark, Ordering::AcqRel);
         }
         #[allow(unreachable_code)]
         Ok::<(), StorageError>(())
@@ -191,6 +226,79 @@ async fn follow(
             }
         }
         _ = stopped.wait_for(|s| *s) => {}
+    }
+}
+
+/// What one fetch may ask for under `throttle` bytes/s (0: unthrottled):
+/// about a quarter second's worth, so the copy's rate stays smooth.
+fn fetch_bytes(throttle: u64) -> u32 {
+    if throttle == 0 {
+        return FETCH_BYTES;
+    }
+    (throttle / 4).clamp(64 << 10, u64::from(FETCH_BYTES)) as u32
+}
+
+/// Kafka's `follower.replication.throttled.rate`, for one broker: the
+/// throttled followers of a broker share it, so that their fetches bring
+/// at most that many bytes per second together. Each fetch's bytes push
+/// back the earliest start of the next throttled fetch.
+#[derive(Default)]
+pub struct Throttle {
+    next_fetch: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Throttle {
+    /// Waits until a fetch under `rate` bytes/s may start.
+    async fn before_fetch(&self, rate: u64) {
+        if rate == 0 {
+            return;
+        }
+        let next = self.next_fetch.lock().await;
+        if let Some(at) = *next {
+            // Holding the lock: throttled fetches take turns.
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    /// Accounts for `bytes` fetched under `rate` bytes/s.
+    async fn after_fetch(&self, bytes: u64, rate: u64) {
+        if rate == 0 {
+            return;
+        }
+        let mut next = self.next_fetch.lock().await;
+        let now = tokio::time::Instant::now();
+        let from = next.map_or(now, |at| at.max(now));
+        *next = Some(from + Duration::from_secs_f64(bytes as f64 / rate as f64));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn throttled_fetches_average_at_most_the_rate() {
+        let throttle = Throttle::default();
+        let start = tokio::time::Instant::now();
+        let rate = 1_000_000;
+        for _ in 0..10 {
+            throttle.before_fetch(rate).await;
+            throttle.after_fetch(250_000, rate).await;
+        }
+        // 2.5 MB at 1 MB/s: the tenth fetch starts 2.25 s after the first.
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_millis(2250), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(2300), "{elapsed:?}");
+        throttle.before_fetch(0).await;
+        assert_eq!(start.elapsed(), elapsed, "unthrottled fetches never wait");
+    }
+
+    #[test]
+    fn throttled_fetches_ask_for_a_quarter_second_of_bytes() {
+        assert_eq!(fetch_bytes(0), FETCH_BYTES);
+        assert_eq!(fetch_bytes(4 << 20), 1 << 20);
+        assert_eq!(fetch_bytes(1000), 64 << 10);
+        assert_eq!(fetch_bytes(u64::MAX), FETCH_BYTES);
     }
 }
 

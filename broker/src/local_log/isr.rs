@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::record::Reassignment;
+
 /// A follower as the leader last saw it.
 #[derive(Clone, Copy, Debug)]
 struct Progress {
@@ -25,6 +27,8 @@ pub struct IsrState {
     /// Offset where the leader's epoch began: a follower must reach it
     /// before it may rejoin the ISR (it has then truncated any old tail).
     epoch_start: u64,
+    /// The move of replicas under way, as the record holds it.
+    reassignment: Option<Reassignment>,
 }
 
 impl IsrState {
@@ -58,7 +62,49 @@ impl IsrState {
             followers,
             high_watermark,
             epoch_start,
+            reassignment: None,
         }
+    }
+
+    pub fn replicas(&self) -> &[String] {
+        &self.replicas
+    }
+
+    /// Every follower with where it last fetched from.
+    pub fn follower_ends(&self) -> Vec<(String, u64)> {
+        self.followers
+            .iter()
+            .map(|(r, p)| (r.clone(), p.end))
+            .collect()
+    }
+
+    /// Applies the replicas and reassignment the record holds now. A new
+    /// replica gets a full lag period to show up; one that is no longer a
+    /// replica leaves the ISR at once, since it can never lead again.
+    pub fn set_replicas(
+        &mut self,
+        replicas: Vec<String>,
+        reassignment: Option<Reassignment>,
+        now: Instant,
+    ) {
+        for r in replicas.iter().filter(|r| **r != self.me) {
+            self.followers.entry(r.clone()).or_insert(Progress {
+                end: 0,
+                caught_up_at: now,
+            });
+        }
+        self.followers.retain(|r, _| replicas.contains(r));
+        self.isr.retain(|r| replicas.contains(r));
+        self.replicas = replicas;
+        self.reassignment = reassignment;
+    }
+
+    /// Whether the reassignment under way can be finished by this leader:
+    /// every new replica is in sync and this one stays.
+    pub fn reassignment_done(&self) -> bool {
+        self.reassignment
+            .as_ref()
+            .is_some_and(|r| r.caught_up(&self.isr) && r.target.contains(&self.me))
     }
 
     pub fn isr(&self) -> &[String] {
@@ -146,6 +192,12 @@ impl IsrState {
     pub fn set_isr(&mut self, isr: Vec<String>) {
         self.isr = isr;
     }
+
+    /// Applies a reassignment finished in the record: `target` are the
+    /// replicas now, and only they stay in the ISR.
+    pub fn finish_reassignment(&mut self, target: Vec<String>, now: Instant) {
+        self.set_replicas(target, None, now);
+    }
 }
 
 #[cfg(test)]
@@ -218,6 +270,69 @@ mod tests {
         assert!(s.may_rejoin("c"));
         assert!(!s.may_rejoin("b"), "already in sync");
         assert!(!s.may_rejoin("x"), "not a replica");
+    }
+
+    fn moving(target: &[&str], adding: &[&str], removing: &[&str]) -> Reassignment {
+        Reassignment {
+            target: ids(target),
+            adding: ids(adding),
+            removing: ids(removing),
+            throttle_bytes_per_sec: None,
+            started_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_new_replica_catches_up_outside_the_isr_then_finishes_the_move() {
+        let now = Instant::now();
+        let mut s = state(&["a", "b", "c"], 2, now);
+        s.record_fetch("b", 10, 10, now);
+        s.record_fetch("c", 10, 10, now);
+        assert_eq!(s.advance(10), 10);
+        s.set_replicas(
+            ids(&["a", "b", "c", "d"]),
+            Some(moving(&["a", "b", "d"], &["d"], &["c"])),
+            now,
+        );
+        assert!(!s.reassignment_done(), "d has copied nothing yet");
+        assert_eq!(
+            s.advance(12),
+            10,
+            "a copying replica does not hold the high watermark"
+        );
+        s.record_fetch("b", 12, 12, now);
+        s.record_fetch("c", 12, 12, now);
+        assert_eq!(s.advance(12), 12);
+        s.record_fetch("d", 12, 12, now);
+        assert!(s.may_rejoin("d"));
+        s.set_isr(ids(&["a", "b", "c", "d"]));
+        assert!(s.reassignment_done());
+        s.finish_reassignment(ids(&["a", "b", "d"]), now);
+        assert_eq!(s.isr(), ids(&["a", "b", "d"]).as_slice());
+        assert!(!s.is_replica("c"));
+        assert!(!s.reassignment_done());
+    }
+
+    #[test]
+    fn a_leader_that_goes_does_not_finish_the_move_itself() {
+        let now = Instant::now();
+        let mut s = state(&["a", "b", "c"], 2, now);
+        s.set_replicas(
+            ids(&["a", "b", "c", "d"]),
+            Some(moving(&["d", "b", "c"], &["d"], &["a"])),
+            now,
+        );
+        s.set_isr(ids(&["a", "b", "c", "d"]));
+        assert!(!s.reassignment_done(), "a leaves: the new leader finishes");
+    }
+
+    #[test]
+    fn a_replica_dropped_from_the_record_leaves_the_isr() {
+        let now = Instant::now();
+        let mut s = state(&["a", "b", "c"], 2, now);
+        s.set_replicas(ids(&["a", "b"]), None, now);
+        assert_eq!(s.isr(), ids(&["a", "b"]).as_slice());
+        assert!(s.follower_ends().iter().all(|(r, _)| r != "c"));
     }
 
     #[test]

@@ -143,57 +143,86 @@ impl LocalLog {
     }
 
     /// Writes an ISR change to the record, then applies it; one at a time.
-    fn change_isr_in_background(self: &Arc<Self>, change: IsrChange) {
+    /// A change that leaves every new replica of a reassignment in sync
+    /// finishes the reassignment next, in the same task.
+    pub(super) fn change_isr_in_background(self: &Arc<Self>, change: IsrChange) {
         if self.isr_changing.swap(true, Ordering::AcqRel) {
             return;
         }
         let log = self.clone();
         tokio::spawn(async move {
-            let result = log.change_isr(change).await;
-            log.isr_changing.store(false, Ordering::Release);
-            if let Err(e) = result {
-                tracing::warn!(topic = %log.name, error = %e, "ISR change failed");
+            let mut next = Some(change);
+            while let Some(change) = next.take() {
+                if let Err(e) = log.change_isr(change).await {
+                    tracing::warn!(topic = %log.name, error = %e, "ISR change failed");
+                    break;
+                }
+                if log.stopped().is_none() && log.isr_state().reassignment_done() {
+                    next = Some(IsrChange::FinishReassignment);
+                }
             }
+            log.isr_changing.store(false, Ordering::Release);
         });
     }
 
     async fn change_isr(&self, change: IsrChange) -> Result<(), StorageError> {
-        let mut isr = self.isr_state().isr().to_vec();
-        match &change {
+        let result = match &change {
+            IsrChange::FinishReassignment => self.finish_reassignment().await,
             IsrChange::Add(replica) => {
+                let mut isr = self.isr_state().isr().to_vec();
                 if isr.contains(replica) {
                     return Ok(());
                 }
                 isr.push(replica.clone());
+                self.write_isr(&change, &isr).await
             }
-            IsrChange::Remove(lagging) => isr.retain(|r| !lagging.contains(r)),
+            IsrChange::Remove(lagging) => {
+                let mut isr = self.isr_state().isr().to_vec();
+                isr.retain(|r| !lagging.contains(r));
+                self.write_isr(&change, &isr).await
+            }
+        };
+        if let Err(StorageError::Fenced(why)) = &result {
+            // Another broker leads now: this one confirms nothing more.
+            tracing::warn!(topic = %self.name, why, "leader deposed");
+            self.stop(StorageError::Fenced(why.clone())).await;
         }
-        match self
+        result
+    }
+
+    async fn write_isr(&self, change: &IsrChange, isr: &[String]) -> Result<(), StorageError> {
+        let written = self
             .records
-            .change_isr(&self.record_key, (self.log_id, self.epoch), &isr)
-            .await
-        {
-            Ok(()) => {
-                tracing::info!(topic = %self.name, ?change, ?isr, "ISR changed");
-                self.apply_isr(isr);
-                self.commit();
-                Ok(())
-            }
-            Err(StorageError::Fenced(why)) => {
-                // Another broker leads now: this one confirms nothing more.
-                tracing::warn!(topic = %self.name, why, "leader deposed");
-                self.stop(StorageError::Fenced(why.clone())).await;
-                Err(StorageError::Fenced(why))
-            }
-            Err(e) => Err(e),
+            .change_isr(&self.record_key, (self.log_id, self.epoch), isr)
+            .await?;
+        tracing::info!(topic = %self.name, ?change, isr = ?written, "ISR changed");
+        self.apply_isr(written);
+        self.commit();
+        Ok(())
+    }
+
+    async fn finish_reassignment(&self) -> Result<(), StorageError> {
+        let finished = self
+            .records
+            .complete_reassignment(&self.record_key, (self.log_id, self.epoch))
+            .await?;
+        if let Some(record) = finished {
+            tracing::info!(topic = %self.name, replicas = ?record.replicas, isr = ?record.isr, "reassignment finished");
+            self.isr_state()
+                .finish_reassignment(record.replicas, Instant::now());
+            self.refresh_writable();
+            self.commit();
         }
+        Ok(())
     }
 }
 
 #[derive(Debug)]
-enum IsrChange {
+pub(super) enum IsrChange {
     Add(String),
     Remove(Vec<String>),
+    /// Every new replica of the reassignment under way is in sync.
+    FinishReassignment,
 }
 
 /// Drops followers that lag past `replica.lag.time.max` from the ISR,

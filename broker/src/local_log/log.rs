@@ -26,6 +26,7 @@ use super::isr::IsrState;
 use super::record::{PartitionRecord, RecordStore};
 use super::trim::segments_to_trim;
 use super::{registry, FlushPolicy, LocalLogConfig};
+use crate::clock::now_ms;
 use crate::storage::{
     AppendFuture, Entry, LogStats, PartitionLog, Position, PositionOrder, PositionRun,
     RetentionLimits, SegmentStats, StorageError,
@@ -56,6 +57,8 @@ pub struct Leadership {
     pub lag_max: Duration,
     /// The high watermark this broker knew as a follower, if it was one.
     pub known_high_watermark: Option<u64>,
+    /// Other brokers may hold replicas (not a standalone broker).
+    pub clustered: bool,
 }
 
 pub struct LocalLog {
@@ -87,13 +90,6 @@ pub struct LocalLog {
     /// An ISR change is being written to the record.
     pub(super) isr_changing: AtomicBool,
     pub(super) lag_max: Duration,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn backend(e: impl std::fmt::Display) -> StorageError {
@@ -131,13 +127,19 @@ impl LocalLog {
                 .unwrap_or(0)
                 .clamp(log.log_start_offset(), end),
         };
-        let isr = IsrState::new(
+        let mut isr = IsrState::new(
             lead.me.clone(),
             (lead.record.replicas.clone(), lead.record.isr.clone()),
             lead.min_insync,
             (high_watermark, end),
             Instant::now(),
         );
+        isr.set_replicas(
+            lead.record.replicas.clone(),
+            lead.record.reassignment.clone(),
+            Instant::now(),
+        );
+        let finish_move = isr.reassignment_done();
         tracing::info!(topic = %name, log_id, epoch, end, high_watermark, isr = ?isr.isr(), dir = %dir.display(), "local log open as leader");
         let local = Arc::new(LocalLog {
             name,
@@ -166,7 +168,13 @@ impl LocalLog {
             lag_max: lead.lag_max,
         });
         tokio::spawn(local.clone().write_rounds());
-        if replicated {
+        if finish_move {
+            // This broker took over a partition moving to it: the replicas
+            // that go can go now.
+            local.change_isr_in_background(super::leader::IsrChange::FinishReassignment);
+        }
+        if lead.clustered {
+            // Even a log of one replica may get followers (a reassignment).
             tokio::spawn(super::leader::check_isr_periodically(Arc::downgrade(
                 &local,
             )));
@@ -180,9 +188,40 @@ impl LocalLog {
 
     /// Applies an ISR the record now holds.
     pub(super) fn apply_isr(&self, isr: Vec<String>) {
-        let mut state = self.isr_state();
-        state.set_isr(isr);
-        self.writable.store(state.writable(), Ordering::Release);
+        self.isr_state().set_isr(isr);
+        self.refresh_writable();
+    }
+
+    pub(super) fn refresh_writable(&self) {
+        let writable = self.isr_state().writable();
+        self.writable.store(writable, Ordering::Release);
+    }
+
+    /// Applies what others changed in the record of the epoch this log
+    /// leads (a reassignment started or cancelled): its replicas, and the
+    /// move under way, which finishes here once its new replicas are in
+    /// sync.
+    pub(super) fn apply_record(self: &Arc<Self>, record: &PartitionRecord) {
+        let done = {
+            let mut isr = self.isr_state();
+            if isr.replicas() == record.replicas.as_slice()
+                && record.reassignment.is_none()
+                && !isr.reassignment_done()
+            {
+                return;
+            }
+            isr.set_replicas(
+                record.replicas.clone(),
+                record.reassignment.clone(),
+                Instant::now(),
+            );
+            isr.reassignment_done()
+        };
+        self.refresh_writable();
+        self.commit();
+        if done {
+            self.change_isr_in_background(super::leader::IsrChange::FinishReassignment);
+        }
     }
 
     /// Moves the high watermark as far as the ISR allows and confirms the
@@ -376,6 +415,30 @@ impl LocalLog {
 
     fn segments(&self) -> Vec<SegmentInfo> {
         self.log.segments()
+    }
+
+    /// Bytes of the entries below `offset` (estimated inside a segment).
+    pub(super) fn bytes_below(&self, offset: u64) -> u64 {
+        self.segments()
+            .iter()
+            .filter(|s| s.base_offset < offset)
+            .map(|s| {
+                let entries = s.next_offset - s.base_offset;
+                let held = offset.min(s.next_offset) - s.base_offset;
+                share(s.bytes, held, entries)
+            })
+            .sum()
+    }
+
+    /// How far each follower has copied this log, for the admin API.
+    pub(super) fn replica_progress(&self) -> super::reassign::ReplicaProgress {
+        super::reassign::ReplicaProgress {
+            me: self.me.clone(),
+            log_start: self.log.log_start_offset(),
+            log_end: self.log.log_end_offset(),
+            size_bytes: self.log.size_bytes(),
+            follower_ends: self.isr_state().follower_ends(),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod isr;
 mod leader;
 mod log;
 mod peers;
+mod reassign;
 mod record;
 mod registry;
 mod replicas;
@@ -39,7 +40,9 @@ pub use trim::segments_to_trim;
 use log::Leadership;
 use record::{Placement, RecordStore};
 
-use crate::storage::{Architecture, LogName, LogStore, PartitionLog, Replication, StorageError};
+use crate::storage::{
+    Architecture, LogName, LogStore, PartitionLog, ReplicaSet, Replication, StorageError,
+};
 
 /// When a receipt goes out, relative to the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,6 +233,7 @@ impl LogStore for LocalLogStore {
                 min_insync,
                 lag_max: self.config.lag_max,
                 known_high_watermark,
+                clustered: self.clustered,
             },
             dir,
             self.config.clone(),
@@ -258,6 +262,36 @@ impl LogStore for LocalLogStore {
         registry::fence(&dir, "deleted").await;
         log::remove_dir(&dir).await?;
         self.records.delete(&key, record.log_id).await
+    }
+
+    async fn replica_set(&self, name: &LogName) -> Result<ReplicaSet, StorageError> {
+        self.replicas_of(name).await
+    }
+
+    async fn reassign(
+        &self,
+        name: &LogName,
+        target: &[String],
+        throttle: Option<u64>,
+    ) -> Result<ReplicaSet, StorageError> {
+        self.start_reassignment(name, target, throttle).await
+    }
+
+    async fn cancel_reassignment(&self, name: &LogName) -> Result<ReplicaSet, StorageError> {
+        self.stop_reassignment(name).await
+    }
+
+    async fn make_leader_ready(
+        &self,
+        name: &LogName,
+        broker: &str,
+        throttle: Option<u64>,
+    ) -> Result<(), StorageError> {
+        self.copy_for_leader(name, broker, throttle).await
+    }
+
+    async fn can_lead(&self, name: &LogName, broker: &str) -> Result<bool, StorageError> {
+        self.in_sync_at(name, broker).await
     }
 
     async fn eligible_leaders(&self, name: &LogName) -> Result<Option<Vec<String>>, StorageError> {

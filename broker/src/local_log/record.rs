@@ -9,6 +9,7 @@ use bytes::Bytes;
 use magnetar_metadata::{Expect, LedgerIdAllocator, MetadataError, MetadataStore, Version};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now_ms;
 use crate::storage::StorageError;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +31,43 @@ pub struct PartitionRecord {
     /// replication, meaning all of `replicas`.
     #[serde(default)]
     pub isr: Vec<String>,
+    /// A change of replicas under way (Kafka's partition reassignment,
+    /// KIP-455): while it lasts `replicas` holds the old and the new ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassignment: Option<Reassignment>,
+}
+
+/// A move of a log's replicas to other brokers. New replicas copy the log
+/// as followers (throttled) and join the ISR once caught up; then the
+/// leader, if it stays, drops the replicas that go. A leader that goes
+/// hands over first (its bundle moves to a new replica).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    /// The replicas once done, the preferred leader first.
+    pub target: Vec<String>,
+    /// Replicas copying the log (in `target`, not in the old replicas).
+    pub adding: Vec<String>,
+    /// Replicas that go once the new ones are in sync.
+    pub removing: Vec<String>,
+    /// Kafka's `follower.replication.throttled.rate` for the adding
+    /// replicas' fetches; `None` is unthrottled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_bytes_per_sec: Option<u64>,
+    pub started_ms: u64,
+}
+
+impl Reassignment {
+    /// Whether every adding replica is in `isr`.
+    pub fn caught_up(&self, isr: &[String]) -> bool {
+        self.adding.iter().all(|r| isr.contains(r))
+    }
+
+    /// The throttle that applies to `replica`'s fetches now: only a new
+    /// replica still copying is throttled.
+    pub fn throttle_for(&self, replica: &str, isr: &[String]) -> Option<u64> {
+        let copying = self.adding.iter().any(|r| r == replica) && !isr.iter().any(|r| r == replica);
+        self.throttle_bytes_per_sec.filter(|_| copying)
+    }
 }
 
 /// What a broker taking the lead needs to know of the cluster.
@@ -125,6 +163,7 @@ impl RecordStore {
             leader: None,
             replicas: Vec::new(),
             isr: Vec::new(),
+            reassignment: None,
         };
         match self
             .store
@@ -195,14 +234,16 @@ impl RecordStore {
         }
     }
 
-    /// Writes `isr` as the ISR of the log led in `epoch`; fails with
-    /// `Fenced` when another leader has taken over since.
+    /// Writes `isr` as the ISR of the log led in `epoch`, less any member
+    /// that is no longer a replica (a reassignment cancelled meanwhile);
+    /// returns the ISR written. Fails with `Fenced` when another leader
+    /// has taken over since.
     pub async fn change_isr(
         &self,
         key: &str,
         (log_id, epoch): (u64, u32),
         isr: &[String],
-    ) -> Result<(), StorageError> {
+    ) -> Result<Vec<String>, StorageError> {
         loop {
             let Some((mut record, version)) = self.load(key).await? else {
                 return Err(StorageError::Fenced(format!("{key} was deleted")));
@@ -213,13 +254,163 @@ impl RecordStore {
                     record.leader_epoch
                 )));
             }
-            record.isr = isr.to_vec();
+            record.isr = isr
+                .iter()
+                .filter(|r| record.replicas.contains(r))
+                .cloned()
+                .collect();
             match self
                 .store
                 .put(key, record.to_bytes()?, Expect::Version(version), None)
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(record.isr),
+                Err(MetadataError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Starts moving the replicas of `key` to `target` (replica ids, the
+    /// preferred leader first), or changes the throttle of the same move
+    /// under way. A log nobody has led yet just gets `target` as its
+    /// replicas: there is nothing to copy. Another move under way is
+    /// refused (cancel it first).
+    pub async fn start_reassignment(
+        &self,
+        key: &str,
+        target: &[String],
+        throttle_bytes_per_sec: Option<u64>,
+    ) -> Result<PartitionRecord, StorageError> {
+        validate_target(key, target)?;
+        loop {
+            let Some((mut record, version)) = self.load(key).await? else {
+                return Err(StorageError::NotFound(format!("{key} has no log")));
+            };
+            if record.replicas.is_empty() {
+                record.replicas = target.to_vec();
+                record.isr = target.to_vec();
+            } else if let Some(current) = &mut record.reassignment {
+                if current.target != target {
+                    return Err(StorageError::Rejected(format!(
+                        "{key} is being reassigned to {:?} already; cancel that first",
+                        current.target
+                    )));
+                }
+                current.throttle_bytes_per_sec = throttle_bytes_per_sec;
+            } else {
+                if record.isr.is_empty() {
+                    record.isr = record.replicas.clone();
+                }
+                let adding: Vec<String> = target
+                    .iter()
+                    .filter(|r| !record.replicas.contains(r))
+                    .cloned()
+                    .collect();
+                let removing: Vec<String> = record
+                    .replicas
+                    .iter()
+                    .filter(|r| !target.contains(r))
+                    .cloned()
+                    .collect();
+                if adding.is_empty() && removing.is_empty() {
+                    // The same set: only the preferred order changes.
+                    record.replicas = target.to_vec();
+                } else {
+                    record.replicas.extend(adding.iter().cloned());
+                    record.reassignment = Some(Reassignment {
+                        target: target.to_vec(),
+                        adding,
+                        removing,
+                        throttle_bytes_per_sec,
+                        started_ms: now_ms(),
+                    });
+                }
+            }
+            match self
+                .store
+                .put(key, record.to_bytes()?, Expect::Version(version), None)
+                .await
+            {
+                Ok(_) => return Ok(record),
+                Err(MetadataError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Stops the move under way: the replicas being added go again. A move
+    /// whose new replica already leads cannot be undone this way.
+    pub async fn cancel_reassignment(&self, key: &str) -> Result<PartitionRecord, StorageError> {
+        loop {
+            let Some((mut record, version)) = self.load(key).await? else {
+                return Err(StorageError::NotFound(format!("{key} has no log")));
+            };
+            let Some(moving) = record.reassignment.take() else {
+                return Ok(record);
+            };
+            if record
+                .leader
+                .as_ref()
+                .is_some_and(|l| moving.adding.contains(l))
+            {
+                return Err(StorageError::Rejected(format!(
+                    "{key} is led by {:?}, one of the replicas being added: reassign it back instead",
+                    record.leader
+                )));
+            }
+            record.replicas.retain(|r| !moving.adding.contains(r));
+            record.isr.retain(|r| !moving.adding.contains(r));
+            match self
+                .store
+                .put(key, record.to_bytes()?, Expect::Version(version), None)
+                .await
+            {
+                Ok(_) => return Ok(record),
+                Err(MetadataError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Ends the move under way once every new replica is in sync, by the
+    /// leader of `epoch` (which stays a replica): the replicas become the
+    /// target and the ones removed leave the ISR. Returns the record as
+    /// written, or `None` when there is nothing to finish yet.
+    pub async fn complete_reassignment(
+        &self,
+        key: &str,
+        (log_id, epoch): (u64, u32),
+    ) -> Result<Option<PartitionRecord>, StorageError> {
+        loop {
+            let Some((mut record, version)) = self.load(key).await? else {
+                return Err(StorageError::Fenced(format!("{key} was deleted")));
+            };
+            if record.log_id != log_id || record.leader_epoch != epoch {
+                return Err(StorageError::Fenced(format!(
+                    "{key} is in leader epoch {} now (this leader's is {epoch})",
+                    record.leader_epoch
+                )));
+            }
+            let Some(moving) = record.reassignment.clone() else {
+                return Ok(None);
+            };
+            let leader_stays = record
+                .leader
+                .as_ref()
+                .is_some_and(|l| moving.target.contains(l));
+            if !leader_stays || !moving.caught_up(&record.isr) {
+                return Ok(None);
+            }
+            record.replicas = moving.target.clone();
+            record.isr.retain(|r| moving.target.contains(r));
+            record.reassignment = None;
+            match self
+                .store
+                .put(key, record.to_bytes()?, Expect::Version(version), None)
+                .await
+            {
+                Ok(_) => return Ok(Some(record)),
                 Err(MetadataError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -241,6 +432,27 @@ impl RecordStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Most replicas one log may have.
+const MAX_REPLICAS: usize = 16;
+
+fn validate_target(key: &str, target: &[String]) -> Result<(), StorageError> {
+    if target.is_empty() || target.len() > MAX_REPLICAS {
+        return Err(StorageError::Rejected(format!(
+            "{key}: a log needs 1 to {MAX_REPLICAS} replicas, not {}",
+            target.len()
+        )));
+    }
+    let mut unique = target.to_vec();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != target.len() {
+        return Err(StorageError::Rejected(format!(
+            "{key}: replicas {target:?} name a broker twice"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

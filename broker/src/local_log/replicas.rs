@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use magnetar_metadata::{keys, MetadataStore, WatchEventKind};
+use prometheus::IntCounter;
 
-use super::follower::{FollowTarget, Follower};
+use super::follower::{FollowTarget, Follower, Throttle};
 use super::log::LocalLog;
 use super::peers::Peers;
 use super::record::PartitionRecord;
@@ -38,6 +39,10 @@ pub struct Replicas {
     /// Held while a log changes role (leader opening, follower starting),
     /// so one copy never has two writers.
     pub(super) transitions: tokio::sync::Mutex<()>,
+    /// Bytes this broker's followers fetched from leaders.
+    fetched_bytes: IntCounter,
+    /// Shared by the followers copying a reassigned log.
+    throttle: Arc<Throttle>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -60,7 +65,19 @@ impl Replicas {
             leaders: Mutex::new(HashMap::new()),
             followers: Mutex::new(HashMap::new()),
             transitions: tokio::sync::Mutex::new(()),
+            fetched_bytes: IntCounter::new(
+                "replication_fetched_bytes_total",
+                "Bytes this broker's follower replicas fetched from partition leaders",
+            )
+            .expect("a valid metric name"),
+            throttle: Arc::new(Throttle::default()),
         }
+    }
+
+    /// The counter of bytes fetched by followers, for the broker's
+    /// metrics registry: a reassignment's copy shows in it.
+    pub fn fetched_bytes(&self) -> IntCounter {
+        self.fetched_bytes.clone()
     }
 
     /// This broker's replica id.
@@ -120,6 +137,7 @@ impl Replicas {
                 )))
                 .await;
             } else if led.stopped().is_none() {
+                led.apply_record(&record);
                 return;
             }
         }
@@ -128,8 +146,15 @@ impl Replicas {
             if let Some(follower) = removed {
                 follower.stop().await;
             }
+            if !holds_copy && !record.replicas.is_empty() {
+                self.remove_copy(key, record.log_id).await;
+            }
             return;
         }
+        let throttle = record
+            .reassignment
+            .as_ref()
+            .and_then(|r| r.throttle_for(&self.me, &record.isr));
         let leader = record.leader.clone().unwrap_or_default();
         let url = match self.peers.live().await {
             Ok(peers) => peers
@@ -160,13 +185,38 @@ impl Replicas {
                 && current.target.epoch == target.epoch
                 && current.target.leader_url == target.leader_url;
             if same {
+                current.set_throttle(throttle);
                 return;
             }
             current.stop().await;
         }
         super::registry::fence(&target.dir, "this broker follows the partition now").await;
-        let follower = Follower::start(target, self.config.clone());
+        let follower = Follower::start(
+            target,
+            self.config.clone(),
+            throttle,
+            (self.fetched_bytes.clone(), self.throttle.clone()),
+        );
         lock(&self.followers).insert(key.to_string(), follower);
+    }
+
+    /// Deletes this broker's copy of a log it is no longer a replica of
+    /// (reassigned away), as Kafka deletes a replica's log once it has
+    /// been moved.
+    async fn remove_copy(&self, key: &str, log_id: u64) {
+        let dir = self.dir_of(log_id);
+        if !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+            return;
+        }
+        super::registry::fence(&dir, "this broker is no longer a replica").await;
+        match super::log::remove_dir(&dir).await {
+            Ok(()) => {
+                tracing::info!(partition = key, dir = %dir.display(), "removed a copy reassigned away")
+            }
+            Err(e) => {
+                tracing::warn!(partition = key, error = %e, "removing a copy reassigned away")
+            }
+        }
     }
 
     async fn reconcile_all(&self) -> Result<(), StorageError> {

@@ -19,12 +19,13 @@ mod trim;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use magnetar_metadata::{MetadataStore, Version};
 use tokio::sync::{oneshot, watch};
 
+use crate::clock::now_ms;
 use crate::ledger::{EntryId, LedgerClient, LedgerConfig, LedgerId, LedgerReader, LedgerWriter};
 pub use cache::EntryCache;
 pub use delete::delete_stored;
@@ -105,13 +106,6 @@ pub struct ManagedLedger {
     list_updates: tokio::sync::Mutex<()>,
     /// Bumped on every confirmation or seal, so readers waiting for entries wake.
     changed: watch::Sender<u64>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl ManagedLedger {

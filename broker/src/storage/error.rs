@@ -19,6 +19,14 @@ pub enum StorageError {
     NotEnoughReplicas { in_sync: usize, required: usize },
     #[error("metadata: {0}")]
     Metadata(String),
+    /// The log (or the broker a request names) does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A request this storage cannot carry out as asked (a reassignment
+    /// that conflicts with one under way, an operation the architecture
+    /// has no use for); the message says why.
+    #[error("{0}")]
+    Rejected(String),
     /// This broker was started with another architecture than the one
     /// its cluster was initialised with.
     #[error("this cluster was initialised with the {cluster} architecture; a broker started with --architecture {broker} cannot join it (start it with --architecture {cluster}, or use another metadata root)")]

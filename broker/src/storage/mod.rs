@@ -15,6 +15,7 @@ pub mod conformance;
 mod error;
 mod position;
 mod publish_time;
+mod replicas;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +29,7 @@ use tokio::sync::watch;
 pub use error::StorageError;
 pub use position::Position;
 pub use publish_time::position_at_publish_time;
+pub use replicas::{ReassignmentState, ReplicaSet, ReplicaState};
 
 /// An entry read back: its position and the bytes appended.
 #[derive(Clone, Debug)]
@@ -328,6 +330,56 @@ pub trait LogStore: Send + Sync {
     async fn eligible_leaders(&self, _name: &LogName) -> Result<Option<Vec<String>>, StorageError> {
         Ok(None)
     }
+
+    /// The log's copies and the reassignment under way, where the
+    /// architecture keeps copies on brokers.
+    async fn replica_set(&self, name: &LogName) -> Result<ReplicaSet, StorageError> {
+        Err(no_replicas_on_brokers(name))
+    }
+
+    /// Moves the log's copies to `target` (brokers by id or replica id,
+    /// the preferred leader first), throttled to `throttle` bytes/s of
+    /// copying per receiving broker. The leader must stay a replica: a
+    /// leader leaves by its bundle moving ([`Self::make_leader_ready`]).
+    async fn reassign(
+        &self,
+        name: &LogName,
+        _target: &[String],
+        _throttle: Option<u64>,
+    ) -> Result<ReplicaSet, StorageError> {
+        Err(no_replicas_on_brokers(name))
+    }
+
+    /// Stops the reassignment under way; its new copies go again.
+    async fn cancel_reassignment(&self, name: &LogName) -> Result<ReplicaSet, StorageError> {
+        Err(no_replicas_on_brokers(name))
+    }
+
+    /// Starts whatever `broker` needs before it can lead the log, so that
+    /// the log's bundle can move there: for a local log, a copy replacing
+    /// the current leader's (throttled to `throttle` bytes/s). Nothing for
+    /// ledgers, which any broker can open.
+    async fn make_leader_ready(
+        &self,
+        _name: &LogName,
+        _broker: &str,
+        _throttle: Option<u64>,
+    ) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// Whether `broker` can lead the log now (it holds every committed
+    /// entry); always for ledgers.
+    async fn can_lead(&self, _name: &LogName, _broker: &str) -> Result<bool, StorageError> {
+        Ok(true)
+    }
+}
+
+fn no_replicas_on_brokers(name: &LogName) -> StorageError {
+    StorageError::Rejected(format!(
+        "{} is stored in ledgers on bookies: brokers hold no copies of it, and moving it moves only its bundle's ownership (namespaces unload with destinationBroker)",
+        name.full_name()
+    ))
 }
 
 /// Records `architecture` as the cluster's if none is recorded yet, and

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::policies::{BacklogQuota, BacklogQuotaPolicy, NamespacePolicies, RetentionPolicy};
 use super::{BrokerService, ServiceError, Subscription, Topic};
+use crate::clock::now_ms;
 use crate::storage::{Position, RetentionLimits};
 
 /// How often policies are applied unless configured (Pulsar checks backlog
@@ -138,13 +139,6 @@ pub fn retention_limits(policy: Option<RetentionPolicy>) -> RetentionLimits {
             .ok()
             .map(|mb| mb.saturating_mul(1 << 20)),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Lifecycle policies of one topic.

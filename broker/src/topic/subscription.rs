@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::key_shared::{HashSelector, KeySharedError, KeySharedMode};
 use super::rate_limit::{RateLimit, RateLimiter};
+use crate::clock::now_ms;
 use crate::cursor::{CursorSnapshot, CursorState};
 use crate::metrics::BrokerMetrics;
 use crate::protocol::{commands, Outbound};
@@ -1139,13 +1140,6 @@ impl Subscription {
         }
         mark_delete >= position
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// One acknowledged message id, as a consumer sent it.

@@ -1,0 +1,250 @@
+//! Reassignment: moving a local log's copies between brokers (Kafka's
+//! partition reassignment). The request only writes the target into the
+//! partition record; the brokers carry it out. New replicas follow the
+//! leader (throttled) until they are in sync, then the leader drops the
+//! replicas that go, and they delete their copies (`replicas`,
+//! `leader`). A leader that goes hands over first: its bundle moves to
+//! a new replica that is in sync, and the new leader finishes the move.
+
+use super::log::LocalLog;
+use super::peers::Peer;
+use super::record::PartitionRecord;
+use super::LocalLogStore;
+use crate::storage::{LogName, ReassignmentState, ReplicaSet, ReplicaState, StorageError};
+
+impl LocalLogStore {
+    async fn record_of(&self, name: &LogName) -> Result<PartitionRecord, StorageError> {
+        match self.records.load(&name.metadata_key()).await? {
+            Some((record, _)) => Ok(record),
+            None => Err(StorageError::NotFound(format!(
+                "{} has no stored log",
+                name.full_name()
+            ))),
+        }
+    }
+
+    /// The replica ids `names` (broker ids or replica ids) stand for: an
+    /// existing replica by either id, any other by a live broker.
+    fn resolve(
+        names: &[String],
+        record: &PartitionRecord,
+        live: &[Peer],
+    ) -> Result<Vec<String>, StorageError> {
+        names
+            .iter()
+            .map(|name| {
+                let name = name.trim().trim_start_matches("pulsar://");
+                if record.replicas.iter().any(|r| r == name) {
+                    return Ok(name.to_string());
+                }
+                live.iter()
+                    .find(|p| p.replica_id == name || p.broker_id == name)
+                    .map(|p| p.replica_id.clone())
+                    .ok_or_else(|| {
+                        StorageError::Rejected(format!(
+                            "no live monolithic broker {name:?} (give a broker's host:port or replica id)"
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    pub(super) async fn replicas_of(&self, name: &LogName) -> Result<ReplicaSet, StorageError> {
+        let record = self.record_of(name).await?;
+        let live = self.replicas.peers.live().await?;
+        let led = self
+            .replicas
+            .leader(&name.metadata_key())
+            .filter(|l| l.log_id == record.log_id && l.stopped().is_none());
+        Ok(describe(&record, &live, led.as_deref()))
+    }
+
+    pub(super) async fn start_reassignment(
+        &self,
+        name: &LogName,
+        target: &[String],
+        throttle: Option<u64>,
+    ) -> Result<ReplicaSet, StorageError> {
+        self.require_clustered(name)?;
+        let record = self.record_of(name).await?;
+        let live = self.replicas.peers.live().await?;
+        let target = Self::resolve(target, &record, &live)?;
+        if let Some(leader) = record.leader.as_ref().filter(|l| !target.contains(l)) {
+            return Err(StorageError::Rejected(format!(
+                "{} is led by replica {leader}, which the target leaves out: the leader goes by moving its bundle (namespaces unload with destinationBroker) to a broker of the target",
+                name.full_name()
+            )));
+        }
+        self.records
+            .start_reassignment(&name.metadata_key(), &target, throttle)
+            .await?;
+        tracing::info!(topic = %name.full_name(), ?target, ?throttle, "reassignment started");
+        self.replicas_of(name).await
+    }
+
+    pub(super) async fn stop_reassignment(
+        &self,
+        name: &LogName,
+    ) -> Result<ReplicaSet, StorageError> {
+        self.require_clustered(name)?;
+        self.records
+            .cancel_reassignment(&name.metadata_key())
+            .await?;
+        tracing::info!(topic = %name.full_name(), "reassignment cancelled");
+        self.replicas_of(name).await
+    }
+
+    /// Starts copying the log to `broker` in place of its leader's copy,
+    /// unless `broker` holds a copy already.
+    pub(super) async fn copy_for_leader(
+        &self,
+        name: &LogName,
+        broker: &str,
+        throttle: Option<u64>,
+    ) -> Result<(), StorageError> {
+        let Some((record, _)) = self.records.load(&name.metadata_key()).await? else {
+            return Ok(());
+        };
+        if record.replicas.is_empty() {
+            return Ok(());
+        }
+        let live = self.replicas.peers.live().await?;
+        let dest = Self::resolve(&[broker.to_string()], &record, &live)?.remove(0);
+        if record.replicas.contains(&dest) {
+            return Ok(());
+        }
+        let leaving = record
+            .leader
+            .clone()
+            .filter(|l| record.replicas.contains(l))
+            .or_else(|| record.replicas.last().cloned());
+        let mut target = vec![dest];
+        target.extend(
+            record
+                .replicas
+                .iter()
+                .filter(|r| Some(*r) != leaving.as_ref())
+                .cloned(),
+        );
+        self.records
+            .start_reassignment(&name.metadata_key(), &target, throttle)
+            .await?;
+        tracing::info!(topic = %name.full_name(), ?target, ?throttle, "copying to the next leader");
+        Ok(())
+    }
+
+    pub(super) async fn in_sync_at(
+        &self,
+        name: &LogName,
+        broker: &str,
+    ) -> Result<bool, StorageError> {
+        let Some((record, _)) = self.records.load(&name.metadata_key()).await? else {
+            return Ok(true);
+        };
+        if record.replicas.is_empty() {
+            return Ok(true);
+        }
+        let live = self.replicas.peers.live().await?;
+        let Some(peer) = live
+            .iter()
+            .find(|p| p.broker_id == broker || p.replica_id == broker)
+        else {
+            return Err(StorageError::Unavailable(format!(
+                "broker {broker} is not alive"
+            )));
+        };
+        let isr = match record.isr.is_empty() {
+            true => &record.replicas,
+            false => &record.isr,
+        };
+        Ok(isr.contains(&peer.replica_id))
+    }
+
+    fn require_clustered(&self, name: &LogName) -> Result<(), StorageError> {
+        match self.clustered {
+            true => Ok(()),
+            false => Err(StorageError::Rejected(format!(
+                "{} is on a standalone broker, which keeps one copy of every log: there is nowhere to move it",
+                name.full_name()
+            ))),
+        }
+    }
+}
+
+/// The admin view of `record`, with the progress `led` (this broker's
+/// open log, if it leads it) knows of each follower.
+fn describe(record: &PartitionRecord, live: &[Peer], led: Option<&LocalLog>) -> ReplicaSet {
+    let isr = match record.isr.is_empty() {
+        true => &record.replicas,
+        false => &record.isr,
+    };
+    let moving = record.reassignment.as_ref();
+    let progress = led.map(LocalLog::replica_progress);
+    let replicas: Vec<ReplicaState> = record
+        .replicas
+        .iter()
+        .map(|id| {
+            let end = progress.as_ref().and_then(|p| p.end_of(id));
+            ReplicaState {
+                replica_id: id.clone(),
+                broker_id: live
+                    .iter()
+                    .find(|p| p.replica_id == *id)
+                    .map(|p| p.broker_id.clone()),
+                leader: record.leader.as_ref() == Some(id),
+                in_sync: isr.contains(id),
+                adding: moving.is_some_and(|m| m.adding.contains(id)),
+                removing: moving.is_some_and(|m| m.removing.contains(id)),
+                log_end_offset: end,
+                bytes: end.zip(led).map(|(end, log)| log.bytes_below(end)),
+            }
+        })
+        .collect();
+    let reassignment = moving.map(|m| {
+        let adding: Vec<&ReplicaState> = replicas.iter().filter(|r| r.adding).collect();
+        let copied = adding
+            .iter()
+            .map(|r| r.bytes)
+            .sum::<Option<u64>>()
+            .filter(|_| led.is_some());
+        ReassignmentState {
+            target: m.target.clone(),
+            throttle_bytes_per_second: m.throttle_bytes_per_sec,
+            started_at_ms: m.started_ms,
+            copied_bytes: copied,
+            total_bytes: progress
+                .as_ref()
+                .map(|p| p.size_bytes * adding.len() as u64),
+        }
+    });
+    ReplicaSet {
+        leader: record.leader.clone(),
+        leader_epoch: record.leader_epoch,
+        log_start_offset: progress.as_ref().map(|p| p.log_start),
+        log_end_offset: progress.as_ref().map(|p| p.log_end),
+        size_bytes: progress.as_ref().map(|p| p.size_bytes),
+        replicas,
+        reassignment,
+    }
+}
+
+/// What the leader knows of its followers, at one moment.
+pub(super) struct ReplicaProgress {
+    pub me: String,
+    pub log_start: u64,
+    pub log_end: u64,
+    pub size_bytes: u64,
+    pub follower_ends: Vec<(String, u64)>,
+}
+
+impl ReplicaProgress {
+    fn end_of(&self, replica: &str) -> Option<u64> {
+        if replica == self.me {
+            return Some(self.log_end);
+        }
+        self.follower_ends
+            .iter()
+            .find(|(r, _)| r == replica)
+            .map(|(_, end)| *end)
+    }
+}
