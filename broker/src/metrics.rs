@@ -63,6 +63,15 @@ impl BrokerMetrics {
         })
     }
 
+    /// Adds metrics kept elsewhere (a storage architecture's own) to the
+    /// broker's exposition.
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

@@ -385,6 +385,11 @@ impl RunningBroker {
             .await
             .context("joining the cluster")?;
         let metrics = BrokerMetrics::new().context("creating broker metrics")?;
+        if let Some(replicas) = &replicas {
+            metrics
+                .register(Box::new(replicas.fetched_bytes()))
+                .context("registering replication metrics")?;
+        }
         let advertised = config.advertised_address.clone();
         let service = BrokerService::new(config, metadata.clone(), logs.clone(), metrics.clone());
         let http_listener = tokio::net::TcpListener::bind(http)
@@ -532,7 +537,7 @@ pub async fn run(args: BrokerArgs) -> Result<()> {
         // Moving a local log's bundle would need its data copied first.
         anyhow::ensure!(
             args.load_shedding != Some(true),
-            "--load-shedding is not available with --architecture monolithic: moving a partition copies its data"
+            "--load-shedding is not available with --architecture monolithic: every move copies the bundle's partitions (move bundles by hand with namespaces unload --destination-broker)"
         );
         load_manager.shedding = false;
     }

@@ -480,20 +480,21 @@ class Cluster:
 
     # -- admin REST ----------------------------------------------------------
 
-    def admin(self, method, path, body=None, broker: Broker = None, expect=(200, 204)):
+    def admin(self, method, path, body=None, broker: Broker = None, expect=(200, 204),
+              timeout=10):
         """An admin REST call on `broker` (default: the first live one);
         asserts the status is one of `expect` and returns the JSON answer."""
         broker = broker or self.live_brokers()[0]
-        status, answer = http(method, broker.http_url + path, body)
+        status, answer = http(method, broker.http_url + path, body, timeout=timeout)
         if expect is not None:
             assert status in expect, f"{method} {broker.http_url}{path} -> {status}: {answer}"
         return answer
 
     def create_namespace(self, tenant: str, namespace: str, broker: Broker = None,
-                         ensemble=3, write_quorum=None, ack_quorum=2):
-        """Tenant (if absent) and namespace, with persistence E/Qw/Qa
-        (monolithic: replication factor E, min.insync Qa; Qw defaults to E
-        there and to 2 otherwise)."""
+                         ensemble=3, write_quorum=None, ack_quorum=2, bundles=None):
+        """Tenant (if absent) and namespace (with `bundles` bundles, default
+        4), with persistence E/Qw/Qa (monolithic: replication factor E,
+        min.insync Qa; Qw defaults to E there and to 2 otherwise)."""
         if write_quorum is None:
             write_quorum = ensemble if self.architecture == "monolithic" else 2
         self.admin(
@@ -501,7 +502,8 @@ class Cluster:
             {"adminRoles": [], "allowedClusters": ["standalone"]},
             broker=broker, expect=(200, 204, 409),
         )
-        self.admin("PUT", f"/admin/v2/namespaces/{tenant}/{namespace}", broker=broker)
+        policies = {"bundles": {"numBundles": bundles}} if bundles else None
+        self.admin("PUT", f"/admin/v2/namespaces/{tenant}/{namespace}", policies, broker=broker)
         self.admin(
             "POST", f"/admin/v2/namespaces/{tenant}/{namespace}/persistence",
             {
@@ -934,3 +936,53 @@ def producer_options(**overrides):
     )
     options.update(overrides)
     return options
+
+
+# ---------------------------------------------------------------------------
+# Monolithic clusters: partition records and the brokers' copies.
+
+def record(cluster, topic):
+    """The partition record of `topic` in etcd (dict), or None."""
+    t, ns, name = split_topic(topic)
+    for key, value, _ in cluster.etcd.list(f"{ROOT}/topics/{t}/{ns}/{name}"):
+        if key == f"{ROOT}/topics/{t}/{ns}/{name}":
+            return json.loads(value)
+    return None
+
+
+def replica_id(broker):
+    """The id partition records name `broker` by (kept in its data dir)."""
+    return (broker.data_dir / "broker-id").read_text().strip()
+
+
+def leader_broker(cluster, topic):
+    rec = record(cluster, topic)
+    return next(b for b in cluster.brokers if replica_id(b) == rec["leader"])
+
+
+def isr_of(cluster, topic):
+    rec = record(cluster, topic)
+    return sorted(rec.get("isr") or rec["replicas"]) if rec else []
+
+
+def ids(brokers):
+    return sorted(replica_id(b) for b in brokers)
+
+
+def copy_dir(broker, topic_record):
+    return broker.data_dir / "logs" / str(topic_record["log_id"])
+
+
+def copy_bytes(broker, topic_record):
+    """Bytes of `broker`'s segment files of the log (0 if it has none)."""
+    d = copy_dir(broker, topic_record)
+    return sum(f.stat().st_size for f in d.glob("*.log")) if d.exists() else 0
+
+
+def metric(broker, name):
+    """The value of one unlabelled metric on `broker`'s /metrics, or 0."""
+    with urllib.request.urlopen(broker.http_url + "/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0

@@ -21,10 +21,16 @@ from cluster import (  # noqa: F401  (fixtures)
     PacedProducer,
     check_delivery,
     cluster_factory,
+    copy_bytes,
     create_producer_retrying,
+    ids,
+    isr_of,
+    leader_broker,
     parse_payload,
     producer_options,
     read_all,
+    record,
+    replica_id,
     split_topic,
     tagged_payload,
     unique,
@@ -37,38 +43,6 @@ def mono(cluster_factory):
     c = cluster_factory(brokers=3, architecture="monolithic")
     c.create_namespace("repl", "ns", ensemble=3, ack_quorum=2)
     return c
-
-
-def record(cluster, topic):
-    """The partition record of `topic` in etcd (dict), or None."""
-    t, ns, name = split_topic(topic)
-    for key, value, _ in cluster.etcd.list(f"{ROOT}/topics/{t}/{ns}/{name}"):
-        if key == f"{ROOT}/topics/{t}/{ns}/{name}":
-            return json.loads(value)
-    return None
-
-
-def replica_id(broker):
-    return (broker.data_dir / "broker-id").read_text().strip()
-
-
-def leader_broker(cluster, topic):
-    rec = record(cluster, topic)
-    return next(b for b in cluster.brokers if replica_id(b) == rec["leader"])
-
-
-def isr_of(cluster, topic):
-    rec = record(cluster, topic)
-    return sorted(rec.get("isr") or rec["replicas"]) if rec else []
-
-
-def ids(brokers):
-    return sorted(replica_id(b) for b in brokers)
-
-
-def copy_bytes(broker, topic_record):
-    d = broker.data_dir / "logs" / str(topic_record["log_id"])
-    return sum(f.stat().st_size for f in d.glob("*.log")) if d.exists() else 0
 
 
 def send_all(producer, tag, count):

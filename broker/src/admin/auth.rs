@@ -56,6 +56,12 @@ fn required_scope(method: &Method, path: &str) -> AdminScope {
         (Some("namespaces"), Some(_)) if path.ends_with("/unload") || path.ends_with("/split") => {
             AdminScope::Superuser
         }
+        // So is moving a partition's copies (it uses brokers' disks).
+        (Some("persistent"), Some(_))
+            if path.ends_with("/reassignment") && method != Method::GET =>
+        {
+            AdminScope::Superuser
+        }
         (Some("namespaces" | "persistent" | "non-persistent"), Some(tenant)) => {
             AdminScope::TenantAdmin(tenant.to_string())
         }
@@ -216,6 +222,21 @@ mod tests {
                 Method::PUT,
                 "/admin/v2/namespaces/acme/orders/0x00000000_0x40000000/split",
                 AdminScope::Superuser,
+            ),
+            (
+                Method::POST,
+                "/admin/v2/persistent/acme/orders/t/reassignment",
+                AdminScope::Superuser,
+            ),
+            (
+                Method::DELETE,
+                "/admin/v2/persistent/acme/orders/t/reassignment",
+                AdminScope::Superuser,
+            ),
+            (
+                Method::GET,
+                "/admin/v2/persistent/acme/orders/t/reassignment",
+                tenant("acme"),
             ),
         ];
         for (method, path, scope) in cases {

@@ -35,6 +35,8 @@ impl From<BundleOpError> for AdminError {
             BundleOpError::Metadata(e) => e.into(),
             e @ BundleOpError::Timeout { .. } => AdminError::Unavailable(e.to_string()),
             e @ BundleOpError::Failed { .. } => AdminError::Internal(e.to_string()),
+            e @ BundleOpError::Storage { .. } => AdminError::PreconditionFailed(e.to_string()),
+            e @ BundleOpError::NotServed(_) => AdminError::PreconditionFailed(e.to_string()),
         }
     }
 }
@@ -108,7 +110,11 @@ async fn unload_namespace(
 }
 
 /// `?destinationBroker=host:port` (Pulsar's name) moves the bundle to that
-/// broker; without it the load manager places it on its next lookup.
+/// broker; without it the load manager places it on its next lookup. In
+/// the monolithic architecture the move copies the bundle's partitions to
+/// the destination first, at most `throttleBytesPerSecond` into it
+/// (Magnetar's parameter; unthrottled by default), and the request
+/// returns once the destination serves them.
 async fn unload_bundle(
     State(service): State<Arc<BrokerService>>,
     Path((tenant, namespace, bundle)): Path<(String, String, String)>,
@@ -125,13 +131,34 @@ async fn unload_bundle(
             )
         })?;
         let target = live_broker(&service, destination).await?;
-        load_manager::move_bundle(&service, ownership, &bundle, &target).await?;
+        let throttle = throttle_param(query.as_deref())?;
+        // A copying move outlives a client that stops waiting for it.
+        let (mover, ownership, moved) = (service.clone(), ownership.clone(), bundle.clone());
+        let target_id = target.clone();
+        tokio::spawn(async move {
+            load_manager::move_bundle(&mover, &ownership, &moved, &target_id, throttle).await
+        })
+        .await
+        .map_err(|e| AdminError::Internal(format!("bundle move task: {e}")))??;
         tracing::info!(bundle = %bundle.full_name(), to = %target.broker_id, "bundle moved by request");
         return Ok(DONE);
     }
     let outcome = load_manager::unload(&service, &bundle).await?;
     tracing::info!(bundle = %bundle.full_name(), ?outcome, "bundle unload requested");
     Ok(DONE)
+}
+
+/// `throttleBytesPerSecond`, if given: a positive number of bytes.
+fn throttle_param(query: Option<&str>) -> AdminResult<Option<u64>> {
+    match super::query_param(query, "throttleBytesPerSecond") {
+        None | Some("") => Ok(None),
+        Some(text) => match text.parse::<u64>() {
+            Ok(0) | Err(_) => Err(AdminError::BadRequest(format!(
+                "throttleBytesPerSecond must be a positive integer, not {text:?}"
+            ))),
+            Ok(n) => Ok(Some(n)),
+        },
+    }
 }
 
 /// The live broker named by its id (Pulsar address) or HTTP address.

@@ -14,6 +14,7 @@ mod lookup;
 mod namespaces;
 mod ops;
 mod redirect;
+mod replicas;
 mod stats;
 mod tenants;
 mod topics;
@@ -35,12 +36,9 @@ pub fn router(service: Arc<BrokerService>) -> Router {
         .merge(tenants::routes())
         .merge(namespaces::routes())
         .merge(bundles::routes())
-        .merge(
-            topics::routes().route_layer(axum::middleware::from_fn_with_state(
-                service.clone(),
-                redirect::to_owner,
-            )),
-        )
+        .merge(topics::routes().merge(replicas::routes()).route_layer(
+            axum::middleware::from_fn_with_state(service.clone(), redirect::to_owner),
+        ))
         .merge(lookup::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),

@@ -4,10 +4,14 @@
 //! unloading them on their owner and writing their ownership key for the
 //! target: no data is copied (the ledgers stay on the bookies).
 //!
+//! In the monolithic architecture a move copies the bundle's partitions to
+//! the target first (`moves`), so shedding is off there by default.
+//!
 //! Unloading and splitting a bundle are done by its owner. Any broker may
 //! ask: it writes a request key (`keys::bundle_request`) that the owner
 //! watches, and waits for the owner to delete it.
 
+mod moves;
 mod report;
 mod requests;
 
@@ -17,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use magnetar_metadata::{keys, Expect};
 
+pub use moves::move_bundle;
 pub use requests::{split, unload, unload_namespace, BundleOpError, SplitOutcome, UnloadOutcome};
 
-use crate::ownership::{balancer, BrokerIdentity, BundleRef, ClusterView, LoadReport, Ownership};
+use crate::ownership::{balancer, BundleRef, ClusterView, LoadReport, Ownership};
 use crate::topic::BrokerService;
 
 /// Default interval between load reports (and shedding rounds).
@@ -213,23 +218,6 @@ async fn shed_once(
     tracing::info!(bundle = %decision.bundle, from = %decision.from, to = %decision.to, "shedding bundle");
     state.moved.insert(decision.bundle.clone(), Instant::now());
     state.last_move = Some(Instant::now());
-    move_bundle(service, ownership, &bundle, &target).await?;
-    Ok(())
-}
-
-/// Moves `bundle` to `target`: records the assignment (so lookups made
-/// meanwhile go there), has the owner unload it, then writes the ownership
-/// key for the target.
-pub async fn move_bundle(
-    service: &Arc<BrokerService>,
-    ownership: &Ownership,
-    bundle: &BundleRef,
-    target: &BrokerIdentity,
-) -> Result<(), BundleOpError> {
-    ownership.assign(bundle, target).await?;
-    requests::unload(service, bundle).await?;
-    if !ownership.place(bundle, target).await? {
-        tracing::info!(bundle = %bundle.full_name(), "moved bundle was claimed before it was placed");
-    }
+    move_bundle(service, ownership, &bundle, &target, None).await?;
     Ok(())
 }

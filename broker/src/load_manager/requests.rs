@@ -25,6 +25,16 @@ pub enum BundleOpError {
     Metadata(#[from] MetadataError),
     #[error("broker {owner} did not carry out the request on bundle {bundle} within {REQUEST_TIMEOUT:?}")]
     Timeout { bundle: String, owner: String },
+    /// Copying a bundle's partitions to the broker it moves to failed.
+    #[error("moving bundle {bundle} to {to}: {reason}")]
+    Storage {
+        bundle: String,
+        to: String,
+        reason: String,
+    },
+    /// Nobody serves the bundle, so nothing of it can be copied.
+    #[error("bundle {0} is not served by any broker now: look up one of its topics first, or unload it without a destination")]
+    NotServed(String),
     #[error("broker {owner} could not {op} bundle {bundle}")]
     Failed {
         op: &'static str,
@@ -54,6 +64,9 @@ pub struct SplitOutcome {
 enum Operation {
     Unload,
     Split,
+    /// Open every stored topic of the bundle (a move's copies need their
+    /// leaders serving).
+    Load,
 }
 
 /// The value of a request key.
@@ -118,6 +131,31 @@ pub async fn unload(
     Ok(UnloadOutcome::Unloaded {
         by: owner.broker_id,
     })
+}
+
+/// Has the owner of `bundle` open every stored topic of it.
+pub(super) async fn load(
+    service: &Arc<BrokerService>,
+    ownership: &Ownership,
+    bundle: &BundleRef,
+) -> Result<(), BundleOpError> {
+    if ownership.holds(bundle).await? {
+        return load_here(service, bundle).await;
+    }
+    let Some(owner_kv) = service.metadata().get(&bundle.owner_key()).await? else {
+        return Err(BundleOpError::NotServed(bundle.full_name()));
+    };
+    let owner = decode_owner(&owner_kv.value, &owner_kv.key)?;
+    ask(service, ownership, bundle, Operation::Load, false, &owner).await
+}
+
+async fn load_here(service: &Arc<BrokerService>, bundle: &BundleRef) -> Result<(), BundleOpError> {
+    for topic in super::moves::stored_topics(service, bundle).await? {
+        if let Err(e) = service.topic(&topic).await {
+            tracing::warn!(%topic, error = %e, "opening a topic of a bundle that moves");
+        }
+    }
+    Ok(())
 }
 
 /// Unloads every bundle of `tenant/namespace`; returns how many were owned.
@@ -365,6 +403,10 @@ fn handle(service: &Weak<BrokerService>, ownership: &Arc<Ownership>, key: String
                 .await
                 .map(|_| ()),
             Operation::Split => split_here(&service, &ownership, &bundle, request.unload).await,
+            Operation::Load => load_here(&service, &bundle).await.map_err(|e| match e {
+                BundleOpError::Ownership(e) => e,
+                other => OwnershipError::Metadata(other.to_string()),
+            }),
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, bundle = %bundle.full_name(), "bundle request failed");

@@ -266,40 +266,24 @@ impl Throttle {
             return;
         }
         let mut next = self.next_fetch.lock().await;
-        let now = tokio::time::Instant::now();
-        let from = next.map_or(now, |at| at.max(now));
-        *next = Some(from + Duration::from_secs_f64(bytes as f64 / rate as f64));
+        *next = Some(next_fetch_start(
+            *next,
+            tokio::time::Instant::now(),
+            bytes,
+            rate,
+        ));
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn throttled_fetches_average_at_most_the_rate() {
-        let throttle = Throttle::default();
-        let start = tokio::time::Instant::now();
-        let rate = 1_000_000;
-        for _ in 0..10 {
-            throttle.before_fetch(rate).await;
-            throttle.after_fetch(250_000, rate).await;
-        }
-        // 2.5 MB at 1 MB/s: the tenth fetch starts 2.25 s after the first.
-        let elapsed = start.elapsed();
-        assert!(elapsed >= Duration::from_millis(2250), "{elapsed:?}");
-        assert!(elapsed < Duration::from_millis(2300), "{elapsed:?}");
-        throttle.before_fetch(0).await;
-        assert_eq!(start.elapsed(), elapsed, "unthrottled fetches never wait");
-    }
-
-    #[test]
-    fn throttled_fetches_ask_for_a_quarter_second_of_bytes() {
-        assert_eq!(fetch_bytes(0), FETCH_BYTES);
-        assert_eq!(fetch_bytes(4 << 20), 1 << 20);
-        assert_eq!(fetch_bytes(1000), 64 << 10);
-        assert_eq!(fetch_bytes(u64::MAX), FETCH_BYTES);
-    }
+/// When the next throttled fetch may start, after one that brought `bytes`
+/// at `now`: the budget they used is spent from the later of `now` and the
+/// earliest start already owed, so idle time is not saved up.
+fn next_fetch_start<T>(owed: Option<T>, now: T, bytes: u64, rate: u64) -> T
+where
+    T: Ord + Copy + std::ops::Add<Duration, Output = T>,
+{
+    let from = owed.map_or(now, |at| at.max(now));
+    from + Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64)
 }
 
 /// KIP-279: asks the leader where this copy's latest epoch ended there and
@@ -351,4 +335,36 @@ async fn truncate_divergent_tail(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttled_fetches_average_at_most_the_rate() {
+        let t0 = std::time::Instant::now();
+        let rate = 1_000_000;
+        // Back to back: each 250 kB fetch owes a quarter second.
+        let mut owed = None;
+        for _ in 0..4 {
+            let now = owed.unwrap_or(t0);
+            owed = Some(next_fetch_start(owed, now, 250_000, rate));
+        }
+        assert_eq!(owed, Some(t0 + Duration::from_secs(1)));
+        // After an idle spell the budget starts from now, not from before.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(
+            next_fetch_start(owed, later, 500_000, rate),
+            later + Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn throttled_fetches_ask_for_a_quarter_second_of_bytes() {
+        assert_eq!(fetch_bytes(0), FETCH_BYTES);
+        assert_eq!(fetch_bytes(4 << 20), 1 << 20);
+        assert_eq!(fetch_bytes(1000), 64 << 10);
+        assert_eq!(fetch_bytes(u64::MAX), FETCH_BYTES);
+    }
 }

@@ -137,7 +137,11 @@ impl Replicas {
                 )))
                 .await;
             } else if led.stopped().is_none() {
-                led.apply_record(&record);
+                // A record of an earlier epoch (a watch event from before
+                // this broker took the lead) says nothing of this one.
+                if led.epoch == record.leader_epoch {
+                    led.apply_record(&record);
+                }
                 return;
             }
         }

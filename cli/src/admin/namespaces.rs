@@ -58,6 +58,15 @@ pub enum NamespacesCommand {
         /// A bundle (0xSTART_0xEND); all bundles when absent.
         #[arg(long, short = 'b')]
         bundle: Option<String>,
+        /// Move the bundle to this broker (host:port). In the monolithic
+        /// architecture its partitions are copied there first, and the
+        /// command returns once that broker serves them.
+        #[arg(long, short = 'd', requires = "bundle")]
+        destination_broker: Option<String>,
+        /// Monolithic moves: most bytes per second the copy into the
+        /// destination takes (`50M`); unthrottled when absent.
+        #[arg(long, requires = "destination_broker", value_parser = super::units::parse_positive_size)]
+        throttle: Option<u64>,
     },
     /// Split a bundle in two halves.
     SplitBundle {
@@ -183,11 +192,22 @@ pub async fn run(client: &AdminClient, command: NamespacesCommand) -> Result<()>
             client.put(&path(&namespace, "")?, body.as_ref()).await?;
         }
         Bundles { namespace } => print(client.get(&path(&namespace, "/bundles")?).await?)?,
-        Unload { namespace, bundle } => {
-            let tail = match bundle {
+        Unload {
+            namespace,
+            bundle,
+            destination_broker,
+            throttle,
+        } => {
+            let mut tail = match bundle {
                 Some(bundle) => format!("/{}/unload", segment(&bundle)),
                 None => "/unload".to_string(),
             };
+            if let Some(destination) = destination_broker {
+                tail.push_str(&format!("?destinationBroker={}", segment(&destination)));
+                if let Some(rate) = throttle {
+                    tail.push_str(&format!("&throttleBytesPerSecond={rate}"));
+                }
+            }
             client.put(&path(&namespace, &tail)?, None).await?;
         }
         SplitBundle {

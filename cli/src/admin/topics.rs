@@ -73,6 +73,30 @@ pub enum TopicsCommand {
         #[arg(short = 'f', long)]
         force: bool,
     },
+    /// Where a partition's copies are (monolithic architecture): leader,
+    /// in-sync replicas, how far each copy has got, a move under way.
+    Replicas {
+        topic: String,
+    },
+    /// Move a partition's copies to other brokers (Kafka's partition
+    /// reassignment): the new ones copy the log and join the ISR, then the
+    /// ones left out delete theirs. The leader must stay; to move the
+    /// leader, move its bundle (`namespaces unload --destination-broker`).
+    Reassign {
+        topic: String,
+        /// The brokers (host:port) or replica ids to hold it, comma
+        /// separated, the preferred leader first.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<String>,
+        /// Most bytes per second the new copies fetch, per receiving
+        /// broker (`50M`); unthrottled when absent.
+        #[arg(long, value_parser = super::units::parse_positive_size)]
+        throttle: Option<u64>,
+    },
+    /// Cancel the reassignment under way; its new copies go again.
+    CancelReassignment {
+        topic: String,
+    },
     #[command(flatten)]
     Cursor(super::subscriptions::SubscriptionCommand),
 }
@@ -150,6 +174,27 @@ pub async fn run(client: &AdminClient, command: TopicsCommand) -> Result<()> {
                 force_query(force)
             );
             client.delete(&path).await?;
+        }
+        Replicas { topic } => print(
+            client
+                .get(&format!("{}/replicas", topic_path(&topic)?))
+                .await?,
+        )?,
+        Reassign {
+            topic,
+            replicas,
+            throttle,
+        } => {
+            let path = format!("{}/reassignment", topic_path(&topic)?);
+            let mut body = json!({ "replicas": replicas });
+            if let Some(rate) = throttle {
+                body["throttleBytesPerSecond"] = json!(rate);
+            }
+            print(client.post(&path, &body).await?)?
+        }
+        CancelReassignment { topic } => {
+            let path = format!("{}/reassignment", topic_path(&topic)?);
+            print(client.delete(&path).await?)?
         }
         Cursor(command) => super::subscriptions::run(client, command).await?,
     }

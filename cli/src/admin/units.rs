@@ -25,6 +25,14 @@ pub fn parse_time_secs(text: &str) -> Result<i64, String> {
     scaled(text, number, scale)
 }
 
+/// A size that must be positive (a rate), as [`parse_size_bytes`] reads it.
+pub fn parse_positive_size(text: &str) -> Result<u64, String> {
+    match parse_size_bytes(text)? {
+        n if n > 0 => Ok(n as u64),
+        _ => Err(format!("{text:?}: must be a positive size")),
+    }
+}
+
 /// Bytes in a size: a whole number with an optional binary unit `K`, `M`,
 /// `G` or `T` (either case; no unit: bytes); `-1` stays -1.
 pub fn parse_size_bytes(text: &str) -> Result<i64, String> {
