@@ -11,7 +11,7 @@ use bytes::Bytes;
 use magnetar_broker::local_log::{LocalLogConfig, LocalLogStore, ReplicationService};
 use magnetar_broker::ownership::{BrokerIdentity, ReplicaEndpoint};
 use magnetar_broker::storage::{
-    LogName, LogStore, PartitionLog, Position, Replication, StorageError,
+    LogName, LogPolicies, LogStore, PartitionLog, Position, Replication, StorageError,
 };
 use magnetar_metadata::{keys, EmbeddedStore, Expect, MetadataStore};
 use tokio::task::JoinHandle;
@@ -57,6 +57,7 @@ impl Node {
             replica: Some(ReplicaEndpoint {
                 id: name.to_string(),
                 url,
+                rack: None,
             }),
         };
         metadata
@@ -90,10 +91,14 @@ impl Node {
     }
 }
 
-const RF3_MIN2: Replication = Replication {
-    ensemble_size: 3,
-    write_quorum: 3,
-    ack_quorum: 2,
+const RF3_MIN2: LogPolicies = LogPolicies {
+    replication: Some(Replication {
+        ensemble_size: 3,
+        write_quorum: 3,
+        ack_quorum: 2,
+    }),
+    unclean_leader_election: false,
+    flush: None,
 };
 
 async fn cluster(lag_max: Duration) -> (tempfile::TempDir, Arc<dyn MetadataStore>, Vec<Node>) {
@@ -127,7 +132,7 @@ async fn confirmed_entries_are_on_every_in_sync_replica() {
     let (_dir, _metadata, nodes) = cluster(Duration::from_secs(60)).await;
     let name = LogName::new("t", "ns", "replicated");
     let key = name.metadata_key();
-    let log = nodes[0].store.open(&name, Some(RF3_MIN2)).await.unwrap();
+    let log = nodes[0].store.open(&name, &RF3_MIN2).await.unwrap();
     let positions = append_all(&log, 100).await;
     assert_eq!(positions.len(), 100);
     assert!(positions.windows(2).all(|w| w[0] < w[1]));
@@ -153,7 +158,7 @@ async fn confirmed_entries_are_on_every_in_sync_replica() {
 async fn too_few_in_sync_replicas_refuse_appends() {
     let (_dir, metadata, mut nodes) = cluster(Duration::from_millis(500)).await;
     let name = LogName::new("t", "ns", "min-insync");
-    let log = nodes[0].store.open(&name, Some(RF3_MIN2)).await.unwrap();
+    let log = nodes[0].store.open(&name, &RF3_MIN2).await.unwrap();
     append_all(&log, 10).await;
     let c = nodes.pop().unwrap();
     c.kill(&metadata).await;

@@ -331,6 +331,10 @@ pub struct BrokerArgs {
     /// partitions from [default: 0.0.0.0:6651].
     #[arg(long, env = "MAGNETAR_REPLICATION_LISTEN")]
     pub replication_listen: Option<SocketAddr>,
+    /// Monolithic only: this broker's rack; a partition's replicas go to
+    /// brokers of different racks first.
+    #[arg(long, env = "MAGNETAR_RACK")]
+    pub rack: Option<String>,
     #[command(flatten)]
     #[serde(default)]
     pub tuning: BrokerTuning,
@@ -339,7 +343,7 @@ pub struct BrokerArgs {
 impl BrokerArgs {
     pub fn merged(mut self, file: BrokerArgs) -> Self {
         prefer_cli!(self, file; metadata, listen, http, lease_ttl, load_report_interval, load_shedding, data_dir,
-            replication_listen);
+            replication_listen, rack);
         self.tuning = self.tuning.merged(file.tuning);
         self
     }
@@ -359,6 +363,8 @@ pub struct ClusterMembership {
     pub load_manager: LoadManagerConfig,
     /// Where the replication service listens (monolithic brokers).
     pub replication_listen: SocketAddr,
+    /// This broker's rack, for replica placement (monolithic brokers).
+    pub rack: Option<String>,
 }
 
 /// A broker serving the Pulsar protocol and its HTTP endpoints.
@@ -418,6 +424,10 @@ impl RunningBroker {
                 if let Some(replicas) = replicas {
                     let (endpoint, task) =
                         serve_replication(cluster.replication_listen, replicas.clone()).await?;
+                    let endpoint = ReplicaEndpoint {
+                        rack: cluster.rack.clone(),
+                        ..endpoint
+                    };
                     identity.replica = Some(endpoint);
                     tokio::spawn(replicas.clone().run_manager());
                     replication = Some((replicas, task));
@@ -464,6 +474,7 @@ async fn serve_replication(
     let endpoint = ReplicaEndpoint {
         id: replicas.me().to_string(),
         url: format!("http://{}", reachable(addr)),
+        rack: None,
     };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let task = tokio::spawn(async move {
@@ -547,6 +558,7 @@ pub async fn run(args: BrokerArgs) -> Result<()> {
         replication_listen: args
             .replication_listen
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6651))),
+        rack: args.rack.clone(),
     };
     let storage = args.tuning.storage(
         &metadata,

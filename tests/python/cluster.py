@@ -358,7 +358,8 @@ class Cluster:
     their doing."""
 
     def __init__(self, binary: Path, root: Path, brokers: int = 3, bookies: int = 3,
-                 lease_ttl_s: float = LEASE_TTL_S, broker_args=(), architecture="decoupled"):
+                 lease_ttl_s: float = LEASE_TTL_S, broker_args=(), architecture="decoupled",
+                 racks=None):
         self.binary = binary
         self.root = root
         self.lease_ttl_s = lease_ttl_s
@@ -372,8 +373,10 @@ class Cluster:
         if "--load-shedding" not in broker_args:
             broker_args += ["--load-shedding", "false"]
         self.broker_args = broker_args
+        # racks[i]: broker i's --rack (monolithic replica placement).
         self.brokers = [
-            Broker(binary, root, i, self.metadata_url, lease_ttl_s, broker_args, architecture)
+            Broker(binary, root, i, self.metadata_url, lease_ttl_s,
+                   broker_args + (["--rack", racks[i]] if racks else []), architecture)
             for i in range(brokers)
         ]
         self.clients = []

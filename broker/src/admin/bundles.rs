@@ -149,7 +149,7 @@ async fn unload_bundle(
 }
 
 /// `throttleBytesPerSecond`, if given: a positive number of bytes.
-fn throttle_param(query: Option<&str>) -> AdminResult<Option<u64>> {
+pub(in crate::admin) fn throttle_param(query: Option<&str>) -> AdminResult<Option<u64>> {
     match super::query_param(query, "throttleBytesPerSecond") {
         None | Some("") => Ok(None),
         Some(text) => match text.parse::<u64>() {
@@ -162,7 +162,10 @@ fn throttle_param(query: Option<&str>) -> AdminResult<Option<u64>> {
 }
 
 /// The live broker named by its id (Pulsar address) or HTTP address.
-async fn live_broker(service: &BrokerService, name: &str) -> AdminResult<BrokerIdentity> {
+pub(in crate::admin) async fn live_broker(
+    service: &BrokerService,
+    name: &str,
+) -> AdminResult<BrokerIdentity> {
     let name = name
         .trim_start_matches("pulsar://")
         .trim_start_matches("http://");

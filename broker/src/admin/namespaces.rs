@@ -23,6 +23,7 @@ use super::{
 use crate::auth::{AuthAction, Permissions};
 use crate::ownership::{BundleLayout, BundlesData};
 mod limits;
+mod local_logs;
 
 use crate::topic::{
     BacklogQuota, BacklogQuotaPolicy, BrokerService, NamespacePolicies, PersistencePolicy,
@@ -50,6 +51,7 @@ pub(super) fn routes() -> Router<Arc<BrokerService>> {
         )
         .route(&format!("{NS}/backlogQuotaMap"), get(get_backlog_quotas))
         .merge(limits::routes(NS))
+        .merge(local_logs::routes(NS))
         .route(&format!("{NS}/permissions"), get(get_permissions))
         .route(
             &format!("{NS}/permissions/{{role}}"),

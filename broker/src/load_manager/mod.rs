@@ -11,6 +11,7 @@
 //! ask: it writes a request key (`keys::bundle_request`) that the owner
 //! watches, and waits for the owner to delete it.
 
+mod drain;
 mod moves;
 mod report;
 mod requests;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use magnetar_metadata::{keys, Expect};
 
+pub use drain::{drain, DrainReport};
 pub use moves::move_bundle;
 pub use requests::{split, unload, unload_namespace, BundleOpError, SplitOutcome, UnloadOutcome};
 

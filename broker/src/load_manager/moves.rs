@@ -41,6 +41,13 @@ pub async fn move_bundle(
     if !ownership.place(bundle, target).await? {
         tracing::info!(bundle = %bundle.full_name(), "moved bundle was claimed before it was placed");
     }
+    if service.architecture() == Architecture::Monolithic {
+        // The new owner leads from now on even before a client comes
+        // back, so that it finishes the moves and the old copies go.
+        if let Err(e) = requests::load(service, ownership, bundle).await {
+            tracing::warn!(bundle = %bundle.full_name(), error = %e, "opening a moved bundle's topics on its new owner");
+        }
+    }
     Ok(())
 }
 

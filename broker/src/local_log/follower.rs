@@ -40,6 +40,8 @@ pub struct FollowTarget {
     pub leader_url: String,
     pub me: String,
     pub dir: PathBuf,
+    /// The leader's flush policy: a follower syncs (or not) alike.
+    pub flush: FlushPolicy,
 }
 
 /// A running follower.
@@ -148,7 +150,7 @@ async fn follow(
         while !truncate_divergent_tail(&target, &mut client, &log).await? {
             tokio::time::sleep(RETRY_PAUSE).await;
         }
-        let fsync = config.flush == FlushPolicy::Fsync;
+        let fsync = target.flush == FlushPolicy::Fsync;
         loop {
             let fetch_offset = log.log_end_offset();
             progress.log_end.store(fetch_offset, Ordering::Release);

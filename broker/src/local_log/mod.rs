@@ -40,33 +40,10 @@ pub use trim::segments_to_trim;
 use log::Leadership;
 use record::{Placement, RecordStore};
 
+pub use crate::storage::FlushPolicy;
 use crate::storage::{
-    Architecture, LogName, LogStore, PartitionLog, ReplicaSet, Replication, StorageError,
+    Architecture, LogName, LogPolicies, LogStore, PartitionLog, ReplicaSet, StorageError,
 };
-
-/// When a receipt goes out, relative to the disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlushPolicy {
-    /// After an fsync of the group of appends it was written with: the
-    /// same durability as a bookie's journal (the default).
-    Fsync,
-    /// After the write reaches the OS, before any fsync, as Kafka does by
-    /// default: a power loss can lose acknowledged entries. Reports must
-    /// say when this was used.
-    Os,
-}
-
-impl std::str::FromStr for FlushPolicy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "fsync" => Ok(FlushPolicy::Fsync),
-            "os" => Ok(FlushPolicy::Os),
-            other => Err(format!("unknown flush policy {other:?} (fsync or os)")),
-        }
-    }
-}
 
 /// How local logs store and confirm entries.
 #[derive(Clone, Debug)]
@@ -149,21 +126,30 @@ impl LocalLogStore {
         self.replicas.dir_of(log_id)
     }
 
-    /// Replica ids of the brokers alive now, this one's included.
-    async fn live(&self) -> Result<Vec<String>, StorageError> {
-        let mut live = vec![self.broker_id.clone()];
+    /// The brokers alive now, this one's included, as a placement sees
+    /// them (replica ids and racks).
+    async fn placement(&self, policies: &LogPolicies) -> Result<Placement, StorageError> {
+        let factor = policies
+            .replication
+            .map_or(1, |r| r.ensemble_size as usize)
+            .max(1);
+        let mut placement = Placement {
+            replication_factor: factor,
+            live: vec![self.broker_id.clone()],
+            unclean_leader_election: policies.unclean_leader_election,
+            ..Placement::default()
+        };
         if self.clustered {
-            live.extend(
-                self.replicas
-                    .peers
-                    .live()
-                    .await?
-                    .into_iter()
-                    .map(|p| p.replica_id)
-                    .filter(|id| *id != self.broker_id),
-            );
+            for peer in self.replicas.peers.live().await? {
+                if let Some(rack) = peer.rack {
+                    placement.racks.insert(peer.replica_id.clone(), rack);
+                }
+                if peer.replica_id != self.broker_id {
+                    placement.live.push(peer.replica_id);
+                }
+            }
         }
-        Ok(live)
+        Ok(placement)
     }
 }
 
@@ -193,8 +179,9 @@ impl LogStore for LocalLogStore {
     async fn open(
         &self,
         name: &LogName,
-        replication: Option<Replication>,
+        policies: &LogPolicies,
     ) -> Result<Arc<dyn PartitionLog>, StorageError> {
+        let replication = policies.replication;
         let factor = replication.map_or(1, |r| r.ensemble_size as usize).max(1);
         let min_insync = replication.map_or(1, |r| r.ack_quorum as usize).max(1);
         if factor > 1 && !self.clustered {
@@ -204,14 +191,13 @@ impl LogStore for LocalLogStore {
             )));
         }
         let key = name.metadata_key();
-        let placement = Placement {
-            replication_factor: factor,
-            live: self.live().await?,
-        };
+        let placement = self.placement(policies).await?;
+        let mut config = self.config.clone();
+        config.flush = policies.flush.unwrap_or(config.flush);
         let _transition = self.replicas.transitions.lock().await;
         let record = self
             .records
-            .take_leadership(&key, &self.broker_id, &placement)
+            .take_leadership(&key, &self.broker_id, &placement, config.flush)
             .await?;
         let known_high_watermark = self.replicas.stop_follower(&key).await;
         let dir = self.dir_of(record.log_id);
@@ -236,7 +222,7 @@ impl LogStore for LocalLogStore {
                 clustered: self.clustered,
             },
             dir,
-            self.config.clone(),
+            config,
             (self.records.clone(), key.clone()),
         )
         .await?;
@@ -290,11 +276,36 @@ impl LogStore for LocalLogStore {
         self.copy_for_leader(name, broker, throttle).await
     }
 
+    async fn logs_with_copy_on(&self, broker: &str) -> Result<Vec<(LogName, bool)>, StorageError> {
+        self.copies_on(broker).await
+    }
+
+    async fn move_copy_off(
+        &self,
+        name: &LogName,
+        broker: &str,
+        throttle: Option<u64>,
+    ) -> Result<bool, StorageError> {
+        self.evacuate(name, broker, throttle).await
+    }
+
+    async fn settled(&self, name: &LogName) -> Result<bool, StorageError> {
+        Ok(self
+            .records
+            .load(&name.metadata_key())
+            .await?
+            .is_none_or(|(record, _)| record.reassignment.is_none()))
+    }
+
     async fn can_lead(&self, name: &LogName, broker: &str) -> Result<bool, StorageError> {
         self.in_sync_at(name, broker).await
     }
 
-    async fn eligible_leaders(&self, name: &LogName) -> Result<Option<Vec<String>>, StorageError> {
+    async fn eligible_leaders(
+        &self,
+        name: &LogName,
+        unclean: bool,
+    ) -> Result<Option<Vec<String>>, StorageError> {
         if !self.clustered {
             return Ok(None);
         }
@@ -313,12 +324,18 @@ impl LogStore for LocalLogStore {
         // other in-sync replicas that are alive.
         let mut ordered: Vec<&String> = record.leader.iter().filter(|l| isr.contains(l)).collect();
         ordered.extend(isr.iter().filter(|r| Some(*r) != record.leader.as_ref()));
-        Ok(Some(
-            ordered
-                .into_iter()
+        let live = |ids: Vec<&String>| -> Vec<String> {
+            ids.into_iter()
                 .filter_map(|id| peers.iter().find(|p| p.replica_id == *id))
                 .map(|p| p.broker_id.clone())
-                .collect(),
-        ))
+                .collect()
+        };
+        let in_sync = live(ordered);
+        if in_sync.is_empty() && unclean {
+            // Unclean election: any live replica, as Kafka's controller
+            // picks one when the whole ISR is gone.
+            return Ok(Some(live(record.replicas.iter().collect())));
+        }
+        Ok(Some(in_sync))
     }
 }

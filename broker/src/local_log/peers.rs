@@ -18,6 +18,7 @@ pub struct Peer {
     pub url: String,
     /// Its id on the Pulsar side (lookups answer with it).
     pub broker_id: String,
+    pub rack: Option<String>,
 }
 
 pub struct Peers {
@@ -40,6 +41,7 @@ impl Peers {
                     replica_id: r.id,
                     url: r.url,
                     broker_id: b.broker_id,
+                    rack: r.rack,
                 })
             })
             .collect())

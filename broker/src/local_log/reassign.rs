@@ -10,7 +10,11 @@ use super::log::LocalLog;
 use super::peers::Peer;
 use super::record::PartitionRecord;
 use super::LocalLogStore;
-use crate::storage::{LogName, ReassignmentState, ReplicaSet, ReplicaState, StorageError};
+use magnetar_metadata::keys;
+
+use crate::storage::{
+    LogName, LogPolicies, ReassignmentState, ReplicaSet, ReplicaState, StorageError,
+};
 
 impl LocalLogStore {
     async fn record_of(&self, name: &LogName) -> Result<PartitionRecord, StorageError> {
@@ -160,6 +164,86 @@ impl LocalLogStore {
         Ok(isr.contains(&peer.replica_id))
     }
 
+    /// Every log with a copy on `broker`, and whether it leads it.
+    pub(super) async fn copies_on(
+        &self,
+        broker: &str,
+    ) -> Result<Vec<(LogName, bool)>, StorageError> {
+        let live = self.replicas.peers.live().await?;
+        let id = live
+            .iter()
+            .find(|p| p.broker_id == broker || p.replica_id == broker)
+            .map_or_else(|| broker.to_string(), |p| p.replica_id.clone());
+        let prefix = keys::all_topics_prefix();
+        let mut held = Vec::new();
+        for kv in self.records.list(&prefix).await? {
+            let Ok(record) = PartitionRecord::from_bytes(&kv.key, &kv.value) else {
+                continue;
+            };
+            if !record.replicas.contains(&id) {
+                continue;
+            }
+            if let Some(name) = log_name_of(&prefix, &kv.key) {
+                held.push((name, record.leader.as_ref() == Some(&id)));
+            }
+        }
+        Ok(held)
+    }
+
+    /// Starts moving `broker`'s copy of `name` to a broker without one;
+    /// false if it holds none.
+    pub(super) async fn evacuate(
+        &self,
+        name: &LogName,
+        broker: &str,
+        throttle: Option<u64>,
+    ) -> Result<bool, StorageError> {
+        self.require_clustered(name)?;
+        let record = self.record_of(name).await?;
+        let live = self.replicas.peers.live().await?;
+        let Some(going) = record
+            .replicas
+            .iter()
+            .find(|r| {
+                **r == broker
+                    || live
+                        .iter()
+                        .any(|p| p.replica_id == **r && p.broker_id == broker)
+            })
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        if record.leader.as_ref() == Some(&going) {
+            return Err(StorageError::Rejected(format!(
+                "{} is led by {broker}: its copy goes when its bundle moves",
+                name.full_name()
+            )));
+        }
+        let placement = self.placement(&LogPolicies::default()).await?;
+        let Some(replacement) =
+            placement.replacement(&record.replicas, std::slice::from_ref(&going))
+        else {
+            return Err(StorageError::Rejected(format!(
+                "no live broker without a copy of {} is left to take the copy on {broker}",
+                name.full_name()
+            )));
+        };
+        let target: Vec<String> = record
+            .replicas
+            .iter()
+            .map(|r| match *r == going {
+                true => replacement.clone(),
+                false => r.clone(),
+            })
+            .collect();
+        self.records
+            .start_reassignment(&name.metadata_key(), &target, throttle)
+            .await?;
+        tracing::info!(topic = %name.full_name(), from = %going, to = %replacement, "moving a copy off a broker");
+        Ok(true)
+    }
+
     fn require_clustered(&self, name: &LogName) -> Result<(), StorageError> {
         match self.clustered {
             true => Ok(()),
@@ -168,6 +252,19 @@ impl LocalLogStore {
                 name.full_name()
             ))),
         }
+    }
+}
+
+/// The topic whose record is at `key` (`{prefix}tenant/ns/topic`).
+fn log_name_of(prefix: &str, key: &str) -> Option<LogName> {
+    let parts: Vec<String> = key
+        .strip_prefix(prefix)?
+        .split('/')
+        .map(keys::unescape_segment)
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [tenant, namespace, local] => Some(LogName::new(tenant, namespace, local)),
+        _ => None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! Changed only by compare-and-set, so two brokers can never both believe
 //! they took the same epoch.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use magnetar_metadata::{Expect, LedgerIdAllocator, MetadataError, MetadataStore,
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::storage::StorageError;
+use crate::storage::{FlushPolicy, StorageError};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionRecord {
@@ -35,6 +36,10 @@ pub struct PartitionRecord {
     /// KIP-455): while it lasts `replicas` holds the old and the new ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reassignment: Option<Reassignment>,
+    /// The flush policy the leader confirms under (its namespace's), so
+    /// that followers sync (or not) alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush: Option<FlushPolicy>,
 }
 
 /// A move of a log's replicas to other brokers. New replicas copy the log
@@ -71,18 +76,24 @@ impl Reassignment {
 }
 
 /// What a broker taking the lead needs to know of the cluster.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Placement {
     /// Replicas a new log gets (the namespace's ensemble size).
     pub replication_factor: usize,
     /// Replica ids of the brokers alive now (this one's included).
     pub live: Vec<String>,
+    /// The rack of each live broker that has one.
+    pub racks: BTreeMap<String, String>,
+    /// The namespace allows a replica out of the ISR to lead when none in
+    /// it is alive.
+    pub unclean_leader_election: bool,
 }
 
 impl Placement {
     /// Replicas of a new log led by `leader`: the leader and the next live
     /// brokers in id order, starting at a point chosen by the log's key so
-    /// that followers spread over the cluster.
+    /// that followers spread over the cluster, taking brokers of racks not
+    /// used yet first (as Kafka's rack-aware assignment does).
     fn replicas_for(&self, key: &str, leader: &str) -> Result<Vec<String>, StorageError> {
         let mut others: Vec<&String> = self.live.iter().filter(|b| *b != leader).collect();
         others.sort();
@@ -99,16 +110,56 @@ impl Placement {
         } else {
             (crc32c::crc32c(key.as_bytes()) as usize) % others.len()
         };
+        let ordered: Vec<&String> = others
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(others.len())
+            .copied()
+            .collect();
         let mut replicas = vec![leader.to_string()];
-        replicas.extend(
-            others
-                .iter()
-                .cycle()
-                .skip(start)
-                .take(wanted - 1)
-                .map(|b| b.to_string()),
-        );
+        self.extend_spread(&mut replicas, &ordered, wanted);
         Ok(replicas)
+    }
+
+    /// A live broker to hold a copy beside `replicas` (none of them, none
+    /// of `excluded`), of a rack they do not use if one is left.
+    pub fn replacement(&self, replicas: &[String], excluded: &[String]) -> Option<String> {
+        let mut candidates: Vec<&String> = self
+            .live
+            .iter()
+            .filter(|b| !replicas.contains(b) && !excluded.contains(b))
+            .collect();
+        candidates.sort();
+        candidates.dedup();
+        let mut chosen = replicas.to_vec();
+        self.extend_spread(&mut chosen, &candidates, replicas.len() + 1);
+        chosen.get(replicas.len()).cloned()
+    }
+
+    /// Adds brokers of `candidates` (in their order) to `chosen` until it
+    /// has `wanted`: first those of racks `chosen` does not use yet, then
+    /// the rest. Brokers with no rack share one.
+    fn extend_spread(&self, chosen: &mut Vec<String>, candidates: &[&String], wanted: usize) {
+        let rack = |b: &str| self.racks.get(b).map(String::as_str);
+        let mut used: Vec<Option<&str>> = chosen.iter().map(|b| rack(b)).collect();
+        for b in candidates {
+            if chosen.len() >= wanted {
+                return;
+            }
+            if !used.contains(&rack(b)) {
+                used.push(rack(b));
+                chosen.push(b.to_string());
+            }
+        }
+        for b in candidates {
+            if chosen.len() >= wanted {
+                return;
+            }
+            if !chosen.contains(b) {
+                chosen.push(b.to_string());
+            }
+        }
     }
 }
 
@@ -152,6 +203,15 @@ impl RecordStore {
         }
     }
 
+    /// Every key and value under `prefix` (records and whatever else
+    /// lives beside them).
+    pub async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<magnetar_metadata::KeyValue>, StorageError> {
+        Ok(self.store.list(prefix).await?)
+    }
+
     /// Creates the record of a new, empty log; false if one exists.
     pub async fn create(&self, key: &str) -> Result<bool, StorageError> {
         if self.store.get(key).await?.is_some() {
@@ -164,6 +224,7 @@ impl RecordStore {
             replicas: Vec::new(),
             isr: Vec::new(),
             reassignment: None,
+            flush: None,
         };
         match self
             .store
@@ -188,6 +249,7 @@ impl RecordStore {
         key: &str,
         broker: &str,
         placement: &Placement,
+        flush: FlushPolicy,
     ) -> Result<PartitionRecord, StorageError> {
         loop {
             let Some((mut record, version)) = self.load(key).await? else {
@@ -208,10 +270,22 @@ impl RecordStore {
                     record.isr = record.replicas.clone();
                 }
                 if !record.isr.iter().any(|r| r == broker) {
-                    return Err(StorageError::Unavailable(format!(
-                        "this broker ({broker}) is not in the in-sync replicas {:?} of {key} and may miss committed entries; unclean leader election is off",
-                        record.isr
-                    )));
+                    let in_sync_alive = record
+                        .isr
+                        .iter()
+                        .any(|r| r != broker && placement.live.contains(r));
+                    if !placement.unclean_leader_election || in_sync_alive {
+                        let why = match in_sync_alive {
+                            true => "an in-sync replica is alive and must lead",
+                            false => "unclean leader election is off for its namespace",
+                        };
+                        return Err(StorageError::Unavailable(format!(
+                            "this broker ({broker}) is not in the in-sync replicas {:?} of {key} and may miss committed entries; {why}",
+                            record.isr
+                        )));
+                    }
+                    tracing::warn!(partition = key, %broker, isr = ?record.isr, "unclean leader election: entries committed only on the lost in-sync replicas are lost");
+                    record.isr = vec![broker.to_string()];
                 }
                 record
                     .isr
@@ -222,6 +296,7 @@ impl RecordStore {
                 .checked_add(1)
                 .ok_or_else(|| StorageError::Metadata(format!("{key}: leader epoch exhausted")))?;
             record.leader = Some(broker.to_string());
+            record.flush = Some(flush);
             match self
                 .store
                 .put(key, record.to_bytes()?, Expect::Version(version), None)
@@ -463,7 +538,67 @@ mod tests {
         Placement {
             replication_factor: rf,
             live: live.iter().map(|s| s.to_string()).collect(),
+            ..Placement::default()
         }
+    }
+
+    fn racked(rf: usize, live: &[(&str, &str)]) -> Placement {
+        Placement {
+            replication_factor: rf,
+            live: live.iter().map(|(b, _)| b.to_string()).collect(),
+            racks: live
+                .iter()
+                .map(|(b, r)| (b.to_string(), r.to_string()))
+                .collect(),
+            ..Placement::default()
+        }
+    }
+
+    #[test]
+    fn replicas_spread_over_racks_first() {
+        let p = racked(
+            3,
+            &[
+                ("a", "r1"),
+                ("b", "r1"),
+                ("c", "r1"),
+                ("d", "r2"),
+                ("e", "r3"),
+            ],
+        );
+        for key in ["/topics/t/n/x", "/topics/t/n/y", "/topics/t/n/z", "/k"] {
+            let replicas = p.replicas_for(key, "a").unwrap();
+            let mut racks: Vec<&String> = replicas.iter().map(|b| &p.racks[b]).collect();
+            racks.sort();
+            assert_eq!(racks, ["r1", "r2", "r3"], "{key}: {replicas:?}");
+        }
+        // Fewer racks than replicas: every rack, then the rest.
+        let two = racked(3, &[("a", "r1"), ("b", "r1"), ("c", "r2")]);
+        let replicas = two.replicas_for("/k", "a").unwrap();
+        assert_eq!(replicas.len(), 3);
+        assert!(replicas.contains(&"c".to_string()), "{replicas:?}");
+    }
+
+    #[test]
+    fn a_replacement_takes_an_unused_rack_and_never_a_replica() {
+        let p = racked(
+            3,
+            &[
+                ("a", "r1"),
+                ("b", "r2"),
+                ("c", "r1"),
+                ("d", "r3"),
+                ("e", "r2"),
+            ],
+        );
+        let current = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(p.replacement(&current, &[]), Some("d".to_string()));
+        assert_eq!(
+            p.replacement(&current, &["d".to_string()]),
+            Some("c".to_string())
+        );
+        let all: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        assert_eq!(p.replacement(&all, &[]), None);
     }
 
     #[test]

@@ -182,12 +182,14 @@ impl Replicas {
             leader_url,
             me: self.me.clone(),
             dir: self.dir_of(record.log_id),
+            flush: record.flush.unwrap_or(self.config.flush),
         };
         let current = lock(&self.followers).get(key).cloned();
         if let Some(current) = current {
             let same = current.target.log_id == target.log_id
                 && current.target.epoch == target.epoch
-                && current.target.leader_url == target.leader_url;
+                && current.target.leader_url == target.leader_url
+                && current.target.flush == target.flush;
             if same {
                 current.set_throttle(throttle);
                 return;

@@ -8,7 +8,7 @@ use magnetar_metadata::MetadataStore;
 
 use super::{delete_stored, LedgerListStore, ManagedLedger, ManagedLedgerConfig};
 use crate::ledger::{LedgerClient, LedgerConfig};
-use crate::storage::{Architecture, LogName, LogStore, PartitionLog, Replication, StorageError};
+use crate::storage::{Architecture, LogName, LogPolicies, LogStore, PartitionLog, StorageError};
 
 /// Opens topics as managed ledgers over one ledger client.
 pub struct LedgerLogStore {
@@ -45,10 +45,10 @@ impl LogStore for LedgerLogStore {
     async fn open(
         &self,
         name: &LogName,
-        replication: Option<Replication>,
+        policies: &LogPolicies,
     ) -> Result<Arc<dyn PartitionLog>, StorageError> {
         let mut config = self.config.clone();
-        if let Some(r) = replication {
+        if let Some(r) = policies.replication {
             config.ledger = LedgerConfig::new(r.ensemble_size, r.write_quorum, r.ack_quorum);
         }
         let ml = ManagedLedger::open(

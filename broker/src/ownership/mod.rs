@@ -59,6 +59,9 @@ pub struct BrokerIdentity {
 pub struct ReplicaEndpoint {
     pub id: String,
     pub url: String,
+    /// Its rack (`--rack`), so a partition's replicas spread over racks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
 }
 
 /// What a lookup answers.
@@ -251,8 +254,13 @@ impl Ownership {
         let Some(logs) = self.logs.get() else {
             return Ok(None);
         };
+        let unclean = self
+            .namespace_policies(&topic.tenant, &topic.namespace)
+            .await?
+            .log_policies()
+            .unclean_leader_election;
         let eligible = logs
-            .eligible_leaders(&topic.log_name())
+            .eligible_leaders(&topic.log_name(), unclean)
             .await
             .map_err(|e| OwnershipError::Metadata(e.to_string()))?;
         let Some(eligible) = eligible else {
@@ -327,6 +335,30 @@ impl Ownership {
         self.lost.send_modify(|n| *n += 1);
     }
 
+    /// The namespace's policies as stored now, with their version.
+    async fn stored_policies(
+        &self,
+        tenant: &str,
+        namespace: &str,
+    ) -> Result<(NamespacePolicies, i64), OwnershipError> {
+        match self.store.get(&keys::namespace(tenant, namespace)).await? {
+            None => Err(OwnershipError::NamespaceNotFound(format!(
+                "{tenant}/{namespace}"
+            ))),
+            Some(kv) => serde_json::from_slice(&kv.value)
+                .map(|p| (p, kv.version))
+                .map_err(|e| OwnershipError::Metadata(format!("corrupt {}: {e}", kv.key))),
+        }
+    }
+
+    async fn namespace_policies(
+        &self,
+        tenant: &str,
+        namespace: &str,
+    ) -> Result<NamespacePolicies, OwnershipError> {
+        Ok(self.stored_policies(tenant, namespace).await?.0)
+    }
+
     /// The namespace's bundle layout as stored now (and cached).
     pub async fn refresh_layout(
         &self,
@@ -334,14 +366,8 @@ impl Ownership {
         namespace: &str,
     ) -> Result<(BundleLayout, Option<i64>), OwnershipError> {
         let name = format!("{tenant}/{namespace}");
-        let (layout, version) = match self.store.get(&keys::namespace(tenant, namespace)).await? {
-            None => return Err(OwnershipError::NamespaceNotFound(name)),
-            Some(kv) => {
-                let policies: NamespacePolicies = serde_json::from_slice(&kv.value)
-                    .map_err(|e| OwnershipError::Metadata(format!("corrupt {}: {e}", kv.key)))?;
-                (policies.bundle_layout(), Some(kv.version))
-            }
-        };
+        let (policies, version) = self.stored_policies(tenant, namespace).await?;
+        let (layout, version) = (policies.bundle_layout(), Some(version));
         lock(&self.layouts).insert(name, layout.clone());
         Ok((layout, version))
     }

@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    position_at_publish_time, Entry, LogName, LogStore, PartitionLog, Position, RetentionLimits,
-    StorageError,
+    position_at_publish_time, Entry, LogName, LogPolicies, LogStore, PartitionLog, Position,
+    RetentionLimits, StorageError,
 };
 
 /// Bound on one property, so a hung implementation fails instead of hanging.
@@ -256,7 +256,7 @@ async fn wait_for_closed_segments(log: &dyn PartitionLog, count: usize) -> Outco
 
 async fn open(harness: &dyn Harness, property: &str) -> Result<Arc<dyn PartitionLog>, Failure> {
     let store = harness.store().await?;
-    Ok(store.open(&name(property), None).await?)
+    Ok(store.open(&name(property), &LogPolicies::default()).await?)
 }
 
 async fn appends_are_ordered_by_call(harness: &dyn Harness) -> Outcome {
@@ -568,7 +568,7 @@ async fn stats_and_backlog_count_what_is_stored(harness: &dyn Harness) -> Outcom
 async fn deleted_log_is_gone(harness: &dyn Harness) -> Outcome {
     let store = harness.store().await?;
     let name = name("delete");
-    let log = store.open(&name, None).await?;
+    let log = store.open(&name, &LogPolicies::default()).await?;
     append_all(&log, 0, 3).await?;
     ensure!(store.exists(&name).await?, "an open log does not exist");
     log.delete().await?;
@@ -579,7 +579,7 @@ async fn deleted_log_is_gone(harness: &dyn Harness) -> Outcome {
     );
     // Created again, it starts empty and orders after its old self.
     ensure!(store.create(&name).await?, "could not create it again");
-    let again = store.open(&name, None).await?;
+    let again = store.open(&name, &LogPolicies::default()).await?;
     let entries = read_all(again.as_ref(), again.first_position()).await?;
     ensure!(
         entries.is_empty(),

@@ -259,6 +259,55 @@ pub struct Replication {
     pub ack_quorum: u32,
 }
 
+/// When a receipt goes out, relative to the disk (local logs; a bookie
+/// always syncs its journal first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushPolicy {
+    /// After an fsync of the group of appends it was written with: the
+    /// same durability as a bookie's journal (the default).
+    Fsync,
+    /// After the write reaches the OS, before any fsync, as Kafka does by
+    /// default: a power loss can lose acknowledged entries. Reports must
+    /// say when this was used.
+    Os,
+}
+
+impl FlushPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushPolicy::Fsync => "fsync",
+            FlushPolicy::Os => "os",
+        }
+    }
+}
+
+impl std::str::FromStr for FlushPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fsync" => Ok(FlushPolicy::Fsync),
+            "os" => Ok(FlushPolicy::Os),
+            other => Err(format!("unknown flush policy {other:?} (fsync or os)")),
+        }
+    }
+}
+
+/// What a namespace's policies ask of the logs of its topics; an
+/// architecture ignores what it has no use for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogPolicies {
+    /// `None`: the broker's default.
+    pub replication: Option<Replication>,
+    /// Kafka's `unclean.leader.election.enable`: with no in-sync replica
+    /// alive, one out of the ISR may lead, so the partition comes back at
+    /// the price of the committed entries only the ISR held.
+    pub unclean_leader_election: bool,
+    /// `None`: the broker's default.
+    pub flush: Option<FlushPolicy>,
+}
+
 /// Which architecture a cluster runs; chosen when the cluster is first
 /// initialised and stored in metadata.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -310,7 +359,7 @@ pub trait LogStore: Send + Sync {
     async fn open(
         &self,
         name: &LogName,
-        replication: Option<Replication>,
+        policies: &LogPolicies,
     ) -> Result<Arc<dyn PartitionLog>, StorageError>;
 
     /// Creates an empty log record for `name`; false if one exists.
@@ -327,7 +376,13 @@ pub trait LogStore: Send + Sync {
     /// now, the preferred first; `None` when any broker may (a ledger can
     /// be opened anywhere, a new local log by whoever creates it). Lookups
     /// of an unowned topic choose among these.
-    async fn eligible_leaders(&self, _name: &LogName) -> Result<Option<Vec<String>>, StorageError> {
+    /// `unclean`: the namespace allows a replica out of the ISR to lead
+    /// when no in-sync one is alive.
+    async fn eligible_leaders(
+        &self,
+        _name: &LogName,
+        _unclean: bool,
+    ) -> Result<Option<Vec<String>>, StorageError> {
         Ok(None)
     }
 
@@ -366,6 +421,31 @@ pub trait LogStore: Send + Sync {
         _throttle: Option<u64>,
     ) -> Result<(), StorageError> {
         Ok(())
+    }
+
+    /// The logs of which `broker` (by broker id) holds a copy, and for
+    /// each whether it is recorded as their leader; none for ledgers.
+    async fn logs_with_copy_on(&self, _broker: &str) -> Result<Vec<(LogName, bool)>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// Starts moving `broker`'s copy of the log to a broker holding none
+    /// (of another rack where one is left), as a broker being removed
+    /// needs; throttled to `throttle` bytes/s. False when `broker` holds
+    /// no copy. Refused for the leader's copy: a leader goes with its
+    /// bundle.
+    async fn move_copy_off(
+        &self,
+        name: &LogName,
+        _broker: &str,
+        _throttle: Option<u64>,
+    ) -> Result<bool, StorageError> {
+        Err(no_replicas_on_brokers(name))
+    }
+
+    /// Whether no reassignment of the log is under way.
+    async fn settled(&self, _name: &LogName) -> Result<bool, StorageError> {
+        Ok(true)
     }
 
     /// Whether `broker` can lead the log now (it holds every committed

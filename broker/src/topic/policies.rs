@@ -7,6 +7,7 @@ use magnetar_metadata::{keys, Expect, MetadataError, MetadataStore};
 use serde::{Deserialize, Serialize};
 
 use crate::ownership::{BundleLayout, BundlesData};
+use crate::storage::{FlushPolicy, LogPolicies, Replication};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantInfo {
@@ -140,9 +141,30 @@ pub struct NamespacePolicies {
     /// default equal bundles. Changed by bundle splits.
     #[serde(default)]
     pub bundles: Option<BundlesData>,
+    /// Monolithic: a replica out of the ISR may lead when none in it is
+    /// alive (Kafka's `unclean.leader.election.enable`); `None`: no.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unclean_leader_election: Option<bool>,
+    /// Monolithic: when receipts go out relative to the disk; `None`: the
+    /// broker's `--flush-policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_policy: Option<FlushPolicy>,
 }
 
 impl NamespacePolicies {
+    /// What these policies ask of the namespace's logs.
+    pub fn log_policies(&self) -> LogPolicies {
+        LogPolicies {
+            replication: self.persistence.map(|p| Replication {
+                ensemble_size: p.ensemble_size,
+                write_quorum: p.write_quorum,
+                ack_quorum: p.ack_quorum,
+            }),
+            unclean_leader_election: self.unclean_leader_election.unwrap_or(false),
+            flush: self.flush_policy,
+        }
+    }
+
     /// The namespace's bundles (the default layout if none is stored or
     /// the stored one is unreadable, which admin validation prevents).
     pub fn bundle_layout(&self) -> BundleLayout {

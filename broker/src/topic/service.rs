@@ -367,12 +367,10 @@ impl BrokerService {
 
     async fn open_topic(&self, name: &TopicName) -> Result<Arc<Topic>, ServiceError> {
         let policies = self.namespace_policies(name).await?;
-        let replication = policies.persistence.map(|p| Replication {
-            ensemble_size: p.ensemble_size,
-            write_quorum: p.write_quorum,
-            ack_quorum: p.ack_quorum,
-        });
-        let log = self.logs.open(&name.log_name(), replication).await?;
+        let log = self
+            .logs
+            .open(&name.log_name(), &policies.log_policies())
+            .await?;
         let topic = Arc::new(Topic::new(
             name.clone(),
             log,

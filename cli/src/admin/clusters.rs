@@ -33,6 +33,19 @@ pub enum BrokersCommand {
         #[arg(long)]
         broker: Option<String>,
     },
+    /// Move everything a broker serves or stores to the other brokers, so
+    /// that it can be stopped for good: its bundles move to the least
+    /// loaded brokers and, in the monolithic architecture, its partitions'
+    /// copies are copied to brokers holding none. Returns when done.
+    Drain {
+        cluster: String,
+        /// The broker: its Pulsar host:port (its id) or HTTP host:port.
+        broker: String,
+        /// Monolithic: most bytes per second the copies into each
+        /// receiving broker take (`50M`); unthrottled when absent.
+        #[arg(long, value_parser = super::units::parse_positive_size)]
+        throttle: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,6 +88,17 @@ pub async fn run_brokers(client: &AdminClient, command: BrokersCommand) -> Resul
                 segment(&broker)
             );
             print(client.get(&path).await?)
+        }
+        BrokersCommand::Drain {
+            cluster,
+            broker,
+            throttle,
+        } => {
+            let mut path = format!("brokers/{}/{}/drain", segment(&cluster), segment(&broker));
+            if let Some(rate) = throttle {
+                path.push_str(&format!("?throttleBytesPerSecond={rate}"));
+            }
+            print(client.post_empty(&path).await?)
         }
     }
 }

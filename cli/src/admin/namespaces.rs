@@ -118,6 +118,32 @@ pub enum NamespacesCommand {
     RemoveMessageTtl {
         namespace: String,
     },
+    /// Monolithic: whether a replica out of the ISR may lead when none in
+    /// it is alive (Kafka's unclean.leader.election.enable: the partition
+    /// comes back, its entries committed only on the lost replicas do not).
+    SetUncleanLeaderElection {
+        namespace: String,
+        #[arg(action = clap::ArgAction::Set)]
+        enabled: bool,
+    },
+    GetUncleanLeaderElection {
+        namespace: String,
+    },
+    /// Monolithic: when receipts go out: `fsync` (after an fsync, the
+    /// default) or `os` (once written to the OS, as Kafka by default; a
+    /// power loss can lose acknowledged messages). Partitions take it up
+    /// when next opened.
+    SetFlushPolicy {
+        namespace: String,
+        #[arg(value_parser = ["fsync", "os"])]
+        policy: String,
+    },
+    GetFlushPolicy {
+        namespace: String,
+    },
+    RemoveFlushPolicy {
+        namespace: String,
+    },
     /// Limit each topic's backlog.
     SetBacklogQuota {
         namespace: String,
@@ -246,6 +272,30 @@ pub async fn run(client: &AdminClient, command: NamespacesCommand) -> Result<()>
             client
                 .post(&path(&namespace, "/messageTTL")?, &json!(ttl))
                 .await?;
+        }
+        SetUncleanLeaderElection { namespace, enabled } => {
+            client
+                .post(
+                    &path(&namespace, "/uncleanLeaderElection")?,
+                    &json!(enabled),
+                )
+                .await?;
+        }
+        GetUncleanLeaderElection { namespace } => print(
+            client
+                .get(&path(&namespace, "/uncleanLeaderElection")?)
+                .await?,
+        )?,
+        SetFlushPolicy { namespace, policy } => {
+            client
+                .post(&path(&namespace, "/flushPolicy")?, &json!(policy))
+                .await?;
+        }
+        GetFlushPolicy { namespace } => {
+            print(client.get(&path(&namespace, "/flushPolicy")?).await?)?
+        }
+        RemoveFlushPolicy { namespace } => {
+            client.delete(&path(&namespace, "/flushPolicy")?).await?;
         }
         GetMessageTtl { namespace } => print(client.get(&path(&namespace, "/messageTTL")?).await?)?,
         RemoveMessageTtl { namespace } => {

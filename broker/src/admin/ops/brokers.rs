@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::host_port;
 use crate::admin::{AdminError, AdminResult};
+use crate::load_manager;
 use crate::ownership::BrokerIdentity;
 use crate::storage::Architecture;
 use crate::topic::BrokerService;
@@ -32,6 +33,39 @@ pub(super) fn routes() -> Router<Arc<BrokerService>> {
             "/admin/v2/brokers/{cluster}/{broker}/ownedNamespaces",
             get(owned_namespaces),
         )
+        .route(
+            "/admin/v2/brokers/{cluster}/{broker}/drain",
+            axum::routing::post(drain),
+        )
+}
+
+/// Moves everything a broker serves or stores to the other brokers, so
+/// that it can be removed (Magnetar's; see `load_manager::drain`). In the
+/// monolithic architecture its data is copied, at most
+/// `throttleBytesPerSecond` into each receiving broker.
+async fn drain(
+    State(service): State<Arc<BrokerService>>,
+    Path((cluster, broker)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> AdminResult<Json<load_manager::DrainReport>> {
+    require_local_cluster(&service, &cluster)?;
+    let ownership = service.ownership().cloned().ok_or_else(|| {
+        AdminError::PreconditionFailed(
+            "draining needs brokers sharing metadata (this one runs standalone)".into(),
+        )
+    })?;
+    let target = crate::admin::bundles::live_broker(&service, &broker).await?;
+    let throttle = crate::admin::bundles::throttle_param(query.as_deref())?;
+    let drainer = service.clone();
+    // A drain outlives a client that stops waiting for it.
+    let report =
+        tokio::spawn(
+            async move { load_manager::drain(&drainer, &ownership, &target, throttle).await },
+        )
+        .await
+        .map_err(|e| AdminError::Internal(format!("drain task: {e}")))??;
+    tracing::info!(%broker, ?report, "broker drained");
+    Ok(Json(report))
 }
 
 /// Pulsar's `NamespaceOwnershipStatus`.
