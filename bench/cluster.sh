@@ -31,16 +31,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET=${CARGO_TARGET_DIR:-target}
-if [[ -z "${MAGNETAR_BIN:-}" ]]; then
-  if [[ -x $TARGET/release/magnetar ]]; then MAGNETAR_BIN=$TARGET/release/magnetar
-  else MAGNETAR_BIN=$TARGET/debug/magnetar; fi
-fi
-BIN=$MAGNETAR_BIN
-if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x ~/.cache/magnetar-pyenv/bin/python ]]; then PYTHON=~/.cache/magnetar-pyenv/bin/python
-  else PYTHON=python3; fi
-fi
+source bench/lib.sh
 PHASES=${PHASES:-perf,unload,failover}
 DURATION=${DURATION:-20s}
 RATE=${RATE:-0}
@@ -55,45 +46,14 @@ case $ARCHITECTURE in
   monolithic) BOOKIES=() ;;
   *) echo "ARCHITECTURE is decoupled or monolithic, not $ARCHITECTURE" >&2; exit 1 ;;
 esac
-export MAGNETAR_LOG=${MAGNETAR_LOG:-warn}
-
-[[ -x $BIN ]] || { echo "no magnetar binary at $BIN (set MAGNETAR_BIN)" >&2; exit 1; }
-command -v etcd >/dev/null || { echo "etcd is not installed (Debian: etcd-server)" >&2; exit 1; }
 "$PYTHON" -c 'import pulsar, crc32c' 2>/dev/null || {
   echo "$PYTHON cannot import pulsar, crc32c: pip install -r tests/python/requirements.txt" >&2; exit 1; }
 
-DIR=$(mktemp -d /tmp/magnetar-cluster-bench.XXXXXX)
-cleanup() {
-  local pids
-  pids=$(jobs -p)
-  # Paused processes would not die on SIGTERM; nothing here pauses, but be safe.
-  [[ -n $pids ]] && kill -CONT $pids 2>/dev/null || true
-  [[ -n $pids ]] && kill -9 $pids 2>/dev/null || true
-  wait 2>/dev/null || true
-  if [[ -n ${KEEP:-} ]]; then echo "logs kept in $DIR"; else rm -rf "$DIR"; fi
-}
-trap cleanup EXIT
+bench_dir cluster-bench
 echo "binary: $BIN  dir: $DIR  architecture: $ARCHITECTURE  E/Qw/Qa: $QUORUM"
 
-free_port() {
-  "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_for() { # description command...
-  local what=$1; shift
-  for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "timed out waiting for $what" >&2; tail -n 30 "$DIR"/*.log >&2; exit 1
-}
-
 # --- etcd -------------------------------------------------------------------
-ETCD_PORT=$(free_port); ETCD_PEER=$(free_port)
-ETCD=http://127.0.0.1:$ETCD_PORT
-etcd --name bench --data-dir "$DIR/etcd" \
-  --listen-client-urls $ETCD --advertise-client-urls $ETCD \
-  --listen-peer-urls http://127.0.0.1:$ETCD_PEER \
-  --initial-advertise-peer-urls http://127.0.0.1:$ETCD_PEER \
-  --initial-cluster bench=http://127.0.0.1:$ETCD_PEER >"$DIR/etcd.log" 2>&1 &
-wait_for etcd curl -sf $ETCD/health
-META=etcd://127.0.0.1:$ETCD_PORT/bench
+start_etcd
 etcd_keys() { ETCDCTL_API=3 etcdctl --endpoints=$ETCD get --prefix "/bench/$1" --keys-only | grep -v '^$' || true; }
 
 # --- bookies and brokers ----------------------------------------------------
@@ -124,8 +84,8 @@ done
 for i in 0 1 2; do
   wait_for "broker$i" curl -sf "${BROKER_HTTP[$i]}/health"
 done
-[[ $ARCHITECTURE == monolithic ]] || wait_for "3 bookie registrations" bash -c "[[ \$(ETCDCTL_API=3 etcdctl --endpoints=$ETCD get --prefix /bench/bookies/available/ --keys-only | grep -c .) -ge 3 ]]"
-wait_for "3 broker registrations" bash -c "[[ \$(ETCDCTL_API=3 etcdctl --endpoints=$ETCD get --prefix /bench/brokers/available/ --keys-only | grep -c .) -ge 3 ]]"
+[[ $ARCHITECTURE == monolithic ]] || wait_for "3 bookie registrations" test_keys bookies/available/ 3
+wait_for "3 broker registrations" test_keys brokers/available/ 3
 URL=pulsar://${BROKER_ID[0]},${BROKER_ID[1]},${BROKER_ID[2]}
 # The pulsar crate (perf) takes one address and follows lookups from there.
 CRATE_URL=pulsar://${BROKER_ID[0]}

@@ -29,16 +29,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET=${CARGO_TARGET_DIR:-target}
-if [[ -z "${MAGNETAR_BIN:-}" ]]; then
-  if [[ -x $TARGET/release/magnetar ]]; then MAGNETAR_BIN=$TARGET/release/magnetar
-  else MAGNETAR_BIN=$TARGET/debug/magnetar; fi
-fi
-BIN=$MAGNETAR_BIN
-if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x ~/.cache/magnetar-pyenv/bin/python ]]; then PYTHON=~/.cache/magnetar-pyenv/bin/python
-  else PYTHON=python3; fi
-fi
+source bench/lib.sh
 ARCHITECTURE=${ARCHITECTURE:-decoupled}
 SIZES_GB=${SIZES_GB:-0.1 1 4}
 FLUSH_POLICY=${FLUSH_POLICY:-fsync}
@@ -53,44 +44,16 @@ if [[ -n ${THROTTLE:-} ]]; then
 import sys; t = sys.argv[1].strip(); units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 print(int(float(t[:-1]) * units[t[-1].upper()]) if t[-1].upper() in units else int(t))' "$THROTTLE")
 fi
-export MAGNETAR_LOG=${MAGNETAR_LOG:-warn}
-
-[[ -x $BIN ]] || { echo "no magnetar binary at $BIN (set MAGNETAR_BIN)" >&2; exit 1; }
-command -v etcd >/dev/null || { echo "etcd is not installed (Debian: etcd-server)" >&2; exit 1; }
 "$PYTHON" -c 'import pulsar' 2>/dev/null || {
   echo "$PYTHON cannot import pulsar: pip install -r tests/python/requirements.txt" >&2; exit 1; }
 
-DIR=$(mktemp -d /tmp/magnetar-move-bench.XXXXXX)
-cleanup() {
-  local pids
-  pids=$(jobs -p)
-  [[ -n $pids ]] && kill -9 $pids 2>/dev/null || true
-  wait 2>/dev/null || true
-  if [[ -n ${KEEP:-} ]]; then echo "logs kept in $DIR"; else rm -rf "$DIR"; fi
-}
-trap cleanup EXIT
+bench_dir move-bench
 echo "binary: $BIN  dir: $DIR  architecture: $ARCHITECTURE  sizes: $SIZES_GB GB" \
   "throttle: ${THROTTLE:-none}$([[ $ARCHITECTURE == monolithic ]] && echo "  flush policy: $FLUSH_POLICY")"
 
-free_port() {
-  "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_for() { # description command...
-  local what=$1; shift
-  for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "timed out waiting for $what" >&2; tail -n 30 "$DIR"/*.log >&2; exit 1
-}
 json() { "$PYTHON" -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-ETCD_PORT=$(free_port); ETCD_PEER=$(free_port)
-ETCD=http://127.0.0.1:$ETCD_PORT
-etcd --name bench --data-dir "$DIR/etcd" \
-  --listen-client-urls $ETCD --advertise-client-urls $ETCD \
-  --listen-peer-urls http://127.0.0.1:$ETCD_PEER \
-  --initial-advertise-peer-urls http://127.0.0.1:$ETCD_PEER \
-  --initial-cluster bench=http://127.0.0.1:$ETCD_PEER >"$DIR/etcd.log" 2>&1 &
-wait_for etcd curl -sf $ETCD/health
-META=etcd://127.0.0.1:$ETCD_PORT/bench
+start_etcd
 
 for i in "${BOOKIES[@]}"; do
   gp=$(free_port); hp=$(free_port)
@@ -113,8 +76,8 @@ for i in 0 1 2 3; do
 done
 for i in "${BOOKIES[@]}"; do wait_for "bookie$i" curl -sf "${BOOKIE_HTTP[$i]}/health"; done
 for i in 0 1 2 3; do wait_for "broker$i" curl -sf "${BROKER_HTTP[$i]}/health"; done
-wait_for "4 broker registrations" bash -c "[[ \$(ETCDCTL_API=3 etcdctl --endpoints=$ETCD get --prefix /bench/brokers/available/ --keys-only | grep -c .) -ge 4 ]]"
-[[ $ARCHITECTURE == monolithic ]] || wait_for "3 bookie registrations" bash -c "[[ \$(ETCDCTL_API=3 etcdctl --endpoints=$ETCD get --prefix /bench/bookies/available/ --keys-only | grep -c .) -ge 3 ]]"
+wait_for "4 broker registrations" test_keys brokers/available/ 4
+[[ $ARCHITECTURE == monolithic ]] || wait_for "3 bookie registrations" test_keys bookies/available/ 3
 ADMIN=${BROKER_HTTP[0]}
 URL=pulsar://${BROKER_ID[0]},${BROKER_ID[1]},${BROKER_ID[2]},${BROKER_ID[3]}
 

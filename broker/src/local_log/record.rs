@@ -237,13 +237,43 @@ impl RecordStore {
         }
     }
 
+    /// Applies `change` to the stored record and writes the result by
+    /// compare-and-set, reading and applying again after a conflict;
+    /// `missing` is the error when there is no record.
+    async fn edit<T>(
+        &self,
+        key: &str,
+        missing: impl Fn() -> StorageError,
+        mut change: impl FnMut(&mut PartitionRecord) -> Result<Edit<T>, StorageError>,
+    ) -> Result<T, StorageError> {
+        loop {
+            let Some((mut record, version)) = self.load(key).await? else {
+                return Err(missing());
+            };
+            let outcome = match change(&mut record)? {
+                Edit::Keep(outcome) => return Ok(outcome),
+                Edit::Write(outcome) => outcome,
+            };
+            match self
+                .store
+                .put(key, record.to_bytes()?, Expect::Version(version), None)
+                .await
+            {
+                Ok(_) => return Ok(outcome),
+                Err(MetadataError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Makes `broker` the leader in a new epoch (creating the record if
     /// needed) and returns the record as written. A new log gets its
     /// replicas from `placement`; an existing one may be led only by a
-    /// member of its ISR (unclean election is not done), and replicas that
-    /// are not alive leave the ISR at once, as Kafka's controller drops a
-    /// dead broker. A broker holding no replica is refused: moving a
-    /// partition copies data, which is reassignment, not a takeover.
+    /// member of its ISR unless the placement allows unclean election and
+    /// no in-sync replica is alive, and replicas that are not alive leave
+    /// the ISR at once, as Kafka's controller drops a dead broker. A broker
+    /// holding no replica is refused: moving a partition copies data,
+    /// which is reassignment, not a takeover.
     pub async fn take_leadership(
         &self,
         key: &str,
@@ -251,11 +281,11 @@ impl RecordStore {
         placement: &Placement,
         flush: FlushPolicy,
     ) -> Result<PartitionRecord, StorageError> {
-        loop {
-            let Some((mut record, version)) = self.load(key).await? else {
-                self.create(key).await?;
-                continue;
-            };
+        if self.load(key).await?.is_none() {
+            self.create(key).await?;
+        }
+        let deleted = || StorageError::Unavailable(format!("{key} was deleted meanwhile"));
+        self.edit(key, deleted, |record| {
             if record.replicas.is_empty() {
                 record.replicas = placement.replicas_for(key, broker)?;
                 record.isr = record.replicas.clone();
@@ -270,22 +300,7 @@ impl RecordStore {
                     record.isr = record.replicas.clone();
                 }
                 if !record.isr.iter().any(|r| r == broker) {
-                    let in_sync_alive = record
-                        .isr
-                        .iter()
-                        .any(|r| r != broker && placement.live.contains(r));
-                    if !placement.unclean_leader_election || in_sync_alive {
-                        let why = match in_sync_alive {
-                            true => "an in-sync replica is alive and must lead",
-                            false => "unclean leader election is off for its namespace",
-                        };
-                        return Err(StorageError::Unavailable(format!(
-                            "this broker ({broker}) is not in the in-sync replicas {:?} of {key} and may miss committed entries; {why}",
-                            record.isr
-                        )));
-                    }
-                    tracing::warn!(partition = key, %broker, isr = ?record.isr, "unclean leader election: entries committed only on the lost in-sync replicas are lost");
-                    record.isr = vec![broker.to_string()];
+                    elect_uncleanly(key, broker, placement, record)?;
                 }
                 record
                     .isr
@@ -297,16 +312,9 @@ impl RecordStore {
                 .ok_or_else(|| StorageError::Metadata(format!("{key}: leader epoch exhausted")))?;
             record.leader = Some(broker.to_string());
             record.flush = Some(flush);
-            match self
-                .store
-                .put(key, record.to_bytes()?, Expect::Version(version), None)
-                .await
-            {
-                Ok(_) => return Ok(record),
-                Err(MetadataError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+            Ok(Edit::Write(record.clone()))
+        })
+        .await
     }
 
     /// Writes `isr` as the ISR of the log led in `epoch`, less any member
@@ -316,34 +324,19 @@ impl RecordStore {
     pub async fn change_isr(
         &self,
         key: &str,
-        (log_id, epoch): (u64, u32),
+        led: (u64, u32),
         isr: &[String],
     ) -> Result<Vec<String>, StorageError> {
-        loop {
-            let Some((mut record, version)) = self.load(key).await? else {
-                return Err(StorageError::Fenced(format!("{key} was deleted")));
-            };
-            if record.log_id != log_id || record.leader_epoch != epoch {
-                return Err(StorageError::Fenced(format!(
-                    "{key} is in leader epoch {} now (this leader's is {epoch})",
-                    record.leader_epoch
-                )));
-            }
+        self.edit(key, deleted(key), |record| {
+            check_led(key, record, led)?;
             record.isr = isr
                 .iter()
                 .filter(|r| record.replicas.contains(r))
                 .cloned()
                 .collect();
-            match self
-                .store
-                .put(key, record.to_bytes()?, Expect::Version(version), None)
-                .await
-            {
-                Ok(_) => return Ok(record.isr),
-                Err(MetadataError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+            Ok(Edit::Write(record.isr.clone()))
+        })
+        .await
     }
 
     /// Starts moving the replicas of `key` to `target` (replica ids, the
@@ -358,10 +351,7 @@ impl RecordStore {
         throttle_bytes_per_sec: Option<u64>,
     ) -> Result<PartitionRecord, StorageError> {
         validate_target(key, target)?;
-        loop {
-            let Some((mut record, version)) = self.load(key).await? else {
-                return Err(StorageError::NotFound(format!("{key} has no log")));
-            };
+        self.edit(key, no_log(key), |record| {
             if record.replicas.is_empty() {
                 record.replicas = target.to_vec();
                 record.isr = target.to_vec();
@@ -402,27 +392,17 @@ impl RecordStore {
                     });
                 }
             }
-            match self
-                .store
-                .put(key, record.to_bytes()?, Expect::Version(version), None)
-                .await
-            {
-                Ok(_) => return Ok(record),
-                Err(MetadataError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+            Ok(Edit::Write(record.clone()))
+        })
+        .await
     }
 
     /// Stops the move under way: the replicas being added go again. A move
     /// whose new replica already leads cannot be undone this way.
     pub async fn cancel_reassignment(&self, key: &str) -> Result<PartitionRecord, StorageError> {
-        loop {
-            let Some((mut record, version)) = self.load(key).await? else {
-                return Err(StorageError::NotFound(format!("{key} has no log")));
-            };
+        self.edit(key, no_log(key), |record| {
             let Some(moving) = record.reassignment.take() else {
-                return Ok(record);
+                return Ok(Edit::Keep(record.clone()));
             };
             if record
                 .leader
@@ -436,16 +416,9 @@ impl RecordStore {
             }
             record.replicas.retain(|r| !moving.adding.contains(r));
             record.isr.retain(|r| !moving.adding.contains(r));
-            match self
-                .store
-                .put(key, record.to_bytes()?, Expect::Version(version), None)
-                .await
-            {
-                Ok(_) => return Ok(record),
-                Err(MetadataError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+            Ok(Edit::Write(record.clone()))
+        })
+        .await
     }
 
     /// Ends the move under way once every new replica is in sync, by the
@@ -455,41 +428,26 @@ impl RecordStore {
     pub async fn complete_reassignment(
         &self,
         key: &str,
-        (log_id, epoch): (u64, u32),
+        led: (u64, u32),
     ) -> Result<Option<PartitionRecord>, StorageError> {
-        loop {
-            let Some((mut record, version)) = self.load(key).await? else {
-                return Err(StorageError::Fenced(format!("{key} was deleted")));
-            };
-            if record.log_id != log_id || record.leader_epoch != epoch {
-                return Err(StorageError::Fenced(format!(
-                    "{key} is in leader epoch {} now (this leader's is {epoch})",
-                    record.leader_epoch
-                )));
-            }
+        self.edit(key, deleted(key), |record| {
+            check_led(key, record, led)?;
             let Some(moving) = record.reassignment.clone() else {
-                return Ok(None);
+                return Ok(Edit::Keep(None));
             };
             let leader_stays = record
                 .leader
                 .as_ref()
                 .is_some_and(|l| moving.target.contains(l));
             if !leader_stays || !moving.caught_up(&record.isr) {
-                return Ok(None);
+                return Ok(Edit::Keep(None));
             }
             record.replicas = moving.target.clone();
             record.isr.retain(|r| moving.target.contains(r));
             record.reassignment = None;
-            match self
-                .store
-                .put(key, record.to_bytes()?, Expect::Version(version), None)
-                .await
-            {
-                Ok(_) => return Ok(Some(record)),
-                Err(MetadataError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+            Ok(Edit::Write(Some(record.clone())))
+        })
+        .await
     }
 
     /// Deletes the record if it is still the log `log_id`; false if it is
@@ -507,6 +465,64 @@ impl RecordStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// What [`RecordStore::edit`]'s change decided: write the changed record
+/// (and answer `T`), or leave it as it is.
+enum Edit<T> {
+    Write(T),
+    Keep(T),
+}
+
+/// Fails with `Fenced` unless `record` is still the log `log_id` in the
+/// leader epoch `epoch`.
+fn check_led(
+    key: &str,
+    record: &PartitionRecord,
+    (log_id, epoch): (u64, u32),
+) -> Result<(), StorageError> {
+    if record.log_id != log_id || record.leader_epoch != epoch {
+        return Err(StorageError::Fenced(format!(
+            "{key} is in leader epoch {} now (this leader's is {epoch})",
+            record.leader_epoch
+        )));
+    }
+    Ok(())
+}
+
+/// Lets `broker`, out of the ISR, lead when the placement allows unclean
+/// election and no in-sync replica is alive; it becomes the whole ISR.
+fn elect_uncleanly(
+    key: &str,
+    broker: &str,
+    placement: &Placement,
+    record: &mut PartitionRecord,
+) -> Result<(), StorageError> {
+    let in_sync_alive = record
+        .isr
+        .iter()
+        .any(|r| r != broker && placement.live.contains(r));
+    if !placement.unclean_leader_election || in_sync_alive {
+        let why = match in_sync_alive {
+            true => "an in-sync replica is alive and must lead",
+            false => "unclean leader election is off for its namespace",
+        };
+        return Err(StorageError::Unavailable(format!(
+            "this broker ({broker}) is not in the in-sync replicas {:?} of {key} and may miss committed entries; {why}",
+            record.isr
+        )));
+    }
+    tracing::warn!(partition = key, %broker, isr = ?record.isr, "unclean leader election: entries committed only on the lost in-sync replicas are lost");
+    record.isr = vec![broker.to_string()];
+    Ok(())
+}
+
+fn deleted(key: &str) -> impl Fn() -> StorageError + '_ {
+    move || StorageError::Fenced(format!("{key} was deleted"))
+}
+
+fn no_log(key: &str) -> impl Fn() -> StorageError + '_ {
+    move || StorageError::NotFound(format!("{key} has no log"))
 }
 
 /// Most replicas one log may have.
