@@ -476,7 +476,9 @@ async fn serve_replication(
         url: format!("http://{}", reachable(addr)),
         rack: None,
     };
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // tonic ignores Server::tcp_nodelay for a listener bound here: set it
+    // on the accepted sockets, or Nagle holds small fetch answers back.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .add_service(ReplicationService::server(replicas))

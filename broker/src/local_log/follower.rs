@@ -144,6 +144,7 @@ async fn follow(
         let channel = Channel::from_shared(target.leader_url.clone())
             .map_err(backend)?
             .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
             .connect_lazy();
         let mut client = ReplicationClient::new(channel).max_decoding_message_size(MAX_RESPONSE);
         tracing::info!(partition = %target.key, epoch = target.epoch, leader = %target.leader_url, end = log.log_end_offset(), "following");
