@@ -6,6 +6,8 @@
 #  1. throughput and latency: `perf produce` (pulsar crate, 4 producers) on a
 #     16-partition topic whose partitions are spread over the 3 brokers, with
 #     a tailing `perf consume` (3 Shared consumers);
+#  1b. wire: one partition, `perf produce --wire` (pre-built batches, no
+#     client library) straight to its owner: the storage path's own figure;
 #  2. bundle move: fill one non-partitioned topic with BACKLOG_MB of 1 KiB
 #     messages (a durable subscription keeps it), unload its bundle through
 #     the admin REST API, and time until a consumer of that subscription
@@ -21,7 +23,7 @@
 # Environment: MAGNETAR_BIN (release or debug binary; default
 # $CARGO_TARGET_DIR/release/magnetar, else .../debug/magnetar), PYTHON (with
 # pulsar-client; default ~/.cache/magnetar-pyenv/bin/python, else python3),
-# PHASES (comma list of perf,unload,failover), DURATION (perf window, 20s),
+# PHASES (comma list of perf,wire,unload,failover; default perf,unload,failover), DURATION (perf window, 20s),
 # RATE (perf produce msg/s, 0 = unlimited), BACKLOG_MB (1024),
 # FAILOVER_RATE (msg/s during the failover probe, 1000), LEASE_TTL (3s),
 # BROKER_ARGS (extra broker flags, e.g. "--load-shedding false"),
@@ -134,6 +136,17 @@ if has perf; then
   wait $consumer || { echo "perf consume failed:"; tail -20 "$DIR/consume.txt"; }
   echo "-- produce:"; tail -4 "$DIR/produce.txt"
   echo "-- consume:"; tail -4 "$DIR/consume.txt"
+fi
+
+# --- 1b. one partition, pre-built batches (no client library) ------------------
+if has wire; then
+  echo "== 1b. wire: one partition, 1 KiB messages, $DURATION, pre-built batches straight to its owner, rate ${RATE}"
+  OWNER=$(curl -sf "$ADMIN/lookup/v2/topic/persistent/bench/ns/wire1" |
+    "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["brokerUrl"])')
+  "$BIN" perf produce --wire --url "$OWNER" --topic persistent://bench/ns/wire1 --producers 1 \
+    --rate "$RATE" --duration "$DURATION" --warmup 3s >"$DIR/wire.txt" 2>&1 || {
+      echo "perf produce --wire failed:"; tail -20 "$DIR/wire.txt"; }
+  echo "-- produce --wire:"; tail -3 "$DIR/wire.txt"
 fi
 
 # --- 2. moving a bundle with a large backlog -----------------------------------

@@ -928,6 +928,14 @@ def unique(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+def send_all(producer, tag, count):
+    """Sends `tag:0` .. `tag:count-1` one by one, each waiting for its
+    receipt; returns the indexes (all acknowledged)."""
+    for i in range(count):
+        producer.send(tagged_payload(tag, i))
+    return list(range(count))
+
+
 def producer_options(**overrides):
     options = dict(
         batching_enabled=True,

@@ -19,17 +19,13 @@ from cluster import (  # noqa: F401  (fixtures)
     read_all,
     record,
     replica_id,
+    send_all,
     split_topic,
     tagged_payload,
     unique,
     wait_until,
 )
 
-
-def send_all(producer, tag, count):
-    for i in range(count):
-        producer.send(tagged_payload(tag, i))
-    return list(range(count))
 
 
 def test_replicas_spread_over_racks(cluster_factory):

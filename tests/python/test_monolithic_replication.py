@@ -31,6 +31,7 @@ from cluster import (  # noqa: F401  (fixtures)
     read_all,
     record,
     replica_id,
+    send_all,
     split_topic,
     tagged_payload,
     unique,
@@ -44,13 +45,6 @@ def mono(cluster_factory):
     c.create_namespace("repl", "ns", ensemble=3, ack_quorum=2)
     return c
 
-
-def send_all(producer, tag, count):
-    ids_ = []
-    for i in range(count):
-        producer.send(tagged_payload(tag, i))
-        ids_.append(i)
-    return ids_
 
 
 def test_every_replica_holds_the_committed_log(mono):
