@@ -74,12 +74,53 @@ pub fn quantile_chart(
         })
         .collect();
     let x_max = range_max(&transformed, |p| p.0).ceil().max(1.0);
-    let y_max = range_max(&transformed, |p| p.1) * 1.1;
+    // When the runs differ by orders of magnitude a linear axis flattens
+    // the faster one: plot log10 of the values and label them back.
+    let y_max = range_max(&transformed, |p| p.1);
+    let y_min = transformed
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let log_y = y_min.is_finite() && y_max / y_min > 100.0;
+    let (transformed, y_range, y_label) = if log_y {
+        let floor = y_min.log10().floor();
+        let logged = transformed
+            .into_iter()
+            .map(|s| Series {
+                label: s.label,
+                points: s
+                    .points
+                    .into_iter()
+                    .map(|(x, y)| (x, y.max(y_min).log10()))
+                    .collect(),
+            })
+            .collect();
+        (
+            logged,
+            floor..(y_max.log10() + 0.1),
+            format!("{y_label} (log scale)"),
+        )
+    } else {
+        (transformed, 0.0..y_max * 1.1, y_label.to_string())
+    };
+    let y_format = move |y: &f64| {
+        if log_y {
+            let v = 10f64.powf(*y);
+            if v >= 10.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        } else {
+            format!("{y:.1}")
+        }
+    };
     draw_lines(
         path,
         title,
-        ("percentile", y_label),
-        (0.0..x_max, 0.0..y_max),
+        ("percentile", &y_label),
+        (0.0..x_max, y_range),
         &transformed,
         &[],
         &|x: &f64| {
@@ -93,6 +134,7 @@ pub fn quantile_chart(
                     .to_string()
             }
         },
+        &y_format,
         x_max as usize + 1,
         true,
     )
@@ -118,18 +160,14 @@ pub fn time_chart(
         series,
         markers,
         &|x: &f64| format!("{x:.0}"),
+        &|y: &f64| format!("{y:.1}"),
         10,
         false,
     )
 }
 
 /// Points joined by lines (e.g. move time against data size).
-pub fn xy_chart(
-    path: &Path,
-    title: &str,
-    labels: (&str, &str),
-    series: &[Series],
-) -> Result<()> {
+pub fn xy_chart(path: &Path, title: &str, labels: (&str, &str), series: &[Series]) -> Result<()> {
     let x_max = range_max(series, |p| p.0) * 1.1;
     let y_max = range_max(series, |p| p.1) * 1.2;
     draw_lines(
@@ -140,6 +178,7 @@ pub fn xy_chart(
         series,
         &[],
         &|x: &f64| format!("{x:.2}"),
+        &|y: &f64| format!("{y:.1}"),
         10,
         true,
     )
@@ -154,11 +193,19 @@ fn draw_lines(
     series: &[Series],
     markers: &[Marker],
     x_format: &dyn Fn(&f64) -> String,
+    y_format: &dyn Fn(&f64) -> String,
     x_labels: usize,
     points: bool,
 ) -> Result<()> {
+    // Time charts are high on the left after a warm-up and carry fault
+    // labels at the top; curves rising to the right leave the top left free.
+    let legend = if markers.is_empty() {
+        SeriesLabelPosition::UpperLeft
+    } else {
+        SeriesLabelPosition::LowerRight
+    };
     font()?;
-    let y_top = y_range.end;
+    let (y_bottom, y_top) = (y_range.start, y_range.end);
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let mut chart = ChartBuilder::on(&root)
@@ -174,24 +221,26 @@ fn draw_lines(
         .y_desc(y_desc)
         .x_labels(x_labels)
         .x_label_formatter(x_format)
-        .y_label_formatter(&|y| format!("{y:.1}"))
+        .y_label_formatter(y_format)
         .label_style((FONT, 16))
         .axis_desc_style((FONT, 18))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(plot_error)?;
-    for marker in markers {
+    for (i, marker) in markers.iter().enumerate() {
         let color = RGBColor(200, 30, 30);
         chart
             .draw_series(std::iter::once(PathElement::new(
-                vec![(marker.x, 0.0), (marker.x, y_top)],
+                vec![(marker.x, y_bottom), (marker.x, y_top)],
                 color.stroke_width(1),
             )))
             .map_err(plot_error)?;
+        // Labels step down so that faults close in time stay readable.
+        let step = (y_top - y_bottom) * 0.045 * (i % 6) as f64;
         chart
             .draw_series(std::iter::once(Text::new(
                 marker.label.clone(),
-                (marker.x, y_top * 0.97),
+                (marker.x, y_top - (y_top - y_bottom) * 0.03 - step),
                 (FONT, 15).into_font().color(&color),
             )))
             .map_err(plot_error)?;
@@ -199,24 +248,25 @@ fn draw_lines(
     for (i, s) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(plot_error)?
             .label(s.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
+            });
         if points {
             chart
-                .draw_series(
-                    s.points
-                        .iter()
-                        .map(|p| Circle::new(*p, 3, color.filled())),
-                )
+                .draw_series(s.points.iter().map(|p| Circle::new(*p, 3, color.filled())))
                 .map_err(plot_error)?;
         }
     }
     if !series.is_empty() {
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(legend)
             .label_font((FONT, 16))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
@@ -239,7 +289,13 @@ mod tests {
         let path = dir.path().join("q.png");
         let series = vec![Series {
             label: "decoupled".into(),
-            points: vec![(50.0, 1.0), (90.0, 2.0), (99.0, 5.0), (99.9, 9.0), (100.0, 20.0)],
+            points: vec![
+                (50.0, 1.0),
+                (90.0, 2.0),
+                (99.0, 5.0),
+                (99.9, 9.0),
+                (100.0, 20.0),
+            ],
         }];
         quantile_chart(&path, "Publish latency quantiles", "ms", &series, 99.99).expect("drawn");
         let bytes = std::fs::read(&path).expect("written");
@@ -258,7 +314,10 @@ mod tests {
         .expect("drawn");
         xy_chart(&dir.path().join("m.png"), "Moves", ("GB", "s"), &series).expect("drawn");
         let img = image_band_dark_pixels(&bytes);
-        assert!(img > 50, "only {img} dark pixels in the title band: no text?");
+        assert!(
+            img > 50,
+            "only {img} dark pixels in the title band: no text?"
+        );
     }
 
     /// Counts dark pixels in the top 50 rows of a PNG (the caption).

@@ -83,7 +83,10 @@ mod tests {
         assert!(rate < 10_000.0, "{rate}");
         // Then keeping up again: +50%, not +100%... then the ramp doubles back.
         let up = c.next_rate(rate, PERIOD, 6_000 + rate as u64, 6_000 + rate as u64);
-        assert!((up / rate - 1.0 - 1.0).abs() < 1e-9, "ramp back to 1.0 after doubling 0.5");
+        assert!(
+            (up / rate - 1.0 - 1.0).abs() < 1e-9,
+            "ramp back to 1.0 after doubling 0.5"
+        );
     }
 
     #[test]

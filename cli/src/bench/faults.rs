@@ -194,7 +194,11 @@ async fn owner_of(ctx: &FaultContext, namespace: &str, topic: &str) -> Result<St
     answer
         .get("brokerUrl")
         .and_then(Value::as_str)
-        .map(|u| u.trim_start_matches("pulsar://").trim_end_matches('/').to_string())
+        .map(|u| {
+            u.trim_start_matches("pulsar://")
+                .trim_end_matches('/')
+                .to_string()
+        })
         .ok_or_else(|| Refusal::Failed(format!("lookup of {topic} answered {answer}")))
 }
 
@@ -218,11 +222,10 @@ async fn kill_leader(ctx: &FaultContext, partition: u32) -> Outcome {
     for offset in 0..ctx.partitions.max(1) {
         let p = (partition + offset) % ctx.partitions.max(1);
         let owner = owner_of(ctx, &ctx.namespace, &partition_topic(ctx, p)).await?;
-        let index = topology
-            .lock()
-            .await
-            .broker_index(&owner)
-            .ok_or_else(|| Refusal::Failed(format!("{owner} is not a broker of this topology")))?;
+        let index =
+            topology.lock().await.broker_index(&owner).ok_or_else(|| {
+                Refusal::Failed(format!("{owner} is not a broker of this topology"))
+            })?;
         if Some(index) == ctx.bootstrap {
             continue;
         }
@@ -276,10 +279,7 @@ async fn replicas_of(
     let value: Value = serde_json::from_slice(&record.value).map_err(failed)?;
     let ids = replica_ids(topology).await?;
     let to_broker = |id: &str| ids.get(id).cloned().unwrap_or_else(|| id.to_string());
-    let leader = value
-        .get("leader")
-        .and_then(Value::as_str)
-        .map(|l| to_broker(l));
+    let leader = value.get("leader").and_then(Value::as_str).map(&to_broker);
     let replicas = value
         .get("replicas")
         .and_then(Value::as_array)
@@ -304,10 +304,12 @@ async fn kill_follower(ctx: &FaultContext, partition: u32) -> Outcome {
         .iter()
         .filter(|r| Some(*r) != leader.as_ref())
         .filter_map(|r| t.broker_index(r))
+        .filter(|i| t.brokers[*i].process.running())
         .find(|i| Some(*i) != ctx.bootstrap)
         .ok_or_else(|| {
             Refusal::NotRun(format!(
-                "{topic} has no follower outside the clients' bootstrap broker (replicas {replicas:?})"
+                "{topic} has no running follower outside the clients' bootstrap broker (replicas \
+                 {replicas:?}, leader {leader:?})"
             ))
         })?;
     let name = t.kill(Role::Broker, follower).map_err(failed)?;
@@ -494,7 +496,10 @@ async fn move_bundle(
     m.insert("requestSeconds".into(), request);
     let (bytes_after, dest_data_after) = {
         let t = topology.lock().await;
-        (broker_write_bytes(&t), t.data_bytes(Role::Broker, dest_index))
+        (
+            broker_write_bytes(&t),
+            t.data_bytes(Role::Broker, dest_index),
+        )
     };
     let written: u64 = bytes_after
         .iter()
@@ -525,7 +530,9 @@ async fn move_bundle(
     m.insert("moveSeconds".into(), after);
     match owner_after {
         Some(o) if o == destination => {}
-        Some(o) => notes.push(format!("lookups answer {o} after the move, not {destination}")),
+        Some(o) => notes.push(format!(
+            "lookups answer {o} after the move, not {destination}"
+        )),
         None => notes.push("no lookup answer after the move".into()),
     }
     Ok((
@@ -628,19 +635,26 @@ pub fn resume_measurements(timeline: &[(f64, u64)], at: f64) -> BTreeMap<String,
             m.insert("resumeSeconds".into(), 0.0);
         }
         Some(d) => {
-            if let Some(t) = after
+            match after
                 .iter()
                 .map(|(t, _)| *t)
                 .filter(|t| *t > d)
                 .find(|t| rate(t - 1.0, *t).is_some_and(|r| r >= 0.9 * before))
             {
-                m.insert("resumeSeconds".into(), t - at);
+                Some(t) => {
+                    m.insert("resumeSeconds".into(), t - at);
+                }
+                // No figure is made up: `resumed` 0 says it never came back.
+                None => {
+                    m.insert("resumed".into(), 0.0);
+                }
             }
         }
     }
     let mut gap: f64 = 0.0;
     let mut last_change = at;
     let mut last_count = count_at(at).unwrap_or(0);
+    let end = after.last().map_or(at, |(t, _)| *t);
     for (t, c) in after {
         if *c != last_count {
             gap = gap.max(t - last_change);
@@ -648,6 +662,8 @@ pub fn resume_measurements(timeline: &[(f64, u64)], at: f64) -> BTreeMap<String,
             last_count = *c;
         }
     }
+    // A stall that lasts to the end of the run is a gap too.
+    gap = gap.max(end - last_change);
     m.insert("maxAckGapSeconds".into(), gap);
     m
 }
@@ -692,6 +708,15 @@ mod tests {
         let m = resume_measurements(&line, 10.0);
         assert_eq!(m["resumeSeconds"], 0.0);
         assert!(m["maxAckGapSeconds"] < 0.2);
+    }
+
+    #[test]
+    fn a_stall_to_the_end_is_reported_as_not_resumed() {
+        let line = timeline(|t| if t < 10.0 { 1000.0 } else { 0.0 }, 30.0);
+        let m = resume_measurements(&line, 10.0);
+        assert_eq!(m.get("resumed"), Some(&0.0));
+        assert!(!m.contains_key("resumeSeconds"));
+        assert!(m["maxAckGapSeconds"] > 19.0, "{m:?}");
     }
 
     #[test]

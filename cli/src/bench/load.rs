@@ -147,7 +147,9 @@ impl Shared {
 
     /// Sets the total rate over all producers.
     pub fn set_rate(&self, total: f64) {
-        self.rate.total_bits.store(total.to_bits(), Ordering::SeqCst);
+        self.rate
+            .total_bits
+            .store(total.to_bits(), Ordering::SeqCst);
         self.rate.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -358,8 +360,10 @@ impl Load {
     pub async fn stop_producers(&mut self) -> Vec<ProducerRecord> {
         self.shared.stop_producers.send_replace(true);
         let mut records = Vec::new();
-        for task in self.producers.drain(..) {
-            match task.await {
+        // Together: each may wait up to the client's operation timeout.
+        let done = futures::future::join_all(self.producers.drain(..)).await;
+        for task in done {
+            match task {
                 Ok(Ok(record)) => records.push(record),
                 Ok(Err(e)) => eprintln!("bench: a producer failed: {e:#}"),
                 Err(e) => eprintln!("bench: a producer task failed: {e}"),
@@ -400,22 +404,20 @@ impl Load {
     /// Stops the consumers and judges each subscription against `records`.
     pub async fn finish(mut self, records: &[ProducerRecord]) -> Vec<SubscriptionVerdict> {
         self.shared.stop_consumers.send_replace(true);
-        for mut task in self.consumers.drain(..) {
-            if tokio::time::timeout(2 * CLOSE_TIMEOUT, &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
+        let aborts: Vec<_> = self.consumers.iter().map(|t| t.abort_handle()).collect();
+        let all = futures::future::join_all(self.consumers.drain(..));
+        if tokio::time::timeout(2 * CLOSE_TIMEOUT, all).await.is_err() {
+            for a in aborts {
+                a.abort();
             }
         }
-        let by_topic: HashMap<usize, Vec<(u32, &ProducerRecord)>> =
-            records
-                .iter()
-                .enumerate()
-                .fold(HashMap::new(), |mut map, (i, r)| {
-                    map.entry(r.topic).or_default().push((i as u32, r));
-                    map
-                });
+        let by_topic: HashMap<usize, Vec<(u32, &ProducerRecord)>> = records
+            .iter()
+            .enumerate()
+            .fold(HashMap::new(), |mut map, (i, r)| {
+                map.entry(r.topic).or_default().push((i as u32, r));
+                map
+            });
         let verdicts = self
             .checks
             .iter()
@@ -529,7 +531,12 @@ async fn produce(
             }
             Err(e) => {
                 failed += 1;
-                if shared.counters.publish_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                if shared
+                    .counters
+                    .publish_errors
+                    .fetch_add(1, Ordering::Relaxed)
+                    == 0
+                {
                     eprintln!("bench: first failed send: {e}");
                 }
             }

@@ -20,14 +20,14 @@ use clap::Subcommand;
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Run one workload on a topology this command starts, or on a running service.
-    Run(runner::RunArgs),
+    Run(Box<runner::RunArgs>),
     /// Write a Markdown report with PNG charts from result files.
     Report(report::ReportArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
-        BenchCommand::Run(args) => runner::run(args).await,
+        BenchCommand::Run(args) => runner::run(*args).await,
         BenchCommand::Report(args) => report::run(args),
     }
 }

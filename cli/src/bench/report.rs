@@ -48,7 +48,10 @@ pub fn run(args: ReportArgs) -> Result<()> {
 fn by_workload(runs: &[(PathBuf, RunResult)]) -> Vec<(String, Vec<&RunResult>)> {
     let mut groups: Vec<(String, Vec<&RunResult>)> = Vec::new();
     for (_, run) in runs {
-        match groups.iter_mut().find(|(name, _)| *name == run.omb.workload) {
+        match groups
+            .iter_mut()
+            .find(|(name, _)| *name == run.omb.workload)
+        {
             Some((_, members)) => members.push(run),
             None => groups.push((run.omb.workload.clone(), vec![run])),
         }
@@ -122,7 +125,7 @@ fn count(v: f64) -> String {
     let digits = whole.abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -161,7 +164,13 @@ fn row(out: &mut String, name: &str, cells: impl IntoIterator<Item = String>) {
 }
 
 fn latency_cells(s: &LatencySummary) -> String {
-    format!("{} / {} / {} / {}", ms(s.p50), ms(s.p99), ms(s.p999), ms(s.max))
+    format!(
+        "{} / {} / {} / {}",
+        ms(s.p50),
+        ms(s.p99),
+        ms(s.p999),
+        ms(s.max)
+    )
 }
 
 /// Server resources over the measured phase: (mean CPU % summed over the
@@ -263,7 +272,11 @@ fn side_by_side(out: &mut String, runs: &[(PathBuf, RunResult)]) {
                 .collect::<Vec<_>>()
                 .join("<br>")
         });
-        row(out, &name, cells.map(|c| if c.is_empty() { "—".into() } else { c }));
+        row(
+            out,
+            &name,
+            cells.map(|c| if c.is_empty() { "—".into() } else { c }),
+        );
     }
     out.push('\n');
 }
@@ -280,7 +293,8 @@ fn workload_section(
         .iter()
         .find_map(|r| r.magnetar.as_ref().and_then(|m| m.workload.as_ref()))
     {
-        let _ = writeln!(
+        let _ =
+            writeln!(
             out,
             "{} topic(s) × {} partitions, {} B messages, {} producer(s) and {} subscription(s) × \
              {} consumer(s) per topic, rate {}{}, {} min measured after {} min warm-up.\n",
@@ -307,59 +321,124 @@ fn workload_section(
     let labels: Vec<String> = members.iter().map(|r| r.label()).collect();
     let _ = writeln!(out, "| | {} |", labels.join(" | "));
     let _ = writeln!(out, "|---|{}", "---|".repeat(labels.len()));
-    let totals = |f: &dyn Fn(&RunResult) -> String| members.iter().map(|r| f(r)).collect::<Vec<_>>();
-    row(out, "published msg/s (MB/s)", totals(&|r| match &r.magnetar {
-        Some(m) => format!("{} ({:.1})", count(m.totals.publish_rate), m.totals.publish_mb_per_second),
-        None => count(mean(&r.omb.publish_rate)),
-    }));
-    row(out, "consumed msg/s", totals(&|r| match &r.magnetar {
-        Some(m) => count(m.totals.consume_rate),
-        None => count(mean(&r.omb.consume_rate)),
-    }));
-    row(out, "publish latency ms", totals(&|r| latency_cells(&r.omb.aggregated_publish_latency)));
-    row(out, "end-to-end latency ms", totals(&|r| latency_cells(&r.omb.aggregated_end_to_end_latency)));
-    row(out, "publish delay µs (p50 / p99 / p99.9 / max)", totals(&|r| {
-        let d = &r.omb.aggregated_publish_delay_latency;
-        format!("{:.0} / {:.0} / {:.0} / {:.0}", d.p50, d.p99, d.p999, d.max)
-    }));
-    row(out, "publish from intended send ms", totals(&|r| match &r.magnetar {
-        Some(m) => latency_cells(&m.aggregated_publish_latency_from_intended),
-        None => "—".into(),
-    }));
-    row(out, "verification", totals(&|r| match &r.magnetar {
-        Some(m) => {
-            let v = &m.verification;
-            let sum = |f: &dyn Fn(&super::verify::SubscriptionVerdict) -> u64| {
-                v.subscriptions.iter().map(f).sum::<u64>()
-            };
-            format!(
-                "{}: {} acknowledged, {} lost, {} duplicates, {} out of order",
-                if v.passed { "passed" } else { "**FAILED**" },
-                count(v.acknowledged as f64),
-                sum(&|s| s.lost),
-                sum(&|s| s.duplicates),
-                sum(&|s| s.out_of_order.unwrap_or(0))
-            )
-        }
-        None => "—".into(),
-    }));
-    row(out, "servers: CPU % (sum) · peak RSS · disk written", totals(&|r| match resources(r) {
-        Some((cpu, rss, written, _)) => format!("{cpu:.0}% · {} · {}", bytes(rss), bytes(written as f64)),
-        None => "—".into(),
-    }));
-    row(out, "load generator CPU %", totals(&|r| match resources(r) {
-        Some((_, _, _, client)) => format!("{client:.0}%"),
-        None => "—".into(),
-    }));
-    row(out, "topology", totals(&|r| match &r.magnetar {
-        Some(m) => {
-            let t = &m.topology;
-            let p = t.persistence.map(|p| format!(", E/Qw/Qa {}/{}/{}", p.ensemble_size, p.write_quorum, p.ack_quorum)).unwrap_or_default();
-            format!("{} brokers, {} bookies{p}", t.brokers, t.bookies)
-        }
-        None => r.omb.driver.clone(),
-    }));
-    row(out, "fsync policy", totals(&|r| r.magnetar.as_ref().map_or("—".into(), |m| m.topology.fsync_policy.clone())));
+    let totals =
+        |f: &dyn Fn(&RunResult) -> String| members.iter().map(|r| f(r)).collect::<Vec<_>>();
+    row(
+        out,
+        "published msg/s (MB/s)",
+        totals(&|r| match &r.magnetar {
+            Some(m) => format!(
+                "{} ({:.1})",
+                count(m.totals.publish_rate),
+                m.totals.publish_mb_per_second
+            ),
+            None => count(mean(&r.omb.publish_rate)),
+        }),
+    );
+    row(
+        out,
+        "consumed msg/s",
+        totals(&|r| match &r.magnetar {
+            Some(m) => count(m.totals.consume_rate),
+            None => count(mean(&r.omb.consume_rate)),
+        }),
+    );
+    row(
+        out,
+        "publish latency ms",
+        totals(&|r| latency_cells(&r.omb.aggregated_publish_latency)),
+    );
+    row(
+        out,
+        "end-to-end latency ms",
+        totals(&|r| latency_cells(&r.omb.aggregated_end_to_end_latency)),
+    );
+    row(
+        out,
+        "publish delay µs (p50 / p99 / p99.9 / max)",
+        totals(&|r| {
+            let d = &r.omb.aggregated_publish_delay_latency;
+            format!("{:.0} / {:.0} / {:.0} / {:.0}", d.p50, d.p99, d.p999, d.max)
+        }),
+    );
+    row(
+        out,
+        "publish from intended send ms",
+        totals(&|r| match &r.magnetar {
+            Some(m) => latency_cells(&m.aggregated_publish_latency_from_intended),
+            None => "—".into(),
+        }),
+    );
+    row(
+        out,
+        "verification",
+        totals(&|r| match &r.magnetar {
+            Some(m) => {
+                let v = &m.verification;
+                let sum = |f: &dyn Fn(&super::verify::SubscriptionVerdict) -> u64| {
+                    v.subscriptions.iter().map(f).sum::<u64>()
+                };
+                format!(
+                    "{}: {} acknowledged, {} lost, {} duplicates, {} out of order",
+                    if v.passed { "passed" } else { "**FAILED**" },
+                    count(v.acknowledged as f64),
+                    sum(&|s| s.lost),
+                    sum(&|s| s.duplicates),
+                    sum(&|s| s.out_of_order.unwrap_or(0))
+                )
+            }
+            None => "—".into(),
+        }),
+    );
+    row(
+        out,
+        "servers: CPU % (sum) · peak RSS · disk written",
+        totals(&|r| match resources(r) {
+            Some((cpu, rss, written, _)) => {
+                format!("{cpu:.0}% · {} · {}", bytes(rss), bytes(written as f64))
+            }
+            None => "—".into(),
+        }),
+    );
+    row(
+        out,
+        "load generator CPU %",
+        totals(&|r| match resources(r) {
+            Some((_, _, _, client)) => format!("{client:.0}%"),
+            None => "—".into(),
+        }),
+    );
+    row(
+        out,
+        "topology",
+        totals(&|r| match &r.magnetar {
+            Some(m) => {
+                let t = &m.topology;
+                let policy = match (&t.replication, &t.persistence) {
+                    (Some(r), _) => format!(
+                        ", replicas {}, min.insync {}",
+                        r.replication_factor, r.min_insync_replicas
+                    ),
+                    (None, Some(p)) => format!(
+                        ", E/Qw/Qa {}/{}/{}",
+                        p.ensemble_size, p.write_quorum, p.ack_quorum
+                    ),
+                    (None, None) => String::new(),
+                };
+                format!("{} broker(s), {} bookie(s){policy}", t.brokers, t.bookies)
+            }
+            None => r.omb.driver.clone(),
+        }),
+    );
+    row(
+        out,
+        "fsync policy",
+        totals(&|r| {
+            r.magnetar
+                .as_ref()
+                .map_or("—".into(), |m| m.topology.fsync_policy.clone())
+        }),
+    );
     out.push('\n');
 
     let prefix = format!("{g:02}-{}", slug(name));
@@ -402,7 +481,13 @@ fn workload_section(
     let mut throughput = over_time(&|r| r.omb.publish_rate.clone(), " publish");
     throughput.extend(over_time(&|r| r.omb.consume_rate.clone(), " consume"));
     let png = format!("{prefix}-throughput.png");
-    time_chart(&args.output.join(&png), "Throughput over time", "msg/s", &throughput, &marks)?;
+    time_chart(
+        &args.output.join(&png),
+        "Throughput over time",
+        "msg/s",
+        &throughput,
+        &marks,
+    )?;
     let _ = writeln!(out, "![Throughput over time]({png})\n");
     let mut latency = over_time(
         &|r| r.omb.publish_latency.iter().map(|s| s.p99).collect(),
@@ -413,10 +498,67 @@ fn workload_section(
         " end-to-end p99",
     ));
     let png = format!("{prefix}-latency.png");
-    time_chart(&args.output.join(&png), "p99 latency over time", "ms", &latency, &marks)?;
+    time_chart(
+        &args.output.join(&png),
+        "p99 latency over time",
+        "ms",
+        &latency,
+        &marks,
+    )?;
     let _ = writeln!(out, "![p99 latency over time]({png})\n");
+    let cpu = cpu_series(members);
+    if !cpu.is_empty() {
+        let png = format!("{prefix}-cpu.png");
+        time_chart(
+            &args.output.join(&png),
+            "CPU by role over time (100% = one core)",
+            "% of one core",
+            &cpu,
+            &marks,
+        )?;
+        let _ = writeln!(out, "![CPU by role over time]({png})\n");
+    }
     faults_table(out, members);
     Ok(())
+}
+
+/// The role of a sampled process: its name without the index.
+fn role(name: &str) -> &str {
+    name.trim_end_matches(|c: char| c.is_ascii_digit())
+}
+
+/// Per run and role (brokers, bookies, etcd, the load generator), CPU
+/// summed over the role's processes at each sample of the measured phase.
+fn cpu_series(members: &[&RunResult]) -> Vec<Series> {
+    let mut out = Vec::new();
+    for r in members {
+        let Some(m) = &r.magnetar else { continue };
+        let (start, end) = (m.phases.test_start, m.phases.test_end);
+        let mut by_role: BTreeMap<&str, BTreeMap<u64, f64>> = BTreeMap::new();
+        for p in &m.samples.processes {
+            for (t, cpu) in p.cpu_percent() {
+                if t >= start && t <= end + 1e-6 {
+                    // Samples of one pass share their time: key by milliseconds.
+                    let key = ((t - start) * 1000.0).round() as u64;
+                    *by_role
+                        .entry(role(&p.name))
+                        .or_default()
+                        .entry(key)
+                        .or_default() += cpu;
+                }
+            }
+        }
+        for (name, points) in by_role {
+            out.push(Series {
+                label: format!("{} {name}", r.label()),
+                points: points
+                    .into_iter()
+                    .map(|(k, v)| (k as f64 / 1000.0, v))
+                    .collect(),
+            });
+        }
+    }
+    out
 }
 
 fn faults_table(out: &mut String, members: &[&RunResult]) {
@@ -449,7 +591,8 @@ fn faults_table(out: &mut String, members: &[&RunResult]) {
             out,
             "| {label} | {} | {} | {} | {} | {} |",
             f.action,
-            f.fired_at_seconds.map_or(format!("{} (planned)", f.at_seconds), |t| format!("{t:.1}")),
+            f.fired_at_seconds
+                .map_or(format!("{} (planned)", f.at_seconds), |t| format!("{t:.1}")),
             f.target.as_deref().unwrap_or("—"),
             f.status,
             figures.join("; ")
@@ -463,14 +606,22 @@ fn moves_section(out: &mut String, args: &ReportArgs, runs: &[(PathBuf, RunResul
     let mut by_label: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
     for (_, r) in runs {
         let Some(m) = &r.magnetar else { continue };
-        for f in m.faults.iter().filter(|f| f.action == "move-bundle" && f.status == "done") {
+        for f in m
+            .faults
+            .iter()
+            .filter(|f| f.action == "move-bundle" && f.status == "done")
+        {
             let (Some(size), Some(time)) = (
                 f.measurements.get("dataBytes"),
                 f.measurements.get("moveSeconds"),
             ) else {
                 continue;
             };
-            let copied = f.measurements.get("brokerBytesWritten").copied().unwrap_or(0.0);
+            let copied = f
+                .measurements
+                .get("brokerBytesWritten")
+                .copied()
+                .unwrap_or(0.0);
             by_label
                 .entry(r.label())
                 .or_default()
@@ -479,7 +630,10 @@ fn moves_section(out: &mut String, args: &ReportArgs, runs: &[(PathBuf, RunResul
     }
     let _ = writeln!(out, "## Moving a topic with data\n");
     if by_label.is_empty() {
-        let _ = writeln!(out, "No result holds a completed move of a filled topic (`move-bundle` with `sizeGB`).\n");
+        let _ = writeln!(
+            out,
+            "No result holds a completed move of a filled topic (`move-bundle` with `sizeGB`).\n"
+        );
         return Ok(());
     }
     let series: Vec<Series> = by_label
@@ -494,13 +648,28 @@ fn moves_section(out: &mut String, args: &ReportArgs, runs: &[(PathBuf, RunResul
         })
         .collect();
     let png = "move-time-vs-size.png";
-    xy_chart(&args.output.join(png), "Time to move a bundle against its data", ("GB in the topic", "seconds until read and written through the new owner"), &series)?;
+    xy_chart(
+        &args.output.join(png),
+        "Time to move a bundle against its data",
+        (
+            "GB in the topic",
+            "seconds until read and written through the new owner",
+        ),
+        &series,
+    )?;
     let _ = writeln!(out, "![Move time against data size]({png})\n");
-    let _ = writeln!(out, "| run | GB | seconds | bytes written by brokers meanwhile |");
+    let _ = writeln!(
+        out,
+        "| run | GB | seconds | bytes written by brokers meanwhile |"
+    );
     let _ = writeln!(out, "|---|---|---|---|");
     for (label, points) in &by_label {
         for (size, time, copied) in points {
-            let _ = writeln!(out, "| {label} | {size:.2} | {time:.3} | {} |", bytes(*copied));
+            let _ = writeln!(
+                out,
+                "| {label} | {size:.2} | {time:.3} | {} |",
+                bytes(*copied)
+            );
         }
     }
     out.push('\n');
@@ -510,7 +679,13 @@ fn moves_section(out: &mut String, args: &ReportArgs, runs: &[(PathBuf, RunResul
 fn runs_section(out: &mut String, runs: &[(PathBuf, RunResult)]) {
     let _ = writeln!(out, "## Runs\n");
     for (path, r) in runs {
-        let _ = writeln!(out, "- `{}`: {} on {}", path.display(), r.omb.workload, r.label());
+        let _ = writeln!(
+            out,
+            "- `{}`: {} on {}",
+            path.display(),
+            r.omb.workload,
+            r.label()
+        );
         if let Some(m) = &r.magnetar {
             let mc = &m.machine;
             let _ = writeln!(
@@ -522,7 +697,8 @@ fn runs_section(out: &mut String, runs: &[(PathBuf, RunResult)]) {
                 mc.kernel,
                 mc.cpu_model
             );
-            let versions: Vec<String> = m.versions.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let versions: Vec<String> =
+                m.versions.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(out, "  - versions: {}", versions.join(", "));
             let _ = writeln!(out, "  - command: `{}`", m.command.join(" "));
             for note in &m.notes {
@@ -539,7 +715,10 @@ mod tests {
 
     #[test]
     fn names_become_file_names() {
-        assert_eq!(slug("500k rate 4 producers / 100 partition"), "500k-rate-4-producers-100-partition");
+        assert_eq!(
+            slug("500k rate 4 producers / 100 partition"),
+            "500k-rate-4-producers-100-partition"
+        );
         assert_eq!(count(1234567.4), "1,234,567");
         assert_eq!(count(-1000.0), "-1,000");
         assert_eq!(bytes(2_500_000.0), "2.5 MB");

@@ -22,8 +22,8 @@ use super::discovery::{RateController, CONTROL_PERIOD};
 use super::faults::{self, FaultContext, PreparedMove};
 use super::load::{self, CounterSnapshot, Load, Shared};
 use super::results::{
-    quantiles, FaultOutcome, LatencySummary, Machine, MagnetarSection, OmbResult, Phases,
-    RateInfo, RunResult, TopologyInfo, Totals, Verification,
+    quantiles, FaultOutcome, LatencySummary, Machine, MagnetarSection, OmbResult, Phases, RateInfo,
+    RunResult, TopologyInfo, Totals, Verification,
 };
 use super::sample::{Sampler, Watched};
 use super::topology::{Topology, TopologyKind, TopologySpec};
@@ -191,8 +191,7 @@ fn topology_spec(kind: TopologyKind, args: &RunArgs, w: &Workload) -> Result<Top
         bail!("--brokers must be at least 1");
     }
     let p = persistence;
-    if !(p.ack_quorum >= 1 && p.ack_quorum <= p.write_quorum && p.write_quorum <= p.ensemble_size)
-    {
+    if !(p.ack_quorum >= 1 && p.ack_quorum <= p.write_quorum && p.write_quorum <= p.ensemble_size) {
         bail!(
             "persistence {}/{}/{} needs 1 <= Qa <= Qw <= E",
             p.ensemble_size,
@@ -376,7 +375,10 @@ async fn prepare_moves(
 ) -> Result<Vec<Option<PreparedMove>>> {
     let mut moves = Vec::new();
     for (i, fault) in w.magnetar.faults.iter().enumerate() {
-        let Some(size) = fault.size_gb.filter(|_| fault.action == FaultAction::MoveBundle) else {
+        let Some(size) = fault
+            .size_gb
+            .filter(|_| fault.action == FaultAction::MoveBundle)
+        else {
             moves.push(None);
             continue;
         };
@@ -484,11 +486,14 @@ async fn execute(
     let kind = args.topology;
     let persistence = match &topology {
         Some(t) => Some(t.lock().await.spec.persistence),
-        None => w.magnetar.persistence.or(w.magnetar.replication.map(|r| Persistence {
-            ensemble_size: r.replication_factor,
-            write_quorum: r.replication_factor,
-            ack_quorum: r.min_insync_replicas,
-        })),
+        None => w
+            .magnetar
+            .persistence
+            .or(w.magnetar.replication.map(|r| Persistence {
+                ensemble_size: r.replication_factor,
+                write_quorum: r.replication_factor,
+                ack_quorum: r.min_insync_replicas,
+            })),
     };
     create_namespace(&admin, tenant, &namespace, w.magnetar.bundles, persistence).await?;
     let topics = create_topics(&admin, tenant, &namespace, w).await?;
@@ -498,7 +503,15 @@ async fn execute(
         w.partitions_per_topic,
         ends.service_url
     );
-    let moves = prepare_moves(&admin, tenant, &namespace, &ends.service_url, w, persistence).await?;
+    let moves = prepare_moves(
+        &admin,
+        tenant,
+        &namespace,
+        &ends.service_url,
+        w,
+        persistence,
+    )
+    .await?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
 
     // Load and sampling.
@@ -508,7 +521,9 @@ async fn execute(
         None => Default::default(),
     };
     if let Ok(mut list) = watch.lock() {
-        let metrics_url = topology.is_none().then(|| format!("{}/metrics", ends.admin_url));
+        let metrics_url = topology
+            .is_none()
+            .then(|| format!("{}/metrics", ends.admin_url));
         list.push(Watched {
             name: "bench-client".into(),
             pid: std::process::id(),
@@ -522,7 +537,12 @@ async fn execute(
     } else {
         w.producer_rate
     };
-    let shared = Shared::new(topics.len(), w.total_producers(), w.message_size, first_rate);
+    let shared = Shared::new(
+        topics.len(),
+        w.total_producers(),
+        w.message_size,
+        first_rate,
+    );
     let clients_started = Instant::now();
     let mut load = Load::start(w, &ends.service_url, &topics, shared.clone()).await?;
     let clients_seconds = clients_started.elapsed().as_secs_f64();
@@ -543,10 +563,8 @@ async fn execute(
     // Warm-up.
     let warmup = Duration::from_secs_f64(w.warmup_duration_minutes * 60.0);
     let warmup_start = origin.elapsed().as_secs_f64();
-    let mut control = tokio::time::interval_at(
-        (Instant::now() + CONTROL_PERIOD).into(),
-        CONTROL_PERIOD,
-    );
+    let mut control =
+        tokio::time::interval_at((Instant::now() + CONTROL_PERIOD).into(), CONTROL_PERIOD);
     let mut last_control = Instant::now();
     let warmup_end = Instant::now() + warmup;
     let mut progress = tokio::time::interval_at(
@@ -586,8 +604,8 @@ async fn execute(
     let at_start = shared.counters.snapshot();
     let (mut last, mut last_at) = (at_start, test_start);
     let duration = Duration::from_secs_f64(w.test_duration_minutes * 60.0);
-    let backlog_target = (w.consumer_backlog_size_gb * (1u64 << 30) as f64) as i64
-        / w.message_size.max(1) as i64;
+    let backlog_target =
+        (w.consumer_backlog_size_gb * (1u64 << 30) as f64) as i64 / w.message_size.max(1) as i64;
     let mut backlog = if backlog_target > 0 {
         shared.pause_consumers(true);
         eprintln!("bench: consumers paused to build a backlog of {backlog_target} messages");
@@ -779,9 +797,12 @@ async fn execute(
                 admin_url: ends.admin_url.clone(),
                 ..Default::default()
             },
-            [("magnetar-bench".to_string(), env!("CARGO_PKG_VERSION").to_string())]
-                .into_iter()
-                .collect(),
+            [(
+                "magnetar-bench".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            )]
+            .into_iter()
+            .collect(),
         ),
     };
     let mut versions: std::collections::BTreeMap<String, String> = versions;
@@ -979,11 +1000,7 @@ fn print_summary(result: &RunResult, path: &std::path::Path) {
     );
     let lost: u64 = v.subscriptions.iter().map(|s| s.lost).sum();
     let dups: u64 = v.subscriptions.iter().map(|s| s.duplicates).sum();
-    let order: u64 = v
-        .subscriptions
-        .iter()
-        .filter_map(|s| s.out_of_order)
-        .sum();
+    let order: u64 = v.subscriptions.iter().filter_map(|s| s.out_of_order).sum();
     println!(
         "verification {}: {} acknowledged, {lost} lost, {dups} duplicates, {order} out of order, {} failed sends",
         if v.passed { "passed" } else { "FAILED" },
@@ -1001,7 +1018,10 @@ fn print_summary(result: &RunResult, path: &std::path::Path) {
             f.action,
             f.at_seconds,
             f.status,
-            f.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+            f.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
             figures.join(", ")
         );
     }
@@ -1034,14 +1054,53 @@ mod tests {
         let start = BacklogPhase::Building {
             since: Instant::now(),
         };
-        let p = advance_backlog(start, &snapshot(5_000, 0), 1, 10_000, 1.0, &shared, &mut built, &mut drained);
+        let p = advance_backlog(
+            start,
+            &snapshot(5_000, 0),
+            1,
+            10_000,
+            1.0,
+            &shared,
+            &mut built,
+            &mut drained,
+        );
         assert_eq!(p, start, "not yet built");
-        let p = advance_backlog(p, &snapshot(10_000, 0), 1, 10_000, 1.0, &shared, &mut built, &mut drained);
+        let p = advance_backlog(
+            p,
+            &snapshot(10_000, 0),
+            1,
+            10_000,
+            1.0,
+            &shared,
+            &mut built,
+            &mut drained,
+        );
         assert!(matches!(p, BacklogPhase::Draining { .. }));
         assert!(built.is_some());
-        let p = advance_backlog(p, &snapshot(11_000, 9_000), 1, 10_000, 1.0, &shared, &mut built, &mut drained);
-        assert!(matches!(p, BacklogPhase::Draining { .. }), "2,000 left > floor of 1,000");
-        let p = advance_backlog(p, &snapshot(12_000, 11_500), 1, 10_000, 1.0, &shared, &mut built, &mut drained);
+        let p = advance_backlog(
+            p,
+            &snapshot(11_000, 9_000),
+            1,
+            10_000,
+            1.0,
+            &shared,
+            &mut built,
+            &mut drained,
+        );
+        assert!(
+            matches!(p, BacklogPhase::Draining { .. }),
+            "2,000 left > floor of 1,000"
+        );
+        let p = advance_backlog(
+            p,
+            &snapshot(12_000, 11_500),
+            1,
+            10_000,
+            1.0,
+            &shared,
+            &mut built,
+            &mut drained,
+        );
         assert_eq!(p, BacklogPhase::Done);
         assert!(drained.is_some());
     }
@@ -1060,21 +1119,50 @@ mod tests {
                 #[command(flatten)]
                 run: RunArgs,
             }
-            let mut argv = vec!["run", "w.yaml", "--output", "o.json", "--topology", topology];
+            let mut argv = vec![
+                "run",
+                "w.yaml",
+                "--output",
+                "o.json",
+                "--topology",
+                topology,
+            ];
             argv.extend(extra);
-            <Cli as clap::Parser>::try_parse_from(argv).expect("parses").run
+            <Cli as clap::Parser>::try_parse_from(argv)
+                .expect("parses")
+                .run
         };
-        let spec = topology_spec(TopologyKind::Decoupled, &args("decoupled", &[]), &w).expect("3/3/2");
+        let spec =
+            topology_spec(TopologyKind::Decoupled, &args("decoupled", &[]), &w).expect("3/3/2");
         assert_eq!(
-            (spec.persistence.ensemble_size, spec.persistence.write_quorum, spec.persistence.ack_quorum),
+            (
+                spec.persistence.ensemble_size,
+                spec.persistence.write_quorum,
+                spec.persistence.ack_quorum
+            ),
             (3, 3, 2)
         );
-        let spec = topology_spec(TopologyKind::Monolithic, &args("monolithic", &[]), &w).expect("rf 3");
-        assert_eq!((spec.persistence.ensemble_size, spec.persistence.ack_quorum), (3, 2));
+        let spec =
+            topology_spec(TopologyKind::Monolithic, &args("monolithic", &[]), &w).expect("rf 3");
+        assert_eq!(
+            (spec.persistence.ensemble_size, spec.persistence.ack_quorum),
+            (3, 2)
+        );
         assert_eq!(spec.bookies, 0);
-        assert!(topology_spec(TopologyKind::Decoupled, &args("decoupled", &["--bookies", "2"]), &w).is_err());
-        assert!(topology_spec(TopologyKind::Monolithic, &args("monolithic", &["--brokers", "2"]), &w).is_err());
-        let spec = topology_spec(TopologyKind::Standalone, &args("standalone", &[]), &w).expect("1/1/1");
+        assert!(topology_spec(
+            TopologyKind::Decoupled,
+            &args("decoupled", &["--bookies", "2"]),
+            &w
+        )
+        .is_err());
+        assert!(topology_spec(
+            TopologyKind::Monolithic,
+            &args("monolithic", &["--brokers", "2"]),
+            &w
+        )
+        .is_err());
+        let spec =
+            topology_spec(TopologyKind::Standalone, &args("standalone", &[]), &w).expect("1/1/1");
         assert_eq!((spec.brokers, spec.persistence.ensemble_size), (1, 1));
     }
 }

@@ -321,7 +321,8 @@ impl Topology {
                     });
                 }
             }
-            let answer = tokio::time::timeout(Duration::from_secs(2), http.get(health).send()).await;
+            let answer =
+                tokio::time::timeout(Duration::from_secs(2), http.get(health).send()).await;
             if matches!(answer, Ok(Ok(ref r)) if r.status().is_success()) {
                 return Ok(());
             }
@@ -378,7 +379,8 @@ impl Topology {
         ];
         args.extend(self.spec.broker_args.iter().cloned());
         let http_url = format!("http://127.0.0.1:{http}");
-        let mut process = self.spawn("standalone", &self.exe, &args, http_url.clone(), Some(data))?;
+        let mut process =
+            self.spawn("standalone", &self.exe, &args, http_url.clone(), Some(data))?;
         Self::wait_healthy(&mut process, &format!("{http_url}/health")).await?;
         self.watch(&process, true);
         self.brokers.push(Broker {
@@ -509,6 +511,12 @@ impl Topology {
     /// kill -9; returns the process's name.
     pub fn kill(&mut self, role: Role, index: usize) -> Result<String, TopologyError> {
         let process = self.process_mut(role, index)?;
+        if !process.running() {
+            return Err(TopologyError::NoSuchProcess(format!(
+                "{} (already stopped)",
+                process.name
+            )));
+        }
         let (name, pid) = (process.name.clone(), process.pid);
         process.kill9();
         self.unwatch(pid);
@@ -524,7 +532,11 @@ impl Topology {
                 process.name
             )));
         }
-        let signal = if stop { Signal::SIGSTOP } else { Signal::SIGCONT };
+        let signal = if stop {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
         kill(Pid::from_raw(process.pid as i32), signal).map_err(|e| TopologyError::Io {
             what: format!("sending {signal} to {}", process.name),
             source: e.into(),
@@ -536,7 +548,10 @@ impl Topology {
     /// Bytes under a process's data directory (0 without one).
     pub fn data_bytes(&self, role: Role, index: usize) -> u64 {
         let dir = match role {
-            Role::Broker => self.brokers.get(index).and_then(|b| b.process.data_dir.clone()),
+            Role::Broker => self
+                .brokers
+                .get(index)
+                .and_then(|b| b.process.data_dir.clone()),
             Role::Bookie => self.bookies.get(index).and_then(|b| b.data_dir.clone()),
         };
         dir.map(|d| dir_bytes(&d)).unwrap_or(0)

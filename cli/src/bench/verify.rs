@@ -157,7 +157,11 @@ impl SubscriptionCheck {
             self.foreign += 1;
             return;
         };
-        let fresh = self.received.entry(h.producer).or_default().insert(h.sequence);
+        let fresh = self
+            .received
+            .entry(h.producer)
+            .or_default()
+            .insert(h.sequence);
         if !fresh {
             self.duplicates += 1;
             return;
@@ -196,7 +200,10 @@ impl SubscriptionCheck {
             expected += record.acknowledged.len();
             let missing = record.acknowledged.count_missing_from(got);
             if missing > 0 && examples.len() < 5 {
-                for seq in record.acknowledged.first_missing_from(got, 5 - examples.len()) {
+                for seq in record
+                    .acknowledged
+                    .first_missing_from(got, 5 - examples.len())
+                {
                     examples.push(format!("producer {id} message {seq}"));
                 }
             }

@@ -352,7 +352,10 @@ impl Workload {
             ("partitionsPerTopic", self.partitions_per_topic as u64),
             ("producersPerTopic", self.producers_per_topic as u64),
             ("subscriptionsPerTopic", self.subscriptions_per_topic as u64),
-            ("consumerPerSubscription", self.consumer_per_subscription as u64),
+            (
+                "consumerPerSubscription",
+                self.consumer_per_subscription as u64,
+            ),
             (
                 "magnetar.maxPendingMessages",
                 self.magnetar.max_pending_messages as u64,
@@ -391,7 +394,9 @@ impl Workload {
             return Err("an Exclusive subscription takes one consumer".into());
         }
         for (i, fault) in self.magnetar.faults.iter().enumerate() {
-            fault.check().map_err(|e| format!("magnetar.faults[{i}]: {e}"))?;
+            fault
+                .check()
+                .map_err(|e| format!("magnetar.faults[{i}]: {e}"))?;
         }
         Ok(())
     }
@@ -530,9 +535,15 @@ magnetar:
     #[test]
     fn impossible_workloads_are_refused_before_anything_starts() {
         let cases = [
-            (OMB.replace("messageSize: 1024", "messageSize: 16"), "messageSize"),
+            (
+                OMB.replace("messageSize: 1024", "messageSize: 16"),
+                "messageSize",
+            ),
             (OMB.replace("topics: 1", "topics: 0"), "topics"),
-            (OMB.replace("producerRate: 500000", "producerRate: -1"), "producerRate"),
+            (
+                OMB.replace("producerRate: 500000", "producerRate: -1"),
+                "producerRate",
+            ),
             (
                 format!("{OMB}magnetar:\n  faults:\n    - {{atSeconds: 1, action: kill-broker}}\n"),
                 "broker: INDEX",
