@@ -8,6 +8,7 @@ use std::sync::Once;
 
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
 const SIZE: (u32, u32) = (1100, 620);
@@ -98,7 +99,7 @@ pub fn quantile_chart(
             .collect();
         (
             logged,
-            floor..(y_max.log10() + 0.1),
+            floor..(y_max.log10() + 0.2),
             format!("{y_label} (log scale)"),
         )
     } else {
@@ -137,6 +138,8 @@ pub fn quantile_chart(
         &y_format,
         x_max as usize + 1,
         true,
+        // Curves rise to the right: the bottom right is free.
+        SeriesLabelPosition::LowerRight,
     )
 }
 
@@ -160,16 +163,26 @@ pub fn time_chart(
         series,
         markers,
         &|x: &f64| format!("{x:.0}"),
-        &|y: &f64| format!("{y:.1}"),
+        &|y: &f64| axis_number(*y, y_max),
         10,
         false,
+        // Fault labels sit at the top.
+        SeriesLabelPosition::LowerRight,
     )
 }
 
-/// Points joined by lines (e.g. move time against data size).
-pub fn xy_chart(path: &Path, title: &str, labels: (&str, &str), series: &[Series]) -> Result<()> {
+/// Points joined by lines (e.g. move time against data size). The top of
+/// the y axis is never below `y_at_least`, so that a flat line of small
+/// values reads as flat rather than as noise.
+pub fn xy_chart(
+    path: &Path,
+    title: &str,
+    labels: (&str, &str),
+    series: &[Series],
+    y_at_least: f64,
+) -> Result<()> {
     let x_max = range_max(series, |p| p.0) * 1.1;
-    let y_max = range_max(series, |p| p.1) * 1.2;
+    let y_max = (range_max(series, |p| p.1) * 1.2).max(y_at_least);
     draw_lines(
         path,
         title,
@@ -178,10 +191,21 @@ pub fn xy_chart(path: &Path, title: &str, labels: (&str, &str), series: &[Series
         series,
         &[],
         &|x: &f64| format!("{x:.2}"),
-        &|y: &f64| format!("{y:.1}"),
+        &|y: &f64| axis_number(*y, y_max),
         10,
         true,
+        SeriesLabelPosition::UpperRight,
     )
+}
+
+/// An axis label with as many decimals as the axis's extent needs.
+fn axis_number(v: f64, top: f64) -> String {
+    match top {
+        t if t >= 100.0 => format!("{v:.0}"),
+        t if t >= 10.0 => format!("{v:.1}"),
+        t if t >= 1.0 => format!("{v:.2}"),
+        _ => format!("{v:.3}"),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -196,16 +220,11 @@ fn draw_lines(
     y_format: &dyn Fn(&f64) -> String,
     x_labels: usize,
     points: bool,
+    legend: SeriesLabelPosition,
 ) -> Result<()> {
-    // Time charts are high on the left after a warm-up and carry fault
-    // labels at the top; curves rising to the right leave the top left free.
-    let legend = if markers.is_empty() {
-        SeriesLabelPosition::UpperLeft
-    } else {
-        SeriesLabelPosition::LowerRight
-    };
     font()?;
     let (y_bottom, y_top) = (y_range.start, y_range.end);
+    let x_end = x_range.end;
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let mut chart = ChartBuilder::on(&root)
@@ -237,11 +256,17 @@ fn draw_lines(
             .map_err(plot_error)?;
         // Labels step down so that faults close in time stay readable.
         let step = (y_top - y_bottom) * 0.045 * (i % 6) as f64;
+        // Past the middle a label reads leftwards from its line.
+        let anchor = if marker.x > 0.55 * x_end {
+            Pos::new(HPos::Right, VPos::Top)
+        } else {
+            Pos::new(HPos::Left, VPos::Top)
+        };
         chart
             .draw_series(std::iter::once(Text::new(
-                marker.label.clone(),
+                format!(" {} ", marker.label),
                 (marker.x, y_top - (y_top - y_bottom) * 0.03 - step),
-                (FONT, 15).into_font().color(&color),
+                (FONT, 15).into_font().color(&color).pos(anchor),
             )))
             .map_err(plot_error)?;
     }
@@ -281,6 +306,13 @@ fn draw_lines(
 mod tests {
     use super::*;
 
+    #[test]
+    fn axis_labels_keep_small_values_apart() {
+        assert_eq!(axis_number(0.12, 0.137), "0.120");
+        assert_eq!(axis_number(2000.0, 11_000.0), "2000");
+        assert_eq!(axis_number(1.5, 9.0), "1.50");
+    }
+
     /// Text is drawn from the embedded font: a chart with a caption has
     /// dark pixels in its title band even on a machine without fonts.
     #[test]
@@ -312,7 +344,14 @@ mod tests {
             }],
         )
         .expect("drawn");
-        xy_chart(&dir.path().join("m.png"), "Moves", ("GB", "s"), &series).expect("drawn");
+        xy_chart(
+            &dir.path().join("m.png"),
+            "Moves",
+            ("GB", "s"),
+            &series,
+            1.0,
+        )
+        .expect("drawn");
         let img = image_band_dark_pixels(&bytes);
         assert!(
             img > 50,

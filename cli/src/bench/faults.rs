@@ -483,7 +483,17 @@ async fn move_bundle(
         })?;
     let request = started.elapsed().as_secs_f64();
     let read = first_read(ctx, &full, subscription);
-    let send = first_send(ctx, &full);
+    // A probe message would reach the workload's own subscriptions (and
+    // fail their verification as foreign): on a workload topic the load's
+    // own producers show when sends resume.
+    let probe_send = subscription.is_some();
+    let send = async {
+        if probe_send {
+            first_send(ctx, &full).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
     let (read, send) = tokio::join!(
         tokio::time::timeout(MOVE_TIMEOUT, read),
         tokio::time::timeout(MOVE_TIMEOUT, send)
@@ -516,9 +526,10 @@ async fn move_bundle(
         Err(e) => errors.push(format!("first read: {e}")),
     }
     match send {
-        Ok(t) => {
+        Ok(Some(t)) => {
             m.insert("firstSendSeconds".into(), t);
         }
+        Ok(None) => {}
         Err(e) => errors.push(format!("first send: {e}")),
     }
     if !errors.is_empty() {
@@ -527,7 +538,13 @@ async fn move_bundle(
             errors.join("; ")
         )));
     }
-    m.insert("moveSeconds".into(), after);
+    // Until both the read and the send went through the new owner.
+    let done = ["firstReadSeconds", "firstSendSeconds"]
+        .iter()
+        .filter_map(|k| m.get(*k).copied())
+        .fold(0.0, f64::max);
+    m.insert("moveSeconds".into(), done);
+    m.insert("probesClosedSeconds".into(), after);
     match owner_after {
         Some(o) if o == destination => {}
         Some(o) => notes.push(format!(

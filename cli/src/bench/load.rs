@@ -267,8 +267,8 @@ pub struct Load {
 
 impl Load {
     /// Subscribes every consumer (so the subscriptions exist before the
-    /// first send), then creates the producers; the producers start sending
-    /// at once at the shared rate.
+    /// first send), then creates the producers; they send at the shared
+    /// rate (none while it is 0).
     pub async fn start(
         w: &Workload,
         service_url: &str,
@@ -683,6 +683,30 @@ async fn consume(
         let _ = consumer.close().await;
     })
     .await;
+}
+
+/// Creates the durable `subscription` on `topic` (at its start) by
+/// subscribing once; the subscription outlives the consumer.
+pub async fn subscribe(service_url: &str, topic: &str, subscription: &str) -> Result<()> {
+    let client = connect_with_outbound_queue(
+        &ConnectArgs {
+            url: service_url.to_string(),
+        },
+        None,
+    )
+    .await?;
+    let mut consumer: Consumer<Vec<u8>, TokioExecutor> = client
+        .consumer()
+        .with_topic(topic)
+        .with_subscription(subscription)
+        .with_options(
+            ConsumerOptions::default().with_initial_position(StartPosition::Earliest.into()),
+        )
+        .build()
+        .await
+        .with_context(|| format!("subscribing {subscription} to {topic}"))?;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, consumer.close()).await;
+    Ok(())
 }
 
 /// Fills `topic` with at least `bytes` of `message_size`-byte messages as

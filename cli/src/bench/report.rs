@@ -74,7 +74,8 @@ fn slug(name: &str) -> String {
     while out.contains("--") {
         out = out.replace("--", "-");
     }
-    out.trim_matches('-').chars().take(60).collect()
+    let short: String = out.trim_matches('-').chars().take(40).collect();
+    short.trim_end_matches('-').to_string()
 }
 
 /// Seconds since the measured phase started at the end of each period.
@@ -92,6 +93,35 @@ fn period_times(run: &RunResult) -> Vec<f64> {
 
 fn markers(runs: &[&RunResult]) -> Vec<Marker> {
     let several = runs.len() > 1;
+    let name = |what: &str, label: &str| {
+        if several {
+            format!("{what} ({label})")
+        } else {
+            what.to_string()
+        }
+    };
+    // The backlog phases: built from the start of the measured phase.
+    let backlog = runs.iter().filter_map(|r| {
+        let m = r.magnetar.as_ref()?;
+        let built = m.phases.backlog_build_seconds?;
+        let mut marks = vec![Marker {
+            x: built,
+            label: name("backlog drain starts", &r.label()),
+        }];
+        if let Some(drained) = m.phases.backlog_drain_seconds {
+            marks.push(Marker {
+                x: built + drained,
+                label: name("drained", &r.label()),
+            });
+        }
+        Some(marks)
+    });
+    let mut all: Vec<Marker> = backlog.flatten().collect();
+    all.extend(fault_markers(runs, several));
+    all
+}
+
+fn fault_markers(runs: &[&RunResult], several: bool) -> Vec<Marker> {
     runs.iter()
         .filter_map(|r| r.magnetar.as_ref().map(|m| (r.label(), m)))
         .flat_map(|(label, m)| {
@@ -402,6 +432,14 @@ fn workload_section(
     );
     row(
         out,
+        "etcd operations during the run (writes · reads)",
+        totals(&|r| match etcd_operations(r) {
+            Some((writes, reads)) => format!("{} · {}", count(writes), count(reads)),
+            None => "—".into(),
+        }),
+    );
+    row(
+        out,
         "load generator CPU %",
         totals(&|r| match resources(r) {
             Some((_, _, _, client)) => format!("{client:.0}%"),
@@ -522,6 +560,27 @@ fn workload_section(
     Ok(())
 }
 
+/// Metadata operations: differences of etcd's MVCC counters between its
+/// first and last /metrics sample (writes: put + txn + delete; reads: range).
+fn etcd_operations(run: &RunResult) -> Option<(f64, f64)> {
+    let etcd = run
+        .magnetar
+        .as_ref()?
+        .samples
+        .processes
+        .iter()
+        .find(|p| p.name == "etcd")?;
+    let (first, last) = (&etcd.metrics.first()?.1, &etcd.metrics.last()?.1);
+    let delta =
+        |k: &str| last.get(k).copied().unwrap_or(0.0) - first.get(k).copied().unwrap_or(0.0);
+    Some((
+        delta("etcd_mvcc_put_total")
+            + delta("etcd_mvcc_txn_total")
+            + delta("etcd_mvcc_delete_total"),
+        delta("etcd_mvcc_range_total"),
+    ))
+}
+
 /// The role of a sampled process: its name without the index.
 fn role(name: &str) -> &str {
     name.trim_end_matches(|c: char| c.is_ascii_digit())
@@ -622,10 +681,11 @@ fn moves_section(out: &mut String, args: &ReportArgs, runs: &[(PathBuf, RunResul
                 .get("brokerBytesWritten")
                 .copied()
                 .unwrap_or(0.0);
-            by_label
-                .entry(r.label())
-                .or_default()
-                .push((size / 1e9, *time, copied));
+            by_label.entry(r.label()).or_default().push((
+                size / (1u64 << 30) as f64,
+                *time,
+                copied,
+            ));
         }
     }
     let _ = writeln!(out, "## Moving a topic with data\n");
@@ -652,10 +712,11 @@ fn moves_section(out: &mut String, args: &ReportArgs, runs: &[(PathBuf, RunResul
         &args.output.join(png),
         "Time to move a bundle against its data",
         (
-            "GB in the topic",
+            "GiB in the topic",
             "seconds until read and written through the new owner",
         ),
         &series,
+        1.0,
     )?;
     let _ = writeln!(out, "![Move time against data size]({png})\n");
     let _ = writeln!(

@@ -67,6 +67,9 @@ pub struct RunArgs {
     /// Replaces the workload's producerRate (0 = find the highest).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Replaces the workload's consumerBacklogSizeGB.
+    #[arg(long)]
+    pub backlog_size_gb: Option<f64>,
     /// Monolithic: the brokers' --flush-policy (fsync, or os as Kafka's default).
     #[arg(long)]
     pub flush_policy: Option<String>,
@@ -98,6 +101,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(rate) = args.rate {
         workload.producer_rate = rate;
+    }
+    if let Some(gb) = args.backlog_size_gb {
+        workload.consumer_backlog_size_gb = gb;
     }
     let mut notes: Vec<String> = workload
         .ignored
@@ -386,17 +392,14 @@ async fn prepare_moves(
         create_namespace(admin, tenant, &ns, 1, persistence).await?;
         let topic = "data".to_string();
         let subscription = "backlog".to_string();
-        admin
-            .put_if_absent(
-                &format!("persistent/{tenant}/{ns}/{topic}/subscription/{subscription}"),
-                None,
-            )
+        let full = format!("persistent://{tenant}/{ns}/{topic}");
+        // A durable subscription keeps what the fill writes.
+        load::subscribe(service_url, &full, &subscription)
             .await
             .context("creating the move topic's subscription")?;
         let bytes = (size * (1u64 << 30) as f64) as u64;
         eprintln!("bench: filling persistent://{tenant}/{ns}/{topic} with {size} GB for fault {i}");
         let started = Instant::now();
-        let full = format!("persistent://{tenant}/{ns}/{topic}");
         let messages = load::fill(service_url, &full, bytes, 1024).await?;
         moves.push(Some(PreparedMove {
             namespace: ns,
@@ -537,15 +540,12 @@ async fn execute(
     } else {
         w.producer_rate
     };
-    let shared = Shared::new(
-        topics.len(),
-        w.total_producers(),
-        w.message_size,
-        first_rate,
-    );
+    // As OMB does, nothing is sent until every producer and consumer exists.
+    let shared = Shared::new(topics.len(), w.total_producers(), w.message_size, 0.0);
     let clients_started = Instant::now();
     let mut load = Load::start(w, &ends.service_url, &topics, shared.clone()).await?;
     let clients_seconds = clients_started.elapsed().as_secs_f64();
+    shared.set_rate(first_rate);
     let sending_since = Instant::now();
     let mut reached: Option<f64> = None;
     let mut note_reach = |load: &Load| {
