@@ -179,6 +179,12 @@ fn bytes(v: f64) -> String {
     }
 }
 
+/// Minutes as a short number (0.25, 1, 0.33).
+fn minutes(m: f64) -> String {
+    let text = format!("{m:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 fn mean(values: &[f64]) -> f64 {
     if values.is_empty() {
         0.0
@@ -344,8 +350,8 @@ fn workload_section(
             } else {
                 String::new()
             },
-            w.test_duration_minutes,
-            w.warmup_duration_minutes
+            minutes(w.test_duration_minutes),
+            minutes(w.warmup_duration_minutes)
         );
     }
     let labels: Vec<String> = members.iter().map(|r| r.label()).collect();
@@ -784,5 +790,7 @@ mod tests {
         assert_eq!(count(-1000.0), "-1,000");
         assert_eq!(bytes(2_500_000.0), "2.5 MB");
         assert_eq!(ms(0.1234), "0.12");
+        assert_eq!(minutes(1.0 / 3.0), "0.33");
+        assert_eq!(minutes(5.0), "5");
     }
 }
