@@ -44,6 +44,9 @@ pub fn run(args: ReportArgs) -> Result<()> {
     Ok(())
 }
 
+/// One figure per OMB period of a run.
+type PerPeriod = dyn Fn(&RunResult) -> Vec<f64>;
+
 /// Runs grouped by workload name, in the order first seen.
 fn by_workload(runs: &[(PathBuf, RunResult)]) -> Vec<(String, Vec<&RunResult>)> {
     let mut groups: Vec<(String, Vec<&RunResult>)> = Vec::new();
@@ -535,7 +538,7 @@ fn workload_section(
     let _ = writeln!(out, "![Throughput over time]({png})\n");
     // Publish and end-to-end apart: a backlog's end-to-end latency is
     // minutes and would flatten the publish curve.
-    let kinds: [(&str, &str, &dyn Fn(&RunResult) -> Vec<f64>); 2] = [
+    let kinds: [(&str, &str, &PerPeriod); 2] = [
         ("publish-latency", "Publish latency p99 over time", &|r| {
             r.omb.publish_latency.iter().map(|s| s.p99).collect()
         }),
