@@ -1,6 +1,7 @@
 //! `magnetar`: one binary for every Magnetar process and tool.
 
 mod admin;
+mod bench;
 mod bookie_cmd;
 mod broker_cmd;
 mod client;
@@ -49,6 +50,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Perf(perf::PerfCommand),
+    /// OpenMessaging-style comparison runs on either architecture, and their report.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Secret keys and tokens for token authentication (like pulsar tokens).
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -70,6 +74,7 @@ fn main() -> Result<()> {
             Command::Produce(args) => client::produce::run(args).await,
             Command::Consume(args) => client::consume::run(args).await,
             Command::Perf(cmd) => perf::run(cmd).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
             Command::Tokens(cmd) => tokens::run(cmd),
         }
     })

@@ -107,7 +107,7 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// `url` is `http://host:port`; a bare `host:port` means http.
-    fn new(url: &str, token: Option<String>) -> Self {
+    pub(crate) fn new(url: &str, token: Option<String>) -> Self {
         let url = url.trim_end_matches('/');
         let url = if url.contains("://") {
             url.to_string()
@@ -160,6 +160,20 @@ impl AdminClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<bytes::Bytes> {
+        let (status, bytes) = self.send(method, path, body).await?;
+        if !status.is_success() {
+            bail!("{status}: {}", reason(&bytes));
+        }
+        Ok(bytes)
+    }
+
+    /// Sends the request, following redirects; the final status and body.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, bytes::Bytes)> {
         let mut url = format!("{}/{path}", self.base);
         let body = body.map(serde_json::to_vec).transpose()?;
         let mut hops = 0;
@@ -199,10 +213,18 @@ impl AdminClient {
             .bytes()
             .await
             .with_context(|| format!("reading the answer to {method} {url}"))?;
-        if !status.is_success() {
-            bail!("{status}: {}", reason(&bytes));
+        Ok((status, bytes))
+    }
+
+    /// A PUT that creates something: true if created, false if it already
+    /// existed (409), an error for any other refusal.
+    pub(crate) async fn put_if_absent(&self, path: &str, body: Option<&Value>) -> Result<bool> {
+        let (status, bytes) = self.send(Method::PUT, path, body).await?;
+        match status {
+            StatusCode::CONFLICT => Ok(false),
+            s if s.is_success() => Ok(true),
+            s => bail!("PUT {path}: {s}: {}", reason(&bytes)),
         }
-        Ok(bytes)
     }
 
     /// A GET whose answer is text (`brokers/health`).
@@ -216,15 +238,15 @@ impl AdminClient {
         self.call(Method::POST, path, None).await
     }
 
-    async fn get(&self, path: &str) -> Result<Option<Value>> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Option<Value>> {
         self.call(Method::GET, path, None).await
     }
 
-    async fn put(&self, path: &str, body: Option<&Value>) -> Result<Option<Value>> {
+    pub(crate) async fn put(&self, path: &str, body: Option<&Value>) -> Result<Option<Value>> {
         self.call(Method::PUT, path, body).await
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Result<Option<Value>> {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Option<Value>> {
         self.call(Method::POST, path, Some(body)).await
     }
 

@@ -4,6 +4,7 @@
 //! the connection, and the subscription options. It never talks to bookies
 //! or metadata directly; everything goes through the Pulsar protocol.
 
+pub mod ack;
 pub mod consume;
 pub mod message_id;
 pub mod produce;

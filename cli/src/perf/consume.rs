@@ -7,23 +7,18 @@
 //! last message arrived; exclusive and failover subscriptions acknowledge
 //! cumulatively a few times a second instead.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use futures::TryStreamExt;
-use pulsar::consumer::Message;
-use pulsar::proto::MessageIdData;
 use pulsar::{Consumer, ConsumerOptions, TokioExecutor};
 
 use super::report::{measure, percentiles_line, Load};
-use crate::client::message_id::completed_entry;
+use crate::client::ack::Acker;
 use crate::client::{connect, ConnectArgs, StartPosition, SubscriptionType};
 
-/// How often exclusive and failover consumers send their cumulative ack.
-const CUMULATIVE_ACK_EVERY: Duration = Duration::from_millis(100);
 /// How long a consumer may take to send its last acks and close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -192,63 +187,6 @@ fn end_to_end_micros(now: SystemTime, publish_time_ms: u64) -> u64 {
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0);
     now_micros.saturating_sub(publish_time_ms.saturating_mul(1000))
-}
-
-/// Acknowledges whole entries: each as its last message arrives, or, when
-/// cumulative, the latest complete entry of each topic every
-/// [`CUMULATIVE_ACK_EVERY`].
-struct Acker {
-    cumulative: bool,
-    latest: HashMap<String, MessageIdData>,
-    flushed: Instant,
-}
-
-impl Acker {
-    fn new(cumulative: bool) -> Self {
-        Self {
-            cumulative,
-            latest: HashMap::new(),
-            flushed: Instant::now(),
-        }
-    }
-
-    async fn received(
-        &mut self,
-        consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
-        message: &Message<Vec<u8>>,
-    ) -> Result<()> {
-        let Some(entry) = completed_entry(message.message_id(), message.message_id.batch_size)
-        else {
-            return Ok(());
-        };
-        if !self.cumulative {
-            return consumer
-                .ack_with_id(&message.topic, entry)
-                .await
-                .context("acknowledging");
-        }
-        match self.latest.get_mut(&message.topic) {
-            Some(latest) => *latest = entry,
-            None => {
-                self.latest.insert(message.topic.clone(), entry);
-            }
-        }
-        if self.flushed.elapsed() >= CUMULATIVE_ACK_EVERY {
-            self.flush(consumer).await?;
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self, consumer: &mut Consumer<Vec<u8>, TokioExecutor>) -> Result<()> {
-        for (topic, entry) in self.latest.drain() {
-            consumer
-                .cumulative_ack_with_id(&topic, entry)
-                .await
-                .context("acknowledging cumulatively")?;
-        }
-        self.flushed = Instant::now();
-        Ok(())
-    }
 }
 
 #[cfg(test)]

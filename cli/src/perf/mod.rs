@@ -5,7 +5,8 @@ mod bookie;
 mod consume;
 mod ledger;
 mod produce;
-mod report;
+pub mod report;
+pub mod schedule;
 mod wire_produce;
 
 use anyhow::Result;

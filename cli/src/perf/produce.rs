@@ -20,6 +20,7 @@ use rand::RngCore;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::report::{measure, percentiles_line, LatencyRecorder, Load};
+use super::schedule::Schedule;
 use crate::client::{connect_with_outbound_queue, producer_options, ConnectArgs};
 
 #[derive(Args, Debug, Clone)]
@@ -309,77 +310,11 @@ fn note_failure(load: &Load, e: &pulsar::Error) {
     }
 }
 
-/// Evenly spaced send times for one producer: message `k` is due `k / rate`
-/// seconds after the start. A producer that fell behind sends what is due in
-/// one burst (bounded by its pending window) instead of sleeping per message.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Schedule {
-    per_second: f64,
-}
-
-impl Schedule {
-    /// `None` for an unlimited rate.
-    fn new(per_second: f64) -> Option<Self> {
-        (per_second > 0.0 && per_second.is_finite()).then_some(Self { per_second })
-    }
-
-    /// How many messages are due `elapsed` after the start (the first at once).
-    fn due(&self, elapsed: Duration) -> u64 {
-        (elapsed.as_secs_f64() * self.per_second).floor() as u64 + 1
-    }
-
-    /// When message `k` (counting from 0) is due, after the start.
-    fn send_time(&self, k: u64) -> Duration {
-        Duration::from_secs_f64(k as f64 / self.per_second)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
 
     use super::*;
-
-    #[test]
-    fn unlimited_means_no_schedule() {
-        assert_eq!(Schedule::new(0.0), None);
-        assert_eq!(Schedule::new(f64::INFINITY), None);
-        assert!(Schedule::new(0.5).is_some());
-    }
-
-    #[test]
-    fn messages_are_due_evenly() {
-        let s = Schedule::new(1000.0).expect("limited");
-        assert_eq!(s.due(Duration::ZERO), 1);
-        assert_eq!(s.due(Duration::from_micros(999)), 1);
-        assert_eq!(s.due(Duration::from_millis(1)), 2);
-        assert_eq!(s.due(Duration::from_secs(1)), 1001);
-        assert_eq!(s.send_time(0), Duration::ZERO);
-        assert_eq!(s.send_time(500), Duration::from_millis(500));
-    }
-
-    #[test]
-    fn a_message_is_due_exactly_at_its_send_time() {
-        let s = Schedule::new(3.0).expect("limited");
-        for k in 0..100 {
-            let at = s.send_time(k);
-            assert!(
-                s.due(at + Duration::from_nanos(1)) > k,
-                "message {k} due at {at:?}"
-            );
-            if k > 0 {
-                assert!(s.due(at - Duration::from_millis(1)) <= k);
-            }
-        }
-    }
-
-    #[test]
-    fn slow_rates_space_messages_seconds_apart() {
-        let s = Schedule::new(0.5).expect("limited");
-        assert_eq!(s.send_time(1), Duration::from_secs(2));
-        assert_eq!(s.due(Duration::from_millis(1999)), 1);
-        assert_eq!(s.due(Duration::from_secs(2)), 2);
-    }
 
     #[derive(Parser)]
     struct Cli {
