@@ -538,12 +538,14 @@ async fn move_bundle(
             errors.join("; ")
         )));
     }
-    // Until both the read and the send went through the new owner.
+    // From the request until both the read and the send went through the
+    // new owner (the probes start when the request returns; in the
+    // monolithic architecture the request itself includes the copy).
     let done = ["firstReadSeconds", "firstSendSeconds"]
         .iter()
         .filter_map(|k| m.get(*k).copied())
         .fold(0.0, f64::max);
-    m.insert("moveSeconds".into(), done);
+    m.insert("moveSeconds".into(), request + done);
     m.insert("probesClosedSeconds".into(), after);
     match owner_after {
         Some(o) if o == destination => {}
