@@ -10,6 +10,7 @@ pub mod auth;
 pub mod clock;
 pub mod cursor;
 pub mod http;
+mod isolate;
 pub mod ledger;
 pub mod load_manager;
 pub mod local_log;

@@ -22,6 +22,12 @@ pub struct BrokerMetrics {
     pub messages_out: IntCounter,
     pub bytes_out: IntCounter,
     pub connections: IntGauge,
+    /// Connections closed as accepted: the broker or the client's address
+    /// was at its connection limit.
+    pub connections_refused: IntCounter,
+    /// Connections closed because their client read nothing of what waited
+    /// for it within the write timeout.
+    pub connections_stalled: IntCounter,
 }
 
 impl BrokerMetrics {
@@ -39,6 +45,14 @@ impl BrokerMetrics {
         let entries_out = counter("entries_out_total", "Entries dispatched to consumers")?;
         let messages_out = counter("messages_out_total", "Messages dispatched to consumers")?;
         let bytes_out = counter("bytes_out_total", "Bytes dispatched to consumers")?;
+        let connections_refused = counter(
+            "connections_refused_total",
+            "Connections refused at a connection limit",
+        )?;
+        let connections_stalled = counter(
+            "connections_stalled_total",
+            "Connections closed because the client did not read",
+        )?;
         let publish_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "publish_seconds",
@@ -60,6 +74,8 @@ impl BrokerMetrics {
             messages_out,
             bytes_out,
             connections,
+            connections_refused,
+            connections_stalled,
         })
     }
 

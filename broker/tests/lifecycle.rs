@@ -12,7 +12,7 @@ use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
 use magnetar_broker::ledger::{LedgerClient, LedgerConfig, LedgerId};
 use magnetar_broker::managed_ledger::{LedgerLogStore, ManagedLedger, ManagedLedgerConfig};
 use magnetar_broker::metrics::BrokerMetrics;
-use magnetar_broker::protocol::Outbound;
+use magnetar_broker::protocol::{outbound_queue, Outbound, OutboundFrames};
 use magnetar_broker::storage::{PartitionLog, Position, Replication, RetentionLimits};
 use magnetar_broker::topic::{
     Acknowledgement, BrokerConfig, BrokerService, ConsumerHandle, InitialPosition,
@@ -21,7 +21,6 @@ use magnetar_broker::topic::{
 };
 use magnetar_metadata::{keys, MetadataStore};
 use magnetar_tests::{BookieProcess, Etcd};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 const ENTRIES_PER_LEDGER: u64 = 10;
 
@@ -308,8 +307,8 @@ async fn attach(
     topic: &Topic,
     subscription: &str,
     key: (u64, u64),
-) -> (Arc<Subscription>, UnboundedReceiver<Outbound>) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+) -> (Arc<Subscription>, OutboundFrames) {
+    let (tx, rx) = outbound_queue(16 * 1024 * 1024);
     let handle = ConsumerHandle {
         key,
         name: "c".into(),
@@ -326,13 +325,14 @@ async fn attach(
 }
 
 /// Receives `count` deliveries and returns their positions.
-async fn receive(rx: &mut UnboundedReceiver<Outbound>, count: usize) -> Vec<Position> {
+async fn receive(rx: &mut OutboundFrames, count: usize) -> Vec<Position> {
     let mut got = Vec::new();
     while got.len() < count {
-        let frame = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        let (frame, bytes) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .unwrap_or_else(|_| panic!("only {} of {count} deliveries", got.len()))
             .expect("consumer channel open");
+        rx.written(bytes);
         if let Outbound::Message { command, .. } = frame {
             let id = command.message.expect("MESSAGE").message_id;
             got.push(Position::new(id.ledger_id, id.entry_id as i64));

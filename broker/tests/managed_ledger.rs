@@ -216,7 +216,7 @@ async fn acknowledgements_survive_a_broker_restart() {
             published.push(topic.publish(entry(i)).await.unwrap());
         }
         positions = published;
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = magnetar_broker::protocol::outbound_queue(16 * 1024 * 1024);
         let handle = ConsumerHandle {
             key: (1, 1),
             name: "c".into(),
@@ -240,7 +240,7 @@ async fn acknowledgements_survive_a_broker_restart() {
     }
     let broker = service(&cluster).await;
     let topic = broker.topic(&name).await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = magnetar_broker::protocol::outbound_queue(16 * 1024 * 1024);
     let handle = ConsumerHandle {
         key: (2, 1),
         name: "c".into(),
@@ -258,10 +258,11 @@ async fn acknowledgements_survive_a_broker_restart() {
         .collect();
     let mut got = Vec::new();
     while got.len() < expected.len() {
-        let frame = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        let (frame, bytes) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .expect("delivery")
             .expect("open");
+        rx.written(bytes);
         if let magnetar_broker::protocol::Outbound::Message { command, .. } = frame {
             let id = command.message.unwrap().message_id;
             got.push(Position::new(id.ledger_id, id.entry_id as i64));

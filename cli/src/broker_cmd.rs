@@ -101,6 +101,31 @@ pub struct BrokerTuning {
     #[arg(long, env = "MAGNETAR_REPLICA_LAG_MAX", value_parser = humantime::parse_duration)]
     #[serde(default, deserialize_with = "human_duration")]
     pub replica_lag_max: Option<Duration>,
+    /// Bytes waiting to be written to one client connection before the
+    /// broker stops reading it and dispatching to its consumers [default: 16 MiB].
+    #[arg(long, env = "MAGNETAR_MAX_OUTBOUND_BYTES_PER_CONNECTION")]
+    pub max_outbound_bytes_per_connection: Option<usize>,
+    /// A client that takes longer than this to read 256 KiB of what waits
+    /// for it is disconnected, e.g. 30s [default: 30s].
+    #[arg(long, env = "MAGNETAR_CONNECTION_WRITE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "human_duration")]
+    pub connection_write_timeout: Option<Duration>,
+    /// Client connections this broker holds at most; more are closed as
+    /// they are accepted (Pulsar's brokerMaxConnections) [default: 0, no limit].
+    #[arg(long, env = "MAGNETAR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Client connections from one IP address at most (Pulsar's
+    /// brokerMaxConnectionsPerIp) [default: 0, no limit].
+    #[arg(long, env = "MAGNETAR_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Subscriptions per topic where the namespace sets no
+    /// maxSubscriptionsPerTopic [default: 0, no limit].
+    #[arg(long, env = "MAGNETAR_MAX_SUBSCRIPTIONS_PER_TOPIC")]
+    pub max_subscriptions_per_topic: Option<u32>,
+    /// Topics per namespace, each partition counting, where the namespace
+    /// sets no maxTopicsPerNamespace [default: 0, no limit].
+    #[arg(long, env = "MAGNETAR_MAX_TOPICS_PER_NAMESPACE")]
+    pub max_topics_per_namespace: Option<u32>,
 }
 
 /// A value in the file as its flag takes it.
@@ -126,7 +151,9 @@ impl BrokerTuning {
         prefer_cli!(self, file; advertise, max_message_size, max_entries_per_ledger, cache_mb,
             ensemble_size, write_quorum, ack_quorum, housekeeping_interval, token_secret_key,
             token_public_key, superuser_roles, cluster_name, architecture, flush_policy,
-            replica_lag_max);
+            replica_lag_max, max_outbound_bytes_per_connection, connection_write_timeout,
+            max_connections, max_connections_per_ip, max_subscriptions_per_topic,
+            max_topics_per_namespace);
         self.auth_enabled |= file.auth_enabled;
         self
     }
@@ -150,6 +177,30 @@ impl BrokerTuning {
             );
             config.housekeeping_interval = interval;
         }
+        if let Some(bound) = self.max_outbound_bytes_per_connection {
+            anyhow::ensure!(
+                bound > 0,
+                "--max-outbound-bytes-per-connection must be positive"
+            );
+            config.max_outbound_bytes_per_connection = bound;
+        }
+        if let Some(timeout) = self.connection_write_timeout {
+            anyhow::ensure!(
+                !timeout.is_zero(),
+                "--connection-write-timeout must be positive"
+            );
+            config.connection_write_timeout = timeout;
+        }
+        config.max_connections = self.max_connections.unwrap_or(config.max_connections);
+        config.max_connections_per_ip = self
+            .max_connections_per_ip
+            .unwrap_or(config.max_connections_per_ip);
+        config.max_subscriptions_per_topic = self
+            .max_subscriptions_per_topic
+            .unwrap_or(config.max_subscriptions_per_topic);
+        config.max_topics_per_namespace = self
+            .max_topics_per_namespace
+            .unwrap_or(config.max_topics_per_namespace);
         config.auth = self.auth_config()?;
         if let Some(name) = &self.cluster_name {
             anyhow::ensure!(

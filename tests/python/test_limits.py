@@ -1,7 +1,8 @@
 """Namespace rate and client limits with the official client: publish rate
 (the broker stops reading the producer's connection, so sends slow down but
-none fails), subscription dispatch rate, max producers per topic and max
-consumers per subscription. Limits are set through the admin REST API, as
+none fails), subscription dispatch rate, max producers per topic, max
+consumers per subscription, max subscriptions per topic and max topics per
+namespace. Limits are set through the admin REST API, as
 pulsar-admin sets them, and apply to topics already loaded.
 
 Timing assertions are properties of the limiter, never of machine speed: at
@@ -264,3 +265,70 @@ def test_max_consumers_per_topic(magnetar, new_client):
     c = new_client().subscribe(topic, "c")
     b.close()
     c.close()
+
+
+def test_max_subscriptions_per_topic(magnetar, new_client):
+    namespace = new_namespace(magnetar)
+    topic = f"persistent://{namespace}/t"
+    admin(magnetar, "POST", policy(namespace, "maxSubscriptionsPerTopic"), 2)
+    assert admin(magnetar, "GET", policy(namespace, "maxSubscriptionsPerTopic")) == 2
+    client = new_client()
+    a = client.subscribe(topic, "a")
+    b = client.subscribe(topic, "b")
+    with pytest.raises(pulsar.NotAllowedError):
+        new_client().subscribe(topic, "c")
+    # A closed consumer leaves its durable subscription, which still counts;
+    # an existing subscription may always be attached to again.
+    a.close()
+    with pytest.raises(pulsar.NotAllowedError):
+        new_client().subscribe(topic, "c")
+    a = new_client().subscribe(topic, "a")
+    # Unsubscribing frees a place.
+    b.unsubscribe()
+    c = new_client().subscribe(topic, "c")
+    for consumer in (a, c):
+        consumer.close()
+
+
+def test_max_topics_per_namespace_counts_partitions_and_refuses_creation(magnetar, new_client):
+    namespace = new_namespace(magnetar)
+    admin(magnetar, "POST", policy(namespace, "maxTopicsPerNamespace"), 3)
+    client = new_client()
+    # Auto-created on first use, as Pulsar does, while there is room.
+    for local in ("t1", "t2"):
+        client.create_producer(f"persistent://{namespace}/{local}").send(b"x")
+    # Two partitions would make four topics.
+    code = admin_status(
+        magnetar, "PUT", f"/admin/v2/persistent/{namespace}/parted/partitions", 2
+    )
+    assert code == 412
+    # The third fits; then neither a client nor the admin API makes a fourth.
+    admin(magnetar, "PUT", f"/admin/v2/persistent/{namespace}/t3")
+    with pytest.raises(pulsar.NotAllowedError):
+        client.create_producer(f"persistent://{namespace}/t4").send(b"x")
+    assert admin_status(magnetar, "PUT", f"/admin/v2/persistent/{namespace}/t4") == 412
+    # A topic that exists is always served.
+    consumer = client.subscribe(
+        f"persistent://{namespace}/t1", "s", initial_position=pulsar.InitialPosition.Earliest
+    )
+    assert consumer.receive(timeout_millis=10_000).data() == b"x"
+    topics = admin(magnetar, "GET", f"/admin/v2/persistent/{namespace}")
+    assert sorted(t.rsplit("/", 1)[1] for t in topics) == ["t1", "t2", "t3"]
+    admin(magnetar, "DELETE", policy(namespace, "maxTopicsPerNamespace"))
+    client.create_producer(f"persistent://{namespace}/t4").send(b"x")
+
+
+def admin_status(server, method, path, body=None):
+    """The HTTP status of one admin REST call."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        server.http_url + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code

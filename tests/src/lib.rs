@@ -53,6 +53,21 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// What a process that exited said of why: from its last `Error:` line up
+/// to its backtrace, else the last `lines` lines.
+pub fn error_excerpt(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let Some(start) = text.rfind("Error: ") else {
+        return log_tail(path, lines);
+    };
+    text[start..]
+        .lines()
+        .take_while(|l| !l.starts_with("Stack backtrace"))
+        .take(lines)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A real single-node etcd server in a temporary data directory.
 pub struct Etcd {
     child: Child,
@@ -221,19 +236,37 @@ impl BookieProcess {
         metadata_url: &str,
         extra_args: &[&str],
     ) -> Result<BookieProcess> {
-        let mut bookie = BookieProcess {
-            mode,
-            child: None,
-            dir: tempfile::tempdir()?,
-            metadata_url: metadata_url.to_string(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            grpc_port: free_port(),
-            http_port: free_port(),
-            broker_port: free_port(),
-            broker_http_port: free_port(),
-        };
-        bookie.spawn().await?;
-        Ok(bookie)
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            let mut bookie = BookieProcess {
+                mode,
+                child: None,
+                dir: tempfile::tempdir()?,
+                metadata_url: metadata_url.to_string(),
+                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                grpc_port: free_port(),
+                http_port: free_port(),
+                broker_port: free_port(),
+                broker_http_port: free_port(),
+            };
+            match bookie.spawn().await {
+                Ok(()) => return Ok(bookie),
+                // Another process took a port between choosing and binding
+                // it: try again on new ones.
+                Err(e)
+                    if attempt < ATTEMPTS
+                        && format!("{e:#}").contains("Address already in use") =>
+                {
+                    eprintln!(
+                        "magnetar {} lost a port race (attempt {attempt}); retrying on other ports",
+                        bookie.subcommand()
+                    );
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub fn grpc_addr(&self) -> String {
@@ -337,7 +370,7 @@ impl BookieProcess {
                     bail!(
                         "magnetar {} exited with {status} before serving:\n{}",
                         self.subcommand(),
-                        log_tail(&self.log_path(), 30)
+                        error_excerpt(&self.log_path(), 30)
                     );
                 }
             }
@@ -416,6 +449,19 @@ impl BookieProcess {
 
     pub fn pause(&self) -> Result<()> {
         signal(self.running()?, Signal::SIGSTOP)
+    }
+
+    /// The process's resident memory (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> Result<u64> {
+        let pid = self.running()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("no VmRSS in /proc/PID/status")?;
+        Ok(kib * 1024)
     }
 
     pub fn resume(&self) -> Result<()> {

@@ -106,6 +106,8 @@ impl From<ServiceError> for AdminError {
             | ServiceError::BacklogQuotaExceeded { .. }
             | ServiceError::ProducerLimit { .. }
             | ServiceError::ConsumerLimit { .. }
+            | ServiceError::SubscriptionLimit { .. }
+            | ServiceError::TopicLimit { .. }
             | ServiceError::Subscribe(_) => AdminError::PreconditionFailed(reason),
             ServiceError::ShuttingDown | ServiceError::NotOwned(_) => {
                 AdminError::Unavailable(reason)

@@ -47,6 +47,10 @@ struct SubscriptionStats {
     sub_type: Option<String>,
     /// Entries not yet acknowledged (a batch counts once).
     msg_backlog: u64,
+    /// Messages and bytes dispatched to consumers since the topic was
+    /// opened here (Pulsar's counters, which also restart with the topic).
+    msg_out_counter: u64,
+    bytes_out_counter: u64,
     is_durable: bool,
     consumers: Vec<ConsumerStats>,
 }
@@ -76,6 +80,8 @@ impl TopicStats {
             match self.subscriptions.get_mut(name) {
                 Some(total) => {
                     total.msg_backlog += sub.msg_backlog;
+                    total.msg_out_counter += sub.msg_out_counter;
+                    total.bytes_out_counter += sub.bytes_out_counter;
                     total.sub_type = total.sub_type.take().or(sub.sub_type.clone());
                     total.consumers.extend(sub.consumers.iter().cloned());
                 }
@@ -115,9 +121,12 @@ async fn collect(topic: &Topic) -> AdminResult<TopicStats> {
     let rate = topic.counters().rates();
     let mut subscriptions = BTreeMap::new();
     for sub in topic.open_subscriptions().await {
+        let (msg_out_counter, bytes_out_counter) = sub.dispatched_totals();
         let stats = SubscriptionStats {
             sub_type: Some(type_name(sub.sub_type()).to_string()),
             msg_backlog: sub.backlog_entries(),
+            msg_out_counter,
+            bytes_out_counter,
             is_durable: sub.is_durable(),
             consumers: sub
                 .consumers()
@@ -136,7 +145,7 @@ async fn collect(topic: &Topic) -> AdminResult<TopicStats> {
                 sub_type: None,
                 msg_backlog: stored_backlog(log.as_ref(), &cursor),
                 is_durable: true,
-                consumers: Vec::new(),
+                ..Default::default()
             });
     }
     let bytes_per_entry = if storage.entries > 0 {
@@ -380,6 +389,7 @@ mod tests {
             consumers: vec![ConsumerStats {
                 consumer_name: consumer.into(),
             }],
+            ..Default::default()
         }
     }
 

@@ -140,6 +140,13 @@ async fn create(
             "Partitioned topic {name} already exists"
         )));
     }
+    if service.topic_exists(&name).await? {
+        return Err(AdminError::Conflict(format!(
+            "This topic already exists: {name}"
+        )));
+    }
+    let policies = service.namespace_policies(&name).await?;
+    service.check_room_for_topics(&name, &policies, 1).await?;
     if !service.logs().create(&name.log_name()).await? {
         return Err(AdminError::Conflict(format!(
             "This topic already exists: {name}"
@@ -191,6 +198,10 @@ async fn create_partitioned(
             "This topic already exists: {name} (not partitioned)"
         )));
     }
+    let policies = service.namespace_policies(&name).await?;
+    service
+        .check_room_for_topics(&name, &policies, partitions)
+        .await?;
     let key = keys::partitioned_topic(&name.tenant, &name.namespace, &name.local);
     match store
         .put(
@@ -237,6 +248,10 @@ async fn update_partitioned(
             "Number of partitions must be more than the existing {current}, got {partitions}"
         )));
     }
+    let policies = service.namespace_policies(&name).await?;
+    service
+        .check_room_for_topics(&name, &policies, partitions - current)
+        .await?;
     // The new partitions exist before clients learn the new count.
     create_partitions(service.logs(), &name, current, partitions).await?;
     match store

@@ -70,7 +70,9 @@ impl CursorState {
         let mut acked_ranges: Vec<(u64, i64, i64)> = Vec::new();
         for p in &self.acked {
             match acked_ranges.last_mut() {
-                Some((ledger, _, last)) if *ledger == p.ledger_id && *last + 1 == p.entry_id => {
+                Some((ledger, _, last))
+                    if *ledger == p.ledger_id && last.checked_add(1) == Some(p.entry_id) =>
+                {
                     *last = p.entry_id
                 }
                 _ => acked_ranges.push((p.ledger_id, p.entry_id, p.entry_id)),
@@ -169,12 +171,13 @@ impl CursorState {
 
     fn set_mark_delete(&mut self, position: Position) {
         self.mark_delete = position;
-        self.acked = self
-            .acked
-            .split_off(&Position::new(position.ledger_id, position.entry_id + 1));
-        self.partial = self
-            .partial
-            .split_off(&Position::new(position.ledger_id, position.entry_id + 1));
+        let after = Position::new(position.ledger_id, position.entry_id.saturating_add(1));
+        self.acked = self.acked.split_off(&after);
+        self.partial = self.partial.split_off(&after);
+        if position.entry_id == i64::MAX {
+            self.acked.remove(&after);
+            self.partial.remove(&after);
+        }
         self.dirty = true;
     }
 

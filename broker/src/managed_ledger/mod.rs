@@ -511,7 +511,7 @@ impl ManagedLedger {
             }
             let (readable, open) = Self::readable_entries(&state, info);
             let first = if info.ledger_id == after.ledger_id {
-                after.entry_id + 1
+                after.entry_id.saturating_add(1).max(0)
             } else {
                 0
             };
@@ -584,7 +584,7 @@ impl ManagedLedger {
             if info.ledger_id > after.ledger_id {
                 n += readable;
             } else if info.ledger_id == after.ledger_id {
-                n += readable.saturating_sub((after.entry_id + 1) as u64);
+                n += readable.saturating_sub(after.entry_id.saturating_add(1).max(0) as u64);
             }
         }
         n
@@ -785,7 +785,8 @@ impl ManagedLedger {
                 if id > after.ledger_id {
                     bytes
                 } else {
-                    let left = entries.saturating_sub((after.entry_id + 1).max(0) as u64);
+                    let left =
+                        entries.saturating_sub(after.entry_id.saturating_add(1).max(0) as u64);
                     share(bytes, left, entries)
                 }
             })

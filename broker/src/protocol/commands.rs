@@ -41,6 +41,12 @@ pub fn position_of(id: &MessageIdData) -> Position {
     Position::new(id.ledger_id, id.entry_id as i64)
 }
 
+/// The most messages one entry (a batch) may hold: every message of a
+/// batch takes at least 6 bytes (its size prefix and metadata), so a
+/// 5 MiB batch holds fewer than this. A count past it is a client's lie:
+/// SENDs claiming more are refused, and stored entries count as this many.
+pub const MAX_MESSAGES_PER_BATCH: u32 = 1 << 20;
+
 /// What dispatch needs to know of a stored entry, read from its metadata
 /// once: how many messages it holds (a batch holds several), for a delayed
 /// message when it may be delivered (ms since the epoch), and the hash of
@@ -66,7 +72,7 @@ pub fn entry_info(entry: &[u8], with_key_hash: bool) -> EntryInfo {
         Ok(m) => EntryInfo {
             messages: m
                 .num_messages_in_batch
-                .map(|n| n.max(1) as u32)
+                .map(|n| (n.max(1) as u32).min(MAX_MESSAGES_PER_BATCH))
                 .unwrap_or(1),
             deliver_at: m.deliver_at_time.filter(|t| *t > 0).map(|t| t as u64),
             key_hash: hash(m.ordering_key.as_deref(), m.partition_key.as_deref()),

@@ -10,9 +10,11 @@
 pub mod codec;
 pub mod commands;
 pub mod frame;
+pub mod outbound;
 
 pub use codec::{Outbound, PulsarCodec, DEFAULT_MAX_FRAME_SIZE};
 pub use frame::{
     entry_metadata, CorruptFrame, Corruption, Decoded, Frame, FrameError, FramePayload,
 };
+pub use outbound::{outbound_queue, OutboundFrames, OutboundQueue};
 pub use pulsar::proto;

@@ -7,6 +7,12 @@
 //! in flight, or while a topic it published to is over its publish rate,
 //! which pushes back on the producer through TCP.
 //!
+//! The outbound queue is bounded in bytes ([`OutboundQueue`]): while it is
+//! over its bound the socket is not read either (a client flooding PINGs
+//! without reading PONGs fills it and then waits on TCP) and dispatch to its
+//! consumers stops. A client that reads nothing for the write timeout while
+//! frames wait for it is disconnected.
+//!
 //! Bad input never outlives its connection: a malformed frame, a command
 //! before CONNECT or an unknown command closes this connection only; a bad
 //! checksum or an oversized message fails that one SEND.
@@ -26,7 +32,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::auth::TopicOperation;
-use crate::protocol::{commands, CorruptFrame, Decoded, Frame, Outbound, PulsarCodec};
+use crate::protocol::{
+    commands, outbound_queue, CorruptFrame, Decoded, Frame, Outbound, OutboundFrames,
+    OutboundQueue, PulsarCodec,
+};
 use crate::storage::{Position, StorageError};
 use crate::topic::{BrokerService, ServiceError, Subscription, Topic};
 
@@ -83,7 +92,7 @@ pub(super) struct Connection {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub service: Arc<BrokerService>,
-    pub outbound: mpsc::UnboundedSender<Outbound>,
+    pub outbound: OutboundQueue,
     pub events: mpsc::UnboundedSender<Event>,
     pub producers: HashMap<u64, ProducerState>,
     pub consumers: HashMap<u64, ConsumerState>,
@@ -115,8 +124,16 @@ pub(super) async fn serve(
     // Outbound frames carry stored entries, which may be a little larger
     // than what one SEND may carry.
     let writer = FramedWrite::new(write_half, PulsarCodec::new(max_frame + 64 * 1024));
-    let (outbound, outbound_rx) = mpsc::unbounded_channel();
-    let writer_task = tokio::spawn(write_loop(writer, outbound_rx));
+    let (outbound, outbound_rx) =
+        outbound_queue(service.config().max_outbound_bytes_per_connection);
+    let drained = Arc::new(tokio::sync::Notify::new());
+    outbound.wake_on_drain(&drained);
+    let mut writer_task = tokio::spawn(write_loop(
+        writer,
+        outbound_rx,
+        service.config().connection_write_timeout,
+    ));
+    let mut writer_done = false;
     let (events, mut events_rx) = mpsc::unbounded_channel();
     let max_pending = service.config().max_pending_sends_per_connection;
     let mut conn = Connection {
@@ -143,16 +160,35 @@ pub(super) async fn serve(
             _ = tokio::time::sleep_until(conn.paused_until.unwrap_or_else(tokio::time::Instant::now)), if conn.paused_until.is_some() => {
                 conn.paused_until = None;
             }
-            frame = reader.next(), if conn.receipts.len() < max_pending && conn.paused_until.is_none() => match frame {
+            // Woken when the client has read enough of what waits for it.
+            _ = drained.notified(), if conn.outbound.is_full() => {}
+            result = &mut writer_task => {
+                writer_done = true;
+                if let Ok(WriterExit::Stalled(waited)) = result {
+                    conn.service.metrics().connections_stalled.inc();
+                    tracing::warn!(connection = id, %peer, ?waited, queued = conn.outbound.queued(), "closing connection: the client has not read what was sent to it");
+                }
+                break;
+            }
+            frame = reader.next(), if conn.receipts.len() < max_pending && conn.paused_until.is_none() && !conn.outbound.is_full() => match frame {
                 None => break,
                 Some(Err(e)) => {
                     tracing::warn!(connection = id, %peer, error = %e, "closing connection: bad frame");
                     break;
                 }
                 Some(Ok(Decoded::Frame(frame))) => {
-                    if let Err(e) = conn.handle(*frame).await {
-                        tracing::warn!(connection = id, %peer, error = %e, "closing connection");
-                        break;
+                    // A bug that a command reaches must cost this connection
+                    // only, and still run its cleanup below.
+                    match crate::isolate::caught(conn.handle(*frame)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(connection = id, %peer, error = %e, "closing connection");
+                            break;
+                        }
+                        Err(panic) => {
+                            tracing::error!(connection = id, %peer, %panic, "closing connection: a command handler panicked");
+                            break;
+                        }
                     }
                 }
                 Some(Ok(Decoded::Corrupt(corrupt))) => conn.on_corrupt(*corrupt),
@@ -171,28 +207,49 @@ pub(super) async fn serve(
     conn.release_all().await;
     conn.service.metrics().connections.dec();
     drop(conn);
-    let _ = writer_task.await;
+    if !writer_done {
+        let _ = writer_task.await;
+    }
     tracing::debug!(connection = id, %peer, "connection closed");
+}
+
+/// Bytes written per flush at most, so that the write timeout measures how
+/// long the client takes to read this much, not the whole queue.
+const MAX_WRITE_BATCH: usize = 256 * 1024;
+
+/// Why the writer stopped.
+enum WriterExit {
+    /// Every sender is gone, or the socket failed.
+    Done,
+    /// The client read nothing of a batch for this long.
+    Stalled(std::time::Duration),
 }
 
 async fn write_loop(
     mut sink: FramedWrite<OwnedWriteHalf, PulsarCodec>,
-    mut frames: mpsc::UnboundedReceiver<Outbound>,
-) {
-    while let Some(frame) = frames.recv().await {
-        if sink.feed(frame).await.is_err() {
-            return;
-        }
-        while let Ok(frame) = frames.try_recv() {
-            if sink.feed(frame).await.is_err() {
-                return;
+    mut frames: OutboundFrames,
+    write_timeout: std::time::Duration,
+) -> WriterExit {
+    while let Some((frame, mut batch)) = frames.recv().await {
+        let write = async {
+            sink.feed(frame).await?;
+            while batch < MAX_WRITE_BATCH {
+                let Some((frame, bytes)) = frames.try_recv() else {
+                    break;
+                };
+                batch += bytes;
+                sink.feed(frame).await?;
             }
-        }
-        if SinkExt::<Outbound>::flush(&mut sink).await.is_err() {
-            return;
+            SinkExt::<Outbound>::flush(&mut sink).await
+        };
+        match tokio::time::timeout(write_timeout, write).await {
+            Ok(Ok(())) => frames.written(batch),
+            Ok(Err(_)) => return WriterExit::Done,
+            Err(_) => return WriterExit::Stalled(write_timeout),
         }
     }
     let _ = SinkExt::<Outbound>::close(&mut sink).await;
+    WriterExit::Done
 }
 
 /// Takes a command's body or closes the connection.

@@ -4,6 +4,7 @@
 
 mod auth_cmds;
 mod connection;
+mod connection_limits;
 mod consumer_cmds;
 mod lookup_cmds;
 mod producer_cmds;
@@ -19,8 +20,9 @@ use tokio::task::JoinSet;
 
 use crate::topic::BrokerService;
 
-/// Connections are never refused for count here; each costs one task and
-/// its buffers.
+/// Connections past `--max-connections` or `--max-connections-per-ip` are
+/// closed as they are accepted, as Pulsar's `brokerMaxConnections` and
+/// `brokerMaxConnectionsPerIp` do.
 pub struct BrokerServer {
     pub local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -62,17 +64,31 @@ async fn accept_loop(
 ) {
     let next_id = AtomicU64::new(1);
     let mut connections = JoinSet::new();
+    let slots = connection_limits::ConnectionSlots::new(
+        service.config().max_connections,
+        service.config().max_connections_per_ip,
+    );
     let mut backoff = Duration::from_millis(10);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     backoff = Duration::from_millis(10);
+                    let slot = match slots.take(peer.ip()) {
+                        Ok(slot) => slot,
+                        Err(refusal) => {
+                            tracing::warn!(%peer, %refusal, "connection refused");
+                            service.metrics().connections_refused.inc();
+                            drop(socket);
+                            continue;
+                        }
+                    };
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
                     let service = service.clone();
                     let shutdown = shutdown.clone();
                     connections.spawn(async move {
-                        connection::serve(id, socket, peer, service, shutdown).await
+                        connection::serve(id, socket, peer, service, shutdown).await;
+                        drop(slot);
                     });
                 }
                 Err(e) => {

@@ -69,6 +69,16 @@ impl Connection {
             ));
             return;
         }
+        if let Err(reason) = batch_count_is_plausible(&send, &payload, max) {
+            tracing::warn!(connection = self.id, peer = %self.peer, %reason, "implausible batch");
+            self.send(commands::send_error(
+                producer_id,
+                sequence_id,
+                ServerError::NotAllowedError,
+                reason,
+            ));
+            return;
+        }
         let highest = send
             .highest_sequence_id
             .unwrap_or(sequence_id)
@@ -103,5 +113,95 @@ impl Connection {
                 .remove_producer((self.id, request.producer_id));
         }
         self.send(commands::success(request.request_id));
+    }
+}
+
+/// Bytes every message of a batch takes at least: its 4-byte metadata size
+/// and a SingleMessageMetadata holding its required payload size.
+const MIN_BYTES_PER_BATCHED_MESSAGE: usize = 6;
+
+/// Refuses a SEND whose message count its bytes cannot hold: dispatch,
+/// permits and batch-index acks all go by the stored count, so a lie there
+/// (2^31 messages in a few bytes) would cost every consumer of the topic.
+fn batch_count_is_plausible(
+    send: &CommandSend,
+    payload: &FramePayload,
+    max_message_size: usize,
+) -> Result<(), String> {
+    let compressed = payload.metadata.compression.is_some_and(|c| c != 0);
+    let bytes = if compressed {
+        (payload.metadata.uncompressed_size.unwrap_or(0) as usize).min(max_message_size)
+    } else {
+        payload.payload.len()
+    };
+    let limit =
+        (bytes / MIN_BYTES_PER_BATCHED_MESSAGE).clamp(1, commands::MAX_MESSAGES_PER_BATCH as usize);
+    for (what, count) in [
+        (
+            "num_messages_in_batch",
+            payload.metadata.num_messages_in_batch,
+        ),
+        ("num_messages", send.num_messages),
+    ] {
+        let Some(count) = count else { continue };
+        if count < 1 || count as usize > limit {
+            return Err(format!(
+                "{what} {count} is not possible in a batch of {bytes} bytes (at most {limit})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pulsar::proto::MessageMetadata;
+
+    fn frame(
+        count: Option<i32>,
+        bytes: usize,
+        uncompressed: Option<u32>,
+    ) -> (CommandSend, FramePayload) {
+        let send = CommandSend {
+            num_messages: count,
+            ..Default::default()
+        };
+        let payload = FramePayload {
+            metadata: MessageMetadata {
+                num_messages_in_batch: count,
+                compression: uncompressed.map(|_| 1),
+                uncompressed_size: uncompressed,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from(vec![0u8; bytes]),
+            entry: bytes::Bytes::new(),
+        };
+        (send, payload)
+    }
+
+    #[test]
+    fn counts_the_bytes_can_hold_pass_and_lies_are_refused() {
+        let max = 5 * 1024 * 1024;
+        for (count, bytes, uncompressed, ok) in [
+            (None, 0, None, true),
+            (Some(1), 0, None, true),
+            (Some(1000), 6000, None, true),
+            (Some(1001), 6000, None, false),
+            (Some(i32::MAX), 100, None, false),
+            (Some(0), 100, None, false),
+            (Some(-1), 100, None, false),
+            // Compressed: the declared uncompressed size counts, up to the
+            // largest message.
+            (Some(1000), 50, Some(6000), true),
+            (Some(2_000_000), 50, Some(u32::MAX), false),
+        ] {
+            let (send, payload) = frame(count, bytes, uncompressed);
+            assert_eq!(
+                batch_count_is_plausible(&send, &payload, max).is_ok(),
+                ok,
+                "{count:?} messages in {bytes} bytes ({uncompressed:?} uncompressed)"
+            );
+        }
     }
 }

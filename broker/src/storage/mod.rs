@@ -50,6 +50,14 @@ pub trait PositionOrder {
     /// The position just before `position` in log order: what a cursor's
     /// mark-delete must be for reading to start at `position`.
     fn previous_position(&self, position: Position) -> Position;
+
+    /// Whether `position` names a confirmed entry still stored: what a
+    /// position a client sends (an ack, a redelivery request) must name
+    /// before it may touch a cursor.
+    fn holds(&self, position: Position) -> bool {
+        position.entry_id >= 0
+            && self.next_position(self.previous_position(position)) == Some(position)
+    }
 }
 
 /// A run of consecutive positions `(ledger, first_entry ..

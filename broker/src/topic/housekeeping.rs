@@ -118,8 +118,15 @@ async fn run(service: Weak<BrokerService>, interval: Duration, mut stop: watch::
             let Some(Some(namespace_policies)) = policies.get(&namespace) else {
                 continue;
             };
-            if let Err(e) = topic.apply_policies(namespace_policies).await {
-                tracing::warn!(topic = %topic.full_name(), error = %e, "applying lifecycle policies failed");
+            // One topic's failure, even a panic, must not stop the others.
+            match crate::isolate::caught(topic.apply_policies(namespace_policies)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(topic = %topic.full_name(), error = %e, "applying lifecycle policies failed")
+                }
+                Err(panic) => {
+                    tracing::error!(topic = %topic.full_name(), %panic, "applying lifecycle policies panicked")
+                }
             }
         }
     }

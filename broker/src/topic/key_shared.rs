@@ -52,6 +52,8 @@ pub enum KeySharedError {
     RangeConflict { start: u32, end: u32 },
     #[error("a sticky consumer must name at least one hash range")]
     NoRanges,
+    #[error("{0} hash ranges named; there are only {HASH_RANGE_SIZE} hashes")]
+    TooManyRanges(usize),
     #[error("no hash range left to split for another consumer")]
     RangeExhausted,
 }
@@ -62,8 +64,10 @@ pub struct HashSelector {
     /// AUTO_SPLIT: inclusive end of each range -> its consumer; a range
     /// starts after the previous end.
     auto: BTreeMap<u32, ConsumerKey>,
-    /// STICKY: ranges as consumers declared them.
-    sticky: Vec<(u32, u32, ConsumerKey)>,
+    /// STICKY: start of each declared range -> its inclusive end and
+    /// consumer. Ranges never overlap, so a hash's owner is found by one
+    /// lookup and a new range is checked against its neighbours only.
+    sticky: BTreeMap<u32, (u32, ConsumerKey)>,
 }
 
 impl HashSelector {
@@ -127,30 +131,38 @@ impl HashSelector {
         if ranges.is_empty() {
             return Err(KeySharedError::NoRanges);
         }
-        for (i, &(start, end)) in ranges.iter().enumerate() {
+        if ranges.len() > HASH_RANGE_SIZE as usize {
+            return Err(KeySharedError::TooManyRanges(ranges.len()));
+        }
+        self.sticky.retain(|_, (_, c)| *c != consumer);
+        let mut sorted = ranges.to_vec();
+        sorted.sort_unstable();
+        let mut previous_end = None;
+        for &(start, end) in &sorted {
             if start > end || end >= HASH_RANGE_SIZE {
                 return Err(KeySharedError::InvalidRange { start, end });
             }
-            let overlaps = |s: u32, e: u32| start <= e && s <= end;
-            let taken = self
+            // Ranges do not overlap, so only the one starting last at or
+            // before `end` can reach into this one.
+            let taken_by_other = self
                 .sticky
-                .iter()
-                .any(|&(s, e, c)| c != consumer && overlaps(s, e))
-                || ranges[..i].iter().any(|&(s, e)| overlaps(s, e));
-            if taken {
+                .range(..=end)
+                .next_back()
+                .is_some_and(|(_, (e, _))| *e >= start);
+            if taken_by_other || previous_end.is_some_and(|p| start <= p) {
                 return Err(KeySharedError::RangeConflict { start, end });
             }
+            previous_end = Some(end);
         }
-        self.sticky.retain(|&(_, _, c)| c != consumer);
         self.sticky
-            .extend(ranges.iter().map(|&(s, e)| (s, e, consumer)));
+            .extend(sorted.into_iter().map(|(s, e)| (s, (e, consumer))));
         Ok(())
     }
 
     /// Forgets a consumer; in AUTO_SPLIT its range joins the next range up
     /// (or, for the last range, the one below).
     pub fn remove_consumer(&mut self, consumer: ConsumerKey) {
-        self.sticky.retain(|&(_, _, c)| c != consumer);
+        self.sticky.retain(|_, (_, c)| *c != consumer);
         let Some(end) = self
             .auto
             .iter()
@@ -177,9 +189,10 @@ impl HashSelector {
             return Some(*consumer);
         }
         self.sticky
-            .iter()
-            .find(|&&(s, e, _)| s <= hash && hash <= e)
-            .map(|&(_, _, c)| c)
+            .range(..=hash)
+            .next_back()
+            .filter(|(_, (end, _))| hash <= *end)
+            .map(|(_, (_, c))| *c)
     }
 }
 
@@ -236,6 +249,55 @@ mod tests {
         for hash in (0..=u16::MAX).step_by(97) {
             assert_eq!(a.select(hash), b.select(hash));
         }
+    }
+
+    #[test]
+    fn every_hash_its_own_sticky_range() {
+        // 65,536 one-hash ranges over 16 consumers, each consumer's given in
+        // reverse order: each lookup finds the consumer that named the hash.
+        let mut s = HashSelector::default();
+        for c in 0..16u64 {
+            let ranges: Vec<(u32, u32)> = (0..HASH_RANGE_SIZE)
+                .rev()
+                .filter(|h| u64::from(*h) % 16 == c)
+                .map(|h| (h, h))
+                .collect();
+            s.add_consumer((1, c), &KeySharedMode::Sticky(ranges))
+                .unwrap();
+        }
+        for hash in 0..=u16::MAX {
+            assert_eq!(s.select(hash), Some((1, u64::from(hash) % 16)));
+        }
+        // A consumer's own ranges may not overlap each other.
+        let mut fresh = HashSelector::default();
+        assert_eq!(
+            fresh.add_consumer((2, 1), &KeySharedMode::Sticky(vec![(15, 30), (10, 20)])),
+            Err(KeySharedError::RangeConflict { start: 15, end: 30 })
+        );
+        let too_many = vec![(0, 0); HASH_RANGE_SIZE as usize + 1];
+        assert_eq!(
+            s.add_consumer((2, 2), &KeySharedMode::Sticky(too_many)),
+            Err(KeySharedError::TooManyRanges(HASH_RANGE_SIZE as usize + 1))
+        );
+    }
+
+    #[test]
+    fn sticky_lookup_finds_gaps_and_a_removed_consumer_frees_its_ranges() {
+        let mut s = HashSelector::default();
+        s.add_consumer((1, 1), &KeySharedMode::Sticky(vec![(100, 199), (0, 9)]))
+            .unwrap();
+        s.add_consumer((1, 2), &KeySharedMode::Sticky(vec![(10, 99)]))
+            .unwrap();
+        assert_eq!(s.select(0), Some((1, 1)));
+        assert_eq!(s.select(9), Some((1, 1)));
+        assert_eq!(s.select(10), Some((1, 2)));
+        assert_eq!(s.select(199), Some((1, 1)));
+        assert_eq!(s.select(200), None);
+        s.remove_consumer((1, 1));
+        assert_eq!(s.select(150), None);
+        s.add_consumer((1, 3), &KeySharedMode::Sticky(vec![(150, 300)]))
+            .unwrap();
+        assert_eq!(s.select(150), Some((1, 3)));
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub(super) struct ClientLimits {
     pub max_producers: u32,
     pub max_consumers_per_topic: u32,
     pub max_consumers_per_subscription: u32,
+    /// Subscriptions the topic keeps at most (durable ones, stored or open,
+    /// and readers alike).
+    pub max_subscriptions: u32,
     /// Each subscription's dispatch limit.
     pub dispatch: Option<RateLimit>,
 }
@@ -47,8 +50,13 @@ pub(super) fn dispatch_limit(rate: Option<DispatchRateLimit>) -> Option<RateLimi
 }
 
 impl ClientLimits {
-    pub(super) fn of(policies: &NamespacePolicies) -> Self {
+    /// The namespace's limits; `broker_max_subscriptions` stands where
+    /// the namespace sets none.
+    pub(super) fn of(policies: &NamespacePolicies, broker_max_subscriptions: u32) -> Self {
         ClientLimits {
+            max_subscriptions: policies
+                .max_subscriptions_per_topic
+                .unwrap_or(broker_max_subscriptions),
             max_producers: policies.max_producers_per_topic.unwrap_or(0),
             max_consumers_per_topic: policies.max_consumers_per_topic.unwrap_or(0),
             max_consumers_per_subscription: policies.max_consumers_per_subscription.unwrap_or(0),
@@ -85,7 +93,7 @@ impl Topic {
             self.publish_limited
                 .store(publish.is_some(), Ordering::Release);
         }
-        let limits = ClientLimits::of(policies);
+        let limits = ClientLimits::of(policies, self.broker_max_subscriptions);
         *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
         for subscription in self.subscriptions.lock().await.values() {
             subscription.set_dispatch_limit(limits.dispatch);
@@ -161,12 +169,27 @@ mod tests {
                 period: Duration::from_secs(2),
             })
         );
-        let limits = ClientLimits::of(&NamespacePolicies {
-            max_producers_per_topic: Some(1),
-            ..NamespacePolicies::default()
-        });
+        let limits = ClientLimits::of(
+            &NamespacePolicies {
+                max_producers_per_topic: Some(1),
+                ..NamespacePolicies::default()
+            },
+            7,
+        );
         assert_eq!(limits.max_producers, 1);
         assert_eq!(limits.max_consumers_per_topic, 0);
+        assert_eq!(limits.max_subscriptions, 7, "the broker's default");
+        let limits = ClientLimits::of(
+            &NamespacePolicies {
+                max_subscriptions_per_topic: Some(0),
+                ..NamespacePolicies::default()
+            },
+            7,
+        );
+        assert_eq!(
+            limits.max_subscriptions, 0,
+            "the namespace's own, unlimited"
+        );
     }
 
     #[test]

@@ -137,6 +137,14 @@ pub struct NamespacePolicies {
     /// Consumers of one subscription; `None` or 0: unlimited.
     #[serde(default)]
     pub max_consumers_per_subscription: Option<u32>,
+    /// Subscriptions of one topic; `None`: the broker's
+    /// `--max-subscriptions-per-topic`; 0: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_subscriptions_per_topic: Option<u32>,
+    /// Topics of the namespace, each partition counting as one; `None`: the
+    /// broker's `--max-topics-per-namespace`; 0: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_topics_per_namespace: Option<u32>,
     /// How the namespace's topics are cut into bundles; `None`: the
     /// default equal bundles. Changed by bundle splits.
     #[serde(default)]

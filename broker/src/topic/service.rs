@@ -19,6 +19,12 @@ use crate::metrics::BrokerMetrics;
 use crate::ownership::{topic_hash, BrokerIdentity, BundleRange, Ownership, OwnershipError};
 use crate::storage::{Architecture, LogStore, Replication, StorageError};
 
+/// 16 MiB: several dispatch rounds of large messages, a few MiB of replies.
+pub const DEFAULT_MAX_OUTBOUND_BYTES_PER_CONNECTION: usize = 16 * 1024 * 1024;
+/// A client has this long to read 256 KiB of what waits for it.
+pub const DEFAULT_CONNECTION_WRITE_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(30);
+
 /// What the broker needs to serve topics.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -32,6 +38,24 @@ pub struct BrokerConfig {
     pub advertised_address: Option<String>,
     /// SENDs in flight per connection before the broker stops reading it.
     pub max_pending_sends_per_connection: usize,
+    /// Bytes waiting to be written to one connection before the broker stops
+    /// reading it and dispatching to its consumers.
+    pub max_outbound_bytes_per_connection: usize,
+    /// How long a client may take to read a batch of what waits for it
+    /// before it is disconnected.
+    pub connection_write_timeout: std::time::Duration,
+    /// Client connections this broker holds at most (0: no limit; Pulsar's
+    /// `brokerMaxConnections`).
+    pub max_connections: usize,
+    /// Client connections from one IP address (0: no limit; Pulsar's
+    /// `brokerMaxConnectionsPerIp`).
+    pub max_connections_per_ip: usize,
+    /// Subscriptions per topic where the namespace sets no
+    /// `maxSubscriptionsPerTopic` (0: no limit).
+    pub max_subscriptions_per_topic: u32,
+    /// Topics per namespace where the namespace sets no
+    /// `maxTopicsPerNamespace` (0: no limit).
+    pub max_topics_per_namespace: u32,
     /// How often message TTL, backlog quotas and retention are applied to
     /// open topics (see `housekeeping`).
     pub housekeeping_interval: std::time::Duration,
@@ -54,6 +78,12 @@ impl Default for BrokerConfig {
             },
             advertised_address: None,
             max_pending_sends_per_connection: 1000,
+            max_outbound_bytes_per_connection: DEFAULT_MAX_OUTBOUND_BYTES_PER_CONNECTION,
+            connection_write_timeout: DEFAULT_CONNECTION_WRITE_TIMEOUT,
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            max_subscriptions_per_topic: 0,
+            max_topics_per_namespace: 0,
             housekeeping_interval: DEFAULT_HOUSEKEEPING_INTERVAL,
             auth: None,
             cluster_name: "standalone".to_string(),
@@ -104,6 +134,12 @@ pub enum ServiceError {
     /// ConsumerBusy).
     #[error("{scope} reached max consumers limit of {limit}")]
     ConsumerLimit { scope: String, limit: u32 },
+    /// `maxSubscriptionsPerTopic` (Pulsar: NotAllowedError).
+    #[error("Exceed the maximum number of subscriptions of the topic {topic}: {limit}")]
+    SubscriptionLimit { topic: String, limit: u32 },
+    /// `maxTopicsPerNamespace` (Pulsar: NotAllowedError; 412 in admin).
+    #[error("Exceed maximum number of topics in namespace {namespace}: {limit}")]
+    TopicLimit { namespace: String, limit: u32 },
 }
 
 impl From<MetadataError> for ServiceError {
@@ -148,6 +184,9 @@ impl ServiceError {
             ServiceError::SubscriptionBusy(_) => ServerError::ConsumerBusy,
             ServiceError::ProducerLimit { .. } => ServerError::ProducerBusy,
             ServiceError::ConsumerLimit { .. } => ServerError::ConsumerBusy,
+            ServiceError::SubscriptionLimit { .. } | ServiceError::TopicLimit { .. } => {
+                ServerError::NotAllowedError
+            }
         }
     }
 }
@@ -367,6 +406,9 @@ impl BrokerService {
 
     async fn open_topic(&self, name: &TopicName) -> Result<Arc<Topic>, ServiceError> {
         let policies = self.namespace_policies(name).await?;
+        if self.topic_limit(&policies) > 0 && !self.logs.exists(&name.log_name()).await? {
+            self.check_room_for_topics(name, &policies, 1).await?;
+        }
         let log = self
             .logs
             .open(&name.log_name(), &policies.log_policies())
@@ -376,6 +418,7 @@ impl BrokerService {
             log,
             self.store.clone(),
             self.metrics.clone(),
+            self.config.max_subscriptions_per_topic,
         ));
         topic.set_backlog_quota(policies.backlog_quota);
         topic.apply_limits(&policies).await;
@@ -384,6 +427,35 @@ impl BrokerService {
             return Err(e);
         }
         Ok(topic)
+    }
+
+    fn topic_limit(&self, policies: &NamespacePolicies) -> u32 {
+        policies
+            .max_topics_per_namespace
+            .unwrap_or(self.config.max_topics_per_namespace)
+    }
+
+    /// Refuses `new_topics` more topics in `name`'s namespace past its
+    /// `maxTopicsPerNamespace` (each partition counts, as in Pulsar).
+    /// Counted only when a limit is set; two brokers creating at once may
+    /// both pass, as in Pulsar.
+    pub async fn check_room_for_topics(
+        &self,
+        name: &TopicName,
+        policies: &NamespacePolicies,
+        new_topics: u32,
+    ) -> Result<(), ServiceError> {
+        let limit = self.topic_limit(policies);
+        if limit == 0 || new_topics == 0 {
+            return Ok(());
+        }
+        let namespace = name.namespace_name();
+        let count = self.topics_of_namespace(&namespace).await?.len();
+        if count.saturating_add(new_topics as usize) <= limit as usize {
+            Ok(())
+        } else {
+            Err(ServiceError::TopicLimit { namespace, limit })
+        }
     }
 
     /// Partition count of a partitioned topic, 0 for a plain one.

@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use magnetar_metadata::{Expect, MetadataStore, Version};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use super::key_shared::{HashSelector, KeySharedError, KeySharedMode};
 use super::rate_limit::{RateLimit, RateLimiter};
 use crate::clock::now_ms;
 use crate::cursor::{CursorSnapshot, CursorState};
 use crate::metrics::BrokerMetrics;
-use crate::protocol::{commands, Outbound};
+use crate::protocol::{commands, OutboundQueue};
 use crate::storage::{Entry, PartitionLog, Position, StorageError};
 
 /// How often a durable cursor is persisted when it changed.
@@ -64,7 +64,7 @@ pub struct ConsumerHandle {
     pub key: ConsumerKey,
     pub name: String,
     pub priority: i32,
-    pub outbound: mpsc::UnboundedSender<Outbound>,
+    pub outbound: OutboundQueue,
     /// Only for Key_Shared subscriptions.
     pub key_shared: KeySharedOptions,
 }
@@ -90,6 +90,20 @@ pub enum SubscribeError {
 struct ConsumerSlot {
     handle: ConsumerHandle,
     permits: i64,
+}
+
+impl ConsumerSlot {
+    /// Permits that may be used now: none while the consumer's connection
+    /// has more queued than its bound (the client is not reading), so a
+    /// consumer that asks for everything and never reads holds at most one
+    /// bound of entries in the broker.
+    fn usable_permits(&self) -> i64 {
+        if self.handle.outbound.is_full() {
+            0
+        } else {
+            self.permits.max(0)
+        }
+    }
 }
 
 /// A delivered, unacknowledged entry.
@@ -161,7 +175,9 @@ pub struct Subscription {
     /// The partition this topic is, for Failover's active-consumer choice.
     partition: Option<u32>,
     state: Mutex<SubState>,
-    wake: Notify,
+    /// Wakes the dispatcher: new permits, consumers, acks, or a consumer's
+    /// connection drained (registered with its outbound queue).
+    wake: Arc<Notify>,
     /// The namespace's dispatch rate: checked when a round plans its read,
     /// counted with what the round read.
     dispatch_limiter: Mutex<RateLimiter>,
@@ -207,7 +223,10 @@ impl SubState {
 
     /// Drops everything pending or waiting at or before `mark_delete`.
     fn forget_through(&mut self, mark_delete: Position) {
-        let after = Position::new(mark_delete.ledger_id, mark_delete.entry_id + 1);
+        let after = Position::new(
+            mark_delete.ledger_id,
+            mark_delete.entry_id.saturating_add(1),
+        );
         let kept = self.pending.split_off(&after);
         for (_, pending) in std::mem::replace(&mut self.pending, kept) {
             self.forget_hash(&pending);
@@ -380,7 +399,7 @@ impl Subscription {
                 messages_per_entry: 1.0,
                 closed: false,
             }),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             dispatch_limiter: Mutex::new(RateLimiter::new(std::time::Instant::now())),
         });
         tokio::spawn(sub.clone().dispatch_loop());
@@ -450,6 +469,7 @@ impl Subscription {
         st.sub_type = sub_type;
         st.consumers.retain(|c| c.handle.key != handle.key);
         let key = handle.key;
+        handle.outbound.wake_on_drain(&self.wake);
         st.consumers.push(ConsumerSlot { handle, permits: 0 });
         if sub_type == SubscriptionType::Failover {
             self.update_active(&mut st, Some(key));
@@ -529,7 +549,7 @@ impl Subscription {
     pub fn add_permits(&self, key: ConsumerKey, permits: u32) {
         let mut st = self.lock();
         if let Some(slot) = st.consumers.iter_mut().find(|c| c.handle.key == key) {
-            slot.permits += permits as i64;
+            slot.permits = slot.permits.saturating_add(i64::from(permits));
         }
         drop(st);
         self.wake.notify_one();
@@ -564,25 +584,31 @@ impl Subscription {
         cumulative: bool,
         acks: &[Acknowledgement],
     ) {
+        let mut ignored = 0usize;
         for ack in acks {
             let position = &ack.position;
-            if *position > last {
-                // Never delivered: acknowledging it would hide it from this
-                // subscription once it is written.
-                tracing::warn!(topic = %self.topic, subscription = %self.name, %position, "ignoring ack past the last entry");
+            // Past the last entry it was never delivered (acknowledging it
+            // would hide it once written); elsewhere it must name a stored
+            // entry, unless it is already acknowledged (a harmless repeat).
+            if *position > last || !(st.cursor.is_acked(*position) || self.log.holds(*position)) {
+                ignored += 1;
                 continue;
             }
+            let messages = st.pending.get(position).map(|p| p.messages);
             let derived;
             let ack_set = if ack.ack_set.is_empty() && ack.batch_index >= 0 {
-                match st.pending.get(position) {
-                    Some(p) if p.messages > 1 => {
-                        derived = remaining_after_ack(p.messages, ack.batch_index, cumulative);
-                        &derived
+                // Known size: an index past the entry's messages names
+                // none of them and acknowledges nothing.
+                match messages {
+                    Some(messages) => {
+                        derived = remaining_after_ack(messages, ack.batch_index, cumulative);
+                        &derived[..]
                     }
-                    _ => &ack.ack_set,
+                    _ => &ack.ack_set[..],
                 }
             } else {
-                &ack.ack_set
+                derived = bounded_ack_set(&ack.ack_set, messages);
+                &derived[..]
             };
             if cumulative {
                 st.cursor
@@ -594,6 +620,9 @@ impl Subscription {
                 st.redeliver.remove(position);
                 st.redelivery_counts.remove(position);
             }
+        }
+        if ignored > 0 {
+            tracing::warn!(topic = %self.topic, subscription = %self.name, ignored, last = %last, "ignoring acks that name no stored entry");
         }
         // On Key_Shared an ack may release a key held for a new consumer.
         if st.sub_type == SubscriptionType::KeyShared && !st.redeliver.is_empty() {
@@ -771,7 +800,17 @@ impl Subscription {
                 }
                 continue;
             }
-            match self.dispatch_once().await {
+            let round = match crate::isolate::caught(self.dispatch_once()).await {
+                Ok(round) => round,
+                Err(panic) => {
+                    // A bug reached by one entry or consumer stops only
+                    // this subscription's dispatch, and only for a while.
+                    tracing::error!(topic = %self.topic, subscription = %self.name, %panic, "dispatch panicked; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            match round {
                 Ok(true) => continue,
                 Ok(false) => {
                     let next_due = self.lock().delayed.first().map(|(at, _)| *at);
@@ -931,7 +970,11 @@ impl Subscription {
     /// one blocked entry per key stopping that key), else new entries if the
     /// look-ahead allows; `None` when there is nothing to do.
     fn plan_key_shared(st: &mut SubState, max: usize) -> Option<Plan> {
-        let mut permits: Vec<i64> = st.consumers.iter().map(|c| c.permits).collect();
+        let mut permits: Vec<i64> = st
+            .consumers
+            .iter()
+            .map(ConsumerSlot::usable_permits)
+            .collect();
         let mut blocked = std::collections::HashSet::new();
         let mut chosen = Vec::new();
         for (position, waiting) in &st.redeliver {
@@ -1006,16 +1049,16 @@ impl Subscription {
     fn available_permits(st: &SubState) -> i64 {
         match st.sub_type {
             SubscriptionType::Shared | SubscriptionType::KeyShared => {
-                st.consumers.iter().map(|c| c.permits.max(0)).sum()
+                st.consumers.iter().map(ConsumerSlot::usable_permits).sum()
             }
             SubscriptionType::Failover => st
                 .active
                 .and_then(|k| st.index_of(k))
-                .map(|i| st.consumers[i].permits.max(0))
+                .map(|i| st.consumers[i].usable_permits())
                 .unwrap_or(0),
             SubscriptionType::Exclusive => st
                 .active_consumer(None)
-                .map(|i| st.consumers[i].permits.max(0))
+                .map(|i| st.consumers[i].usable_permits())
                 .unwrap_or(0),
         }
     }
@@ -1026,7 +1069,7 @@ impl Subscription {
                 let n = st.consumers.len();
                 for i in 0..n {
                     let index = (st.round_robin + i) % n;
-                    if st.consumers[index].permits > 0 {
+                    if st.consumers[index].usable_permits() > 0 {
                         st.round_robin = (index + 1) % n;
                         return Some(index);
                     }
@@ -1034,15 +1077,15 @@ impl Subscription {
                 None
             }
             SubscriptionType::KeyShared => {
-                st.key_shared_target(info.key_hash, |i| st.consumers[i].permits)
+                st.key_shared_target(info.key_hash, |i| st.consumers[i].usable_permits())
             }
             SubscriptionType::Failover => st
                 .active
                 .and_then(|k| st.index_of(k))
-                .filter(|i| st.consumers[*i].permits > 0),
+                .filter(|i| st.consumers[*i].usable_permits() > 0),
             SubscriptionType::Exclusive => st
                 .active_consumer(None)
-                .filter(|i| st.consumers[*i].permits > 0),
+                .filter(|i| st.consumers[*i].usable_permits() > 0),
         }
     }
 
@@ -1155,18 +1198,52 @@ pub struct Acknowledgement {
 /// The ack set left after acknowledging message `index` of a batch of
 /// `messages` (and, when `cumulative`, every message before it).
 fn remaining_after_ack(messages: u32, index: i32, cumulative: bool) -> Vec<i64> {
-    let mut words = vec![0i64; (messages as usize).div_ceil(64)];
-    for i in 0..messages as usize {
-        let acked = if cumulative {
-            i <= index as usize
-        } else {
-            i == index as usize
-        };
-        if !acked {
-            words[i / 64] |= 1 << (i % 64);
-        }
+    let messages = messages.min(commands::MAX_MESSAGES_PER_BATCH) as usize;
+    let mut words = vec![-1i64; messages.div_ceil(64)];
+    clear_bits_from(&mut words, messages);
+    let index = index as usize;
+    if cumulative {
+        clear_bits_below(&mut words, index.saturating_add(1).min(messages));
+    } else if index < messages {
+        words[index / 64] &= !(1i64 << (index % 64));
     }
     words
+}
+
+/// A client's ack set cut to the messages the entry holds (`messages`, if
+/// known; else the most a batch may hold): bits past them name nothing and
+/// would keep the entry from ever being fully acknowledged.
+fn bounded_ack_set(ack_set: &[i64], messages: Option<u32>) -> Vec<i64> {
+    let messages = messages
+        .unwrap_or(commands::MAX_MESSAGES_PER_BATCH)
+        .min(commands::MAX_MESSAGES_PER_BATCH) as usize;
+    let mut words = ack_set[..ack_set.len().min(messages.div_ceil(64))].to_vec();
+    clear_bits_from(&mut words, messages);
+    words
+}
+
+/// Clears bits `from..` of a bit set held in words of 64.
+fn clear_bits_from(words: &mut [i64], from: usize) {
+    for (i, word) in words.iter_mut().enumerate() {
+        let first = i * 64;
+        if first >= from {
+            *word = 0;
+        } else if from - first < 64 {
+            *word &= ((1u64 << (from - first)) - 1) as i64;
+        }
+    }
+}
+
+/// Clears bits `..below`.
+fn clear_bits_below(words: &mut [i64], below: usize) {
+    for (i, word) in words.iter_mut().enumerate() {
+        let first = i * 64;
+        if first + 64 <= below {
+            *word = 0;
+        } else if below > first {
+            *word &= !(((1u64 << (below - first)) - 1) as i64);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1182,5 +1259,41 @@ mod tests {
         assert_eq!(big.len(), 2);
         assert_eq!(big[0], -1);
         assert_eq!(big[1], 0b111101);
+        assert_eq!(remaining_after_ack(70, 65, true), vec![0, 0b111100]);
+        assert_eq!(remaining_after_ack(64, 63, false), vec![i64::MAX]);
+        assert_eq!(remaining_after_ack(64, 70, false), vec![-1]);
+        assert_eq!(remaining_after_ack(64, i32::MAX, true), vec![0]);
+        // A count no batch can hold is cut to the most one may.
+        let huge = remaining_after_ack(u32::MAX, 0, false);
+        assert_eq!(
+            huge.len(),
+            (commands::MAX_MESSAGES_PER_BATCH as usize).div_ceil(64)
+        );
+    }
+
+    #[test]
+    fn client_ack_sets_are_cut_to_the_batch() {
+        assert_eq!(bounded_ack_set(&[-1, -1, -1], Some(3)), vec![0b111]);
+        assert_eq!(bounded_ack_set(&[0b1010], Some(64)), vec![0b1010]);
+        assert_eq!(bounded_ack_set(&[-1, -1], Some(65)), vec![-1, 1]);
+        let long = vec![-1i64; 1 << 20];
+        let cut = bounded_ack_set(&long, None);
+        assert_eq!(
+            cut.len(),
+            (commands::MAX_MESSAGES_PER_BATCH as usize).div_ceil(64)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn batch_index_acks_match_bit_by_bit(messages in 1u32..300, index in 0i32..400, cumulative: bool) {
+            let words = remaining_after_ack(messages, index, cumulative);
+            proptest::prop_assert_eq!(words.len(), (messages as usize).div_ceil(64));
+            for i in 0..words.len() * 64 {
+                let set = words[i / 64] & (1 << (i % 64)) != 0;
+                let acked = if cumulative { i <= index as usize } else { i == index as usize };
+                proptest::prop_assert_eq!(set, i < messages as usize && !acked, "bit {}", i);
+            }
+        }
     }
 }

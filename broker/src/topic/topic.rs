@@ -8,7 +8,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use magnetar_metadata::{keys, Expect, MetadataStore};
 use pulsar::proto::MessageIdData;
-use tokio::sync::mpsc;
 
 use super::counters::TopicCounters;
 use super::housekeeping::QuotaState;
@@ -18,7 +17,7 @@ use super::subscription::{ConsumerHandle, ConsumerKey, Subscription, Subscriptio
 use super::{ServiceError, TopicName};
 use crate::cursor::CursorSnapshot;
 use crate::metrics::BrokerMetrics;
-use crate::protocol::{commands, Outbound};
+use crate::protocol::{commands, OutboundQueue};
 use crate::storage::{PartitionLog, Position, StorageError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +49,7 @@ pub struct Topic {
     pub(super) quota: std::sync::Mutex<QuotaState>,
     /// Producers attached here, so the broker can close them (topic deletion,
     /// backlog quota) and count them.
-    producers: std::sync::Mutex<HashMap<ProducerKey, mpsc::UnboundedSender<Outbound>>>,
+    producers: std::sync::Mutex<HashMap<ProducerKey, OutboundQueue>>,
     /// Set while the topic is being deleted: no producer or consumer may
     /// attach (set under the producers lock, checked under it and under
     /// the subscriptions lock).
@@ -64,6 +63,9 @@ pub struct Topic {
     pub(super) publish_limited: std::sync::atomic::AtomicBool,
     /// Producer and consumer limits and the subscriptions' dispatch rate.
     pub(super) limits: std::sync::Mutex<ClientLimits>,
+    /// The broker's `--max-subscriptions-per-topic`, for namespaces that
+    /// set none.
+    pub(super) broker_max_subscriptions: u32,
 }
 
 /// A producer is known by its connection and its id on that connection.
@@ -75,8 +77,10 @@ impl Topic {
         log: Arc<dyn PartitionLog>,
         store: Arc<dyn MetadataStore>,
         metrics: BrokerMetrics,
+        broker_max_subscriptions: u32,
     ) -> Self {
         Topic {
+            broker_max_subscriptions,
             full_name: name.to_string(),
             name,
             log,
@@ -106,9 +110,7 @@ impl Topic {
         &self.log
     }
 
-    fn producers(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<ProducerKey, mpsc::UnboundedSender<Outbound>>> {
+    fn producers(&self) -> std::sync::MutexGuard<'_, HashMap<ProducerKey, OutboundQueue>> {
         self.producers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -117,7 +119,7 @@ impl Topic {
     pub fn add_producer(
         &self,
         key: ProducerKey,
-        outbound: mpsc::UnboundedSender<Outbound>,
+        outbound: OutboundQueue,
     ) -> Result<(), ServiceError> {
         let mut producers = self.producers();
         if self.fenced.load(Ordering::Acquire) {
@@ -205,6 +207,12 @@ impl Topic {
         let subscription = match existing {
             Some(existing) => existing.clone(),
             None => {
+                if !has_room(subscriptions.len(), limits.max_subscriptions) {
+                    return Err(ServiceError::SubscriptionLimit {
+                        topic: self.full_name.clone(),
+                        limit: limits.max_subscriptions,
+                    });
+                }
                 let created = self.create_subscription(request).await?;
                 created.set_dispatch_limit(limits.dispatch);
                 subscriptions.insert(request.subscription.clone(), created.clone());

@@ -1,6 +1,7 @@
 //! A namespace's rate and client limits in Pulsar's paths and JSON:
 //! `publishRate`, `subscriptionDispatchRate`, `maxProducersPerTopic`,
-//! `maxConsumersPerTopic`, `maxConsumersPerSubscription`. A change is
+//! `maxConsumersPerTopic`, `maxConsumersPerSubscription`,
+//! `maxSubscriptionsPerTopic`, `maxTopicsPerNamespace`. A change is
 //! stored like every policy (CAS) and then applied at once to the
 //! namespace's topics open on this broker; housekeeping applies it on the
 //! others.
@@ -134,19 +135,23 @@ async fn remove_dispatch_rate(
     .await
 }
 
-/// The producer and consumer limits, each a bare integer (0: unlimited).
+/// The count limits, each a bare integer (0: unlimited).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ClientLimit {
     ProducersPerTopic,
     ConsumersPerTopic,
     ConsumersPerSubscription,
+    SubscriptionsPerTopic,
+    TopicsPerNamespace,
 }
 
 impl ClientLimit {
-    const ALL: [ClientLimit; 3] = [
+    const ALL: [ClientLimit; 5] = [
         ClientLimit::ProducersPerTopic,
         ClientLimit::ConsumersPerTopic,
         ClientLimit::ConsumersPerSubscription,
+        ClientLimit::SubscriptionsPerTopic,
+        ClientLimit::TopicsPerNamespace,
     ];
 
     fn path(self) -> &'static str {
@@ -154,6 +159,8 @@ impl ClientLimit {
             ClientLimit::ProducersPerTopic => "maxProducersPerTopic",
             ClientLimit::ConsumersPerTopic => "maxConsumersPerTopic",
             ClientLimit::ConsumersPerSubscription => "maxConsumersPerSubscription",
+            ClientLimit::SubscriptionsPerTopic => "maxSubscriptionsPerTopic",
+            ClientLimit::TopicsPerNamespace => "maxTopicsPerNamespace",
         }
     }
 
@@ -162,6 +169,8 @@ impl ClientLimit {
             ClientLimit::ProducersPerTopic => &mut p.max_producers_per_topic,
             ClientLimit::ConsumersPerTopic => &mut p.max_consumers_per_topic,
             ClientLimit::ConsumersPerSubscription => &mut p.max_consumers_per_subscription,
+            ClientLimit::SubscriptionsPerTopic => &mut p.max_subscriptions_per_topic,
+            ClientLimit::TopicsPerNamespace => &mut p.max_topics_per_namespace,
         }
     }
 

@@ -1,7 +1,8 @@
 //! `magnetar admin namespaces` verbs for rate and client limits
 //! (pulsar-admin's set/get/remove-publish-rate,
 //! -subscription-dispatch-rate, -max-producers-per-topic,
-//! -max-consumers-per-topic, -max-consumers-per-subscription).
+//! -max-consumers-per-topic, -max-consumers-per-subscription,
+//! -max-subscriptions-per-topic, -max-topics-per-namespace).
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -75,6 +76,28 @@ pub enum LimitsCommand {
     RemoveMaxConsumersPerSubscription {
         namespace: String,
     },
+    /// Subscriptions each topic keeps (0: unlimited).
+    SetMaxSubscriptionsPerTopic {
+        namespace: String,
+        max: u32,
+    },
+    GetMaxSubscriptionsPerTopic {
+        namespace: String,
+    },
+    RemoveMaxSubscriptionsPerTopic {
+        namespace: String,
+    },
+    /// Topics the namespace holds, each partition counting (0: unlimited).
+    SetMaxTopicsPerNamespace {
+        namespace: String,
+        max: u32,
+    },
+    GetMaxTopicsPerNamespace {
+        namespace: String,
+    },
+    RemoveMaxTopicsPerNamespace {
+        namespace: String,
+    },
 }
 
 /// What a command does: the policy's path under the namespace, and the
@@ -137,6 +160,20 @@ fn request(command: LimitsCommand) -> (String, &'static str, Option<Value>) {
         }
         RemoveMaxConsumersPerSubscription { namespace } => {
             (namespace, "maxConsumersPerSubscription", Some(Value::Null))
+        }
+        SetMaxSubscriptionsPerTopic { namespace, max } => {
+            (namespace, "maxSubscriptionsPerTopic", Some(json!(max)))
+        }
+        GetMaxSubscriptionsPerTopic { namespace } => (namespace, "maxSubscriptionsPerTopic", None),
+        RemoveMaxSubscriptionsPerTopic { namespace } => {
+            (namespace, "maxSubscriptionsPerTopic", Some(Value::Null))
+        }
+        SetMaxTopicsPerNamespace { namespace, max } => {
+            (namespace, "maxTopicsPerNamespace", Some(json!(max)))
+        }
+        GetMaxTopicsPerNamespace { namespace } => (namespace, "maxTopicsPerNamespace", None),
+        RemoveMaxTopicsPerNamespace { namespace } => {
+            (namespace, "maxTopicsPerNamespace", Some(Value::Null))
         }
     }
 }
