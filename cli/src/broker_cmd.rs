@@ -76,6 +76,13 @@ pub struct BrokerTuning {
     /// RS256 public key (PEM file) of the key that tokens are signed with.
     #[arg(long, env = "MAGNETAR_TOKEN_PUBLIC_KEY")]
     pub token_public_key: Option<PathBuf>,
+    /// How often the tokens of open connections are checked: an expired
+    /// one gets AUTH_CHALLENGE, and a connection whose client does not
+    /// answer with a valid token of the same role by the next check is
+    /// closed (Pulsar's authenticationRefreshCheckSeconds) [default: 60s].
+    #[arg(long, env = "MAGNETAR_AUTH_REFRESH_CHECK", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "human_duration")]
+    pub auth_refresh_check: Option<Duration>,
     /// Roles that may do everything, comma-separated.
     #[arg(long, env = "MAGNETAR_SUPERUSER_ROLES", value_delimiter = ',')]
     pub superuser_roles: Option<Vec<String>>,
@@ -153,7 +160,7 @@ impl BrokerTuning {
             token_public_key, superuser_roles, cluster_name, architecture, flush_policy,
             replica_lag_max, max_outbound_bytes_per_connection, connection_write_timeout,
             max_connections, max_connections_per_ip, max_subscriptions_per_topic,
-            max_topics_per_namespace);
+            max_topics_per_namespace, auth_refresh_check);
         self.auth_enabled |= file.auth_enabled;
         self
     }
@@ -341,9 +348,17 @@ impl BrokerTuning {
             .map(|r| r.trim().to_string())
             .filter(|r| !r.is_empty())
             .collect();
+        let refresh_check = self
+            .auth_refresh_check
+            .unwrap_or(magnetar_broker::auth::DEFAULT_AUTH_REFRESH_CHECK);
+        anyhow::ensure!(
+            !refresh_check.is_zero(),
+            "--auth-refresh-check must be positive"
+        );
         Ok(Some(AuthConfig {
             verifier: Arc::new(verifier),
             superusers: Superusers(superusers),
+            refresh_check,
         }))
     }
 }

@@ -19,7 +19,7 @@ import pulsar
 import pytest
 
 from conftest import REPO, Standalone, magnetar_bin
-from support import close_quietly
+from support import close_quietly, wait_until
 
 # Client behaviour is the same over either storage architecture.
 BOTH_ARCHITECTURES = True
@@ -60,6 +60,9 @@ def magnetar_args(keys):
         "--auth-enabled",
         "--token-secret-key", str(keys[0]),
         "--superuser-roles", f"{SUPERUSER},ops",
+        # Open connections' tokens are checked every second (Pulsar's
+        # authenticationRefreshCheckSeconds), so expiry is seen quickly.
+        "--auth-refresh-check", "1s",
     ]
 
 
@@ -95,17 +98,22 @@ def rest(server, method, path, tok=None, body=None):
         return e.code, (json.loads(text) if text else None)
 
 
-def expired_token(key_file, role) -> str:
-    """An HS256 token for `role` that expired an hour ago."""
+def signed_token(key_file, role, exp) -> str:
+    """An HS256 token for `role` expiring at `exp` (seconds since the epoch)."""
     key = base64.b64decode(key_file.read_text().strip())
 
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
     header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = b64(json.dumps({"sub": role, "exp": int(time.time()) - 3600}).encode())
+    claims = b64(json.dumps({"sub": role, "exp": int(exp)}).encode())
     signature = hmac.new(key, f"{header}.{claims}".encode(), hashlib.sha256).digest()
     return f"{header}.{claims}.{b64(signature)}"
+
+
+def expired_token(key_file, role) -> str:
+    """An HS256 token for `role` that expired an hour ago."""
+    return signed_token(key_file, role, time.time() - 3600)
 
 
 def first_message(client, topic):
@@ -287,3 +295,46 @@ def test_auth_on_without_a_key_is_a_startup_error(tmp_path):
     )
     assert done.returncode != 0
     assert "--token-secret-key" in done.stderr
+
+
+def test_a_connection_outlives_its_token_only_with_a_fresh_one(magnetar, new_client, keys, topic):
+    """Tokens are checked on open connections, not only at CONNECT: once a
+    token expires the broker sends AUTH_CHALLENGE; a client whose token
+    supplier hands out a fresh token keeps its connection, one that can
+    only answer with the expired token is disconnected."""
+    issued = []
+
+    def fresh():
+        issued.append(time.time())
+        return signed_token(keys[0], SUPERUSER, time.time() + 3)
+
+    refreshing = new_client(authentication=pulsar.AuthenticationToken(fresh))
+    producer = refreshing.create_producer(topic)
+    producer.send(b"before expiry")
+    first_expiry = issued[0] + 3
+    # Challenged after the first token expired, answered with a new one.
+    wait_until(lambda: len(issued) >= 2 and time.time() > first_expiry + 1, 30, "a challenge answered")
+    producer.send(b"after expiry")
+
+    stuck = signed_token(keys[0], "ops", time.time() + 3)
+    fixed = new_client(
+        authentication=pulsar.AuthenticationToken(stuck), operation_timeout_seconds=3
+    )
+    fixed.create_producer(topic).send(b"while valid")
+    wait_until(
+        lambda: "did not answer AUTH_CHALLENGE" in magnetar.log_tail(300)
+        or "token has expired" in magnetar.log_tail(300),
+        30,
+        "the broker to close the connection of the expired token",
+    )
+    # Reconnecting with the same token is refused too.
+    with pytest.raises(pulsar.PulsarException):
+        fixed.create_producer(topic + "-late").send(b"must not be stored")
+    # The refreshing client was never cut off.
+    producer.send(b"still connected")
+    closed = [
+        line
+        for line in magnetar.log_tail(500).splitlines()
+        if "closing connection" in line and 'role=Some("admin")' in line
+    ]
+    assert not closed, closed

@@ -11,6 +11,7 @@ use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use magnetar_metadata::keys;
+use percent_encoding::percent_decode_str;
 
 use super::{AdminError, AdminResult};
 use crate::auth::{
@@ -33,36 +34,34 @@ enum AdminScope {
 
 /// The scope a request needs, from its method and path (Pulsar's rules:
 /// listing, creating, changing and deleting tenants is for superusers).
+/// Segments are percent-decoded first, as the handlers' `Path` extractors
+/// decode them, so that the tenant checked is the tenant acted on.
 fn required_scope(method: &Method, path: &str) -> AdminScope {
-    if let Some(rest) = path.strip_prefix("/lookup/v2/topic/persistent/") {
-        let mut parts = rest.split('/');
-        if let (Some(tenant), Some(namespace)) = (parts.next(), parts.next()) {
-            return AdminScope::Lookup {
-                tenant: tenant.to_string(),
-                namespace: namespace.to_string(),
-            };
-        }
-    }
-    let mut segments = path
-        .trim_start_matches("/admin/v2/")
+    let decoded: Vec<String> = path
         .split('/')
-        .filter(|s| !s.is_empty());
-    match (segments.next(), segments.next()) {
-        (Some("tenants"), Some(tenant)) if method == Method::GET => {
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    let last = segments.last().copied().unwrap_or_default();
+    match segments.as_slice() {
+        ["lookup", "v2", "topic", "persistent", tenant, namespace, ..] => AdminScope::Lookup {
+            tenant: tenant.to_string(),
+            namespace: namespace.to_string(),
+        },
+        ["admin", "v2", "tenants", tenant, ..] if method == Method::GET => {
             AdminScope::TenantAdmin(tenant.to_string())
         }
         // Moving bundles between brokers is an operator's act (Pulsar:
         // superuser only).
-        (Some("namespaces"), Some(_)) if path.ends_with("/unload") || path.ends_with("/split") => {
+        ["admin", "v2", "namespaces", _, ..] if last == "unload" || last == "split" => {
             AdminScope::Superuser
         }
         // So is moving a partition's copies (it uses brokers' disks).
-        (Some("persistent"), Some(_))
-            if path.ends_with("/reassignment") && method != Method::GET =>
-        {
+        ["admin", "v2", "persistent", _, ..] if last == "reassignment" && method != Method::GET => {
             AdminScope::Superuser
         }
-        (Some("namespaces" | "persistent" | "non-persistent"), Some(tenant)) => {
+        ["admin", "v2", "namespaces" | "persistent" | "non-persistent", tenant, ..] => {
             AdminScope::TenantAdmin(tenant.to_string())
         }
         _ => AdminScope::Superuser,
@@ -237,6 +236,31 @@ mod tests {
                 Method::GET,
                 "/admin/v2/persistent/acme/orders/t/reassignment",
                 tenant("acme"),
+            ),
+            // Checked as the handlers decode the path: `%61cme` is acme,
+            // and an encoded verb is still the verb.
+            (
+                Method::PUT,
+                "/admin/v2/namespaces/%61cme/orders",
+                tenant("acme"),
+            ),
+            (
+                Method::PUT,
+                "/admin/v2/namespaces/acme/orders/0x00000000_0x40000000/unlo%61d",
+                AdminScope::Superuser,
+            ),
+            (
+                Method::GET,
+                "/lookup/v2/topic/persistent/%61cme/orders/t",
+                AdminScope::Lookup {
+                    tenant: "acme".into(),
+                    namespace: "orders".into(),
+                },
+            ),
+            (
+                Method::GET,
+                "/admin/v2/namespaces/acme%2Fx",
+                tenant("acme/x"),
             ),
         ];
         for (method, path, scope) in cases {

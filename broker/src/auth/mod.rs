@@ -16,14 +16,20 @@ pub use authorize::{
     authorize_superuser, authorize_tenant_admin, authorize_topic, AuthAction, AuthorizationError,
     Permissions, Superusers, TopicOperation,
 };
-pub use token::{decode_secret_key, TokenError, TokenVerifier};
+pub use token::{decode_secret_key, TokenError, TokenVerifier, VerifiedToken};
 
 /// The broker's authentication settings; its presence turns auth on.
 #[derive(Clone, Debug)]
 pub struct AuthConfig {
     pub verifier: Arc<TokenVerifier>,
     pub superusers: Superusers,
+    /// How often connections' tokens are checked for expiry (Pulsar's
+    /// `authenticationRefreshCheckSeconds`, 60 s by default).
+    pub refresh_check: std::time::Duration,
 }
+
+/// Pulsar's default `authenticationRefreshCheckSeconds`.
+pub const DEFAULT_AUTH_REFRESH_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The token Pulsar clients send as CONNECT's `auth_method_name`.
 pub const TOKEN_AUTH_METHOD: &str = "token";

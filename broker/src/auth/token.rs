@@ -32,6 +32,17 @@ pub enum TokenError {
 struct Claims {
     #[serde(default)]
     sub: Option<String>,
+    /// Seconds since the epoch.
+    #[serde(default)]
+    exp: Option<u64>,
+}
+
+/// What a valid token proves, and until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub role: String,
+    /// When it expires (seconds since the epoch); `None`: never.
+    pub expires_at: Option<u64>,
 }
 
 /// Checks tokens against the broker's one configured key.
@@ -79,6 +90,12 @@ impl TokenVerifier {
 
     /// The role the token was issued to.
     pub fn verify(&self, token: &str) -> Result<String, TokenError> {
+        self.verify_token(token).map(|t| t.role)
+    }
+
+    /// The role and expiry of a valid token, so that a connection it opened
+    /// can be challenged once it expires.
+    pub fn verify_token(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(TokenError::Missing);
@@ -93,7 +110,10 @@ impl TokenVerifier {
             },
         )?;
         match data.claims.sub {
-            Some(role) if !role.is_empty() => Ok(role),
+            Some(role) if !role.is_empty() => Ok(VerifiedToken {
+                role,
+                expires_at: data.claims.exp,
+            }),
             _ => Err(TokenError::NoSubject),
         }
     }

@@ -95,6 +95,21 @@ pub fn connected(protocol_version: i32, max_message_size: usize) -> Outbound {
     })
 }
 
+/// Asks the client for fresh credentials (the broker's copy of the
+/// client's token has expired), with the data Pulsar's broker sends.
+pub fn auth_challenge(protocol_version: i32) -> Outbound {
+    command(Type::AuthChallenge, |c| {
+        c.auth_challenge = Some(pulsar::proto::CommandAuthChallenge {
+            server_version: Some(concat!("Magnetar ", env!("CARGO_PKG_VERSION")).to_string()),
+            challenge: Some(pulsar::proto::AuthData {
+                auth_method_name: Some(crate::auth::TOKEN_AUTH_METHOD.to_string()),
+                auth_data: Some(b"PulsarAuthRefresh".to_vec()),
+            }),
+            protocol_version: Some(protocol_version),
+        })
+    })
+}
+
 pub fn pong() -> Outbound {
     command(Type::Pong, |c| c.pong = Some(CommandPong {}))
 }

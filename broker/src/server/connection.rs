@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::FuturesOrdered;
 use futures::{Future, SinkExt, StreamExt};
@@ -41,7 +42,7 @@ use crate::topic::{BrokerService, ServiceError, Subscription, Topic};
 
 /// Highest protocol version this broker speaks (v19: transactions' client
 /// connect; nothing past it is used).
-const MAX_PROTOCOL_VERSION: i32 = 19;
+pub(super) const MAX_PROTOCOL_VERSION: i32 = 19;
 
 /// Why a connection is closed.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +104,19 @@ pub(super) struct Connection {
     pub paused_until: Option<tokio::time::Instant>,
     /// The role CONNECT's token proved; `None` while auth is off.
     pub role: Option<String>,
+    pub credentials: Credentials,
     connected: bool,
+}
+
+/// How long the connection's token holds, and whether it was challenged.
+#[derive(Debug, Default)]
+pub(super) struct Credentials {
+    /// Seconds since the epoch; `None`: never (or auth is off).
+    pub expires_at: Option<u64>,
+    /// CONNECT's feature flags said the client answers AUTH_CHALLENGE.
+    pub supports_refresh: bool,
+    /// An AUTH_CHALLENGE is out, unanswered.
+    pub challenged: bool,
 }
 
 pub(super) async fn serve(
@@ -148,8 +161,17 @@ pub(super) async fn serve(
         receipts: FuturesOrdered::new(),
         paused_until: None,
         role: None,
+        credentials: Credentials::default(),
         connected: false,
     };
+    let refresh_check = conn
+        .service
+        .config()
+        .auth
+        .as_ref()
+        .map(|auth| auth.refresh_check);
+    let mut refresh = tokio::time::interval(refresh_check.unwrap_or(Duration::from_secs(3600)));
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::debug!(connection = id, %peer, "connection accepted");
     conn.service.metrics().connections.inc();
     loop {
@@ -162,6 +184,13 @@ pub(super) async fn serve(
             }
             // Woken when the client has read enough of what waits for it.
             _ = drained.notified(), if conn.outbound.is_full() => {}
+            _ = refresh.tick(), if refresh_check.is_some() && conn.connected => {
+                if let Err(reason) = conn.check_credentials() {
+                    tracing::warn!(connection = id, %peer, role = ?conn.role, %reason, "closing connection");
+                    conn.send(commands::error(u64::MAX, ServerError::AuthenticationError, reason));
+                    break;
+                }
+            }
             result = &mut writer_task => {
                 writer_done = true;
                 if let Ok(WriterExit::Stalled(waited)) = result {
@@ -222,13 +251,13 @@ enum WriterExit {
     /// Every sender is gone, or the socket failed.
     Done,
     /// The client read nothing of a batch for this long.
-    Stalled(std::time::Duration),
+    Stalled(Duration),
 }
 
 async fn write_loop(
     mut sink: FramedWrite<OwnedWriteHalf, PulsarCodec>,
     mut frames: OutboundFrames,
-    write_timeout: std::time::Duration,
+    write_timeout: Duration,
 ) -> WriterExit {
     while let Some((frame, mut batch)) = frames.recv().await {
         let write = async {
@@ -283,7 +312,18 @@ impl Connection {
                 // A refused client is told why, then the connection closes
                 // before anything else is read from it.
                 match self.authenticate(&connect) {
-                    Ok(role) => self.role = role,
+                    Ok(token) => {
+                        self.credentials = Credentials {
+                            expires_at: token.as_ref().and_then(|t| t.expires_at),
+                            supports_refresh: connect
+                                .feature_flags
+                                .as_ref()
+                                .and_then(|f| f.supports_auth_refresh)
+                                .unwrap_or(false),
+                            challenged: false,
+                        };
+                        self.role = token.map(|t| t.role);
+                    }
                     Err(reason) => {
                         self.send(commands::error(
                             u64::MAX,
@@ -305,6 +345,17 @@ impl Connection {
                 ));
             }
             Type::Ping => self.send(commands::pong()),
+            Type::AuthResponse => {
+                let response = body!(command, auth_response, kind);
+                if let Err(reason) = self.on_auth_response(response) {
+                    self.send(commands::error(
+                        u64::MAX,
+                        ServerError::AuthenticationError,
+                        reason.clone(),
+                    ));
+                    return Err(ConnectionError::AuthenticationFailed(reason));
+                }
+            }
             Type::Pong => {}
             Type::Lookup => {
                 let lookup = body!(command, lookup_topic, kind);
