@@ -153,10 +153,14 @@ async fn batched_messages_arrive_in_order_on_an_exclusive_subscription() {
     )
     .await
     .expect("the broker must answer the second SUBSCRIBE, not time out");
+    use pulsar::error::{ConnectionError, ConsumerError};
     match second {
-        Err(pulsar::Error::Connection(pulsar::error::ConnectionError::PulsarError(
+        Err(pulsar::Error::Connection(ConnectionError::PulsarError(
             Some(ServerError::ConsumerBusy),
             _,
+        )))
+        | Err(pulsar::Error::Consumer(ConsumerError::Connection(
+            ConnectionError::PulsarError(Some(ServerError::ConsumerBusy), _),
         ))) => {}
         Err(e) => panic!("second exclusive consumer refused with {e:?}, not ConsumerBusy"),
         Ok(_) => panic!("second exclusive consumer was accepted"),
