@@ -39,13 +39,14 @@ fn broker_args(shedding: bool) -> Vec<&'static str> {
 /// (`got`, in delivery order) against the receipts (`acked`, in the order
 /// they came): every acknowledged message is delivered exactly where its
 /// receipt put it, in the order of receipts, and nothing else is delivered
-/// except at most `resends` extra copies of acknowledged messages, each
-/// stored before its acknowledged copy. (No send here failed, so nothing
-/// of unknown fate may appear. A copy can only come from the client
-/// resending a message whose receipt it lost when the bundle moved: the
-/// broker closes the producer on unload, the client re-creates it at the
-/// new owner and resends what is pending; sends go one at a time, so a move
-/// leaves at most one such copy.)
+/// except at most `resends` extra copies of acknowledged messages. (No send
+/// here failed, so nothing of unknown fate may appear. A copy can only come
+/// from the client resending a message that was in flight when the bundle
+/// moved: the broker closes the producer on unload, the client re-creates
+/// it at the new owner and resends what is pending; if the old owner had
+/// stored it, there are two copies, and the receipt the client keeps may be
+/// either one's (the old owner's can arrive after the resend). Sends go one
+/// at a time, so a move leaves at most one such copy.)
 fn assert_delivered(acked: &[(u32, StoredAt)], got: &[(u32, StoredAt)], resends: usize) {
     let at: HashMap<StoredAt, u32> = got.iter().map(|(i, at)| (*at, *i)).collect();
     assert_eq!(at.len(), got.len(), "one position delivered twice: {got:?}");
@@ -73,12 +74,9 @@ fn assert_delivered(acked: &[(u32, StoredAt)], got: &[(u32, StoredAt)], resends:
         .filter(|(_, at)| !receipt_positions.contains(at))
         .collect();
     for (i, stored) in &extra {
-        let acked_at = receipt_of
-            .get(i)
-            .unwrap_or_else(|| panic!("message {i} at {stored:?} was never acknowledged"));
         assert!(
-            stored < acked_at,
-            "copy of {i} at {stored:?} after its acknowledged copy at {acked_at:?}: not a resend"
+            receipt_of.contains_key(i),
+            "message {i} at {stored:?} was never acknowledged"
         );
     }
     assert!(
