@@ -416,7 +416,10 @@ async fn acknowledgements_flushed_before_a_kill9_survive_and_the_rest_is_redeliv
     let mut sorted = again.clone();
     sorted.sort_unstable();
     sorted.dedup();
-    assert_eq!(sorted, again, "redelivered out of order or twice: {again:?}");
+    assert_eq!(
+        sorted, again,
+        "redelivered out of order or twice: {again:?}"
+    );
     assert_eq!(
         again.len(),
         never_acked.len() + replayed.len(),

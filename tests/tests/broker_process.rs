@@ -103,5 +103,8 @@ async fn a_broker_on_etcd_and_four_bookies_survives_broker_and_bookie_crashes() 
     let pulsar = client(&broker).await;
     let mut consumer = subscribe(&pulsar, topic).await;
     send_all(&pulsar, topic, 200..250).await;
-    assert_eq!(receive_acked(&mut consumer, 150).await.0, expected(100..250));
+    assert_eq!(
+        receive_acked(&mut consumer, 150).await.0,
+        expected(100..250)
+    );
 }

@@ -230,7 +230,10 @@ async fn a_paused_owner_is_fenced_and_acknowledges_nothing_after_resuming() {
         .difference(&acked_numbers)
         .filter(|i| !failed.contains(i))
         .collect();
-    assert!(unacked.is_empty(), "delivered, never acknowledged: {unacked:?}");
+    assert!(
+        unacked.is_empty(),
+        "delivered, never acknowledged: {unacked:?}"
+    );
     // Per-partition order is the order of receipts, and the reader sees the
     // acknowledged messages in it.
     let mut by_position = acked.clone();
@@ -241,7 +244,10 @@ async fn a_paused_owner_is_fenced_and_acknowledges_nothing_after_resuming() {
         .copied()
         .filter(|(i, _)| acked_numbers.contains(i))
         .collect();
-    assert_eq!(delivered_acked, acked, "not delivered in the order of receipts");
+    assert_eq!(
+        delivered_acked, acked,
+        "not delivered in the order of receipts"
+    );
     let owned: HashSet<String> = owners(&cluster).await.into_values().collect();
     assert!(
         !owned.contains(&zombie.broker_addr()),

@@ -159,9 +159,10 @@ async fn batched_messages_arrive_in_order_on_an_exclusive_subscription() {
             Some(ServerError::ConsumerBusy),
             _,
         )))
-        | Err(pulsar::Error::Consumer(ConsumerError::Connection(
-            ConnectionError::PulsarError(Some(ServerError::ConsumerBusy), _),
-        ))) => {}
+        | Err(pulsar::Error::Consumer(ConsumerError::Connection(ConnectionError::PulsarError(
+            Some(ServerError::ConsumerBusy),
+            _,
+        )))) => {}
         Err(e) => panic!("second exclusive consumer refused with {e:?}, not ConsumerBusy"),
         Ok(_) => panic!("second exclusive consumer was accepted"),
     }

@@ -92,7 +92,10 @@ async fn standalone_keeps_entries_across_kill9() {
         .unwrap(),
     )
     .unwrap();
-    assert!(listed.contains(&"public/survivor".to_string()), "{listed:?}");
+    assert!(
+        listed.contains(&"public/survivor".to_string()),
+        "{listed:?}"
+    );
     let pulsar = clients::client(&standalone.pulsar_url()).await;
     let mut fresh = pulsar
         .consumer()
