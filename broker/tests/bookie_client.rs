@@ -241,6 +241,7 @@ async fn lac_long_poll_wakes_on_a_later_add() -> Result<()> {
         let handle = handle.clone();
         tokio::spawn(async move { handle.read_lac(1, Some(1), Duration::from_secs(20)).await })
     };
+    // The subject: for a while the long-poll must not answer.
     tokio::time::sleep(Duration::from_millis(300)).await;
     ensure!(!poll.is_finished(), "long-poll answered before LAC moved");
     handle.add(entry(1, 3, payload_for(1, 3, 10))).await?;

@@ -1,12 +1,14 @@
 //! Managed ledgers and durable cursors over a real etcd and real bookie
 //! processes: rollover, reads across ledgers, takeover of a topic whose
 //! owner vanished without closing it, a zombie owner fenced, and a cursor
-//! that survives its subscription being reopened.
+//! that survives its subscription being reopened, a graceful broker restart,
+//! and a kill -9 of a broker process inside the flush window.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
 use magnetar_broker::ledger::{LedgerClient, LedgerConfig};
 use magnetar_broker::managed_ledger::{
@@ -163,8 +165,21 @@ async fn a_new_owner_recovers_an_unclosed_topic_and_fences_the_old_one() {
         ),
         "zombie append must fail, got {zombie:?}"
     );
-    // Its failure must not touch the new owner's list (CAS fences it).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Its failure makes it try to replace its ledger, which must not touch
+    // the new owner's list (CAS fences it): wait until it has given up, so
+    // its appends fail as fenced at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match old.append(Bytes::from_static(b"zombie")).await {
+            Err(ManagedLedgerError::Fenced(_)) => break,
+            Err(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the zombie never learned it is fenced"
+            ),
+            Ok(position) => panic!("zombie append acknowledged at {position:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let after = append_all(&new, 40..50).await;
     let read = read_all(&new).await;
     assert_eq!(read.len(), 50);
@@ -270,4 +285,176 @@ async fn acknowledgements_survive_a_broker_restart() {
     }
     assert_eq!(got, expected);
     broker.shutdown().await;
+}
+
+/// The crash path of acknowledgement persistence, over real processes
+/// (etcd, a bookie, a `magnetar broker`): acknowledgements the broker
+/// flushed before a kill -9 stay; those inside the last flush window may
+/// be lost, so their messages come again (at least once); every message
+/// never acknowledged is redelivered, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_flushed_before_a_kill9_survive_and_the_rest_is_redelivered() {
+    use magnetar_broker::cursor::CursorSnapshot;
+    use magnetar_metadata::keys;
+    use magnetar_tests::clients::{client, send_stored, RECEIVE_TIMEOUT};
+    use magnetar_tests::wait_until;
+
+    let mut cluster = magnetar_tests::cluster::Cluster::start(
+        1,
+        1,
+        &[
+            "--ensemble-size",
+            "1",
+            "--write-quorum",
+            "1",
+            "--ack-quorum",
+            "1",
+            "--lease-ttl",
+            "3s",
+        ],
+    )
+    .await
+    .unwrap();
+    let topic = "persistent://public/default/acks-crash";
+    let pulsar = client(&cluster.brokers[0].pulsar_url()).await;
+    let mut consumer = subscribe_retrying(&pulsar, topic).await;
+    let sent = send_stored(&pulsar, topic, 0..100).await;
+    assert_eq!(sent.len(), 100);
+    let mut messages = Vec::new();
+    while messages.len() < 100 {
+        let msg = tokio::time::timeout(RECEIVE_TIMEOUT, consumer.try_next())
+            .await
+            .expect("delivery")
+            .expect("receive")
+            .expect("open");
+        messages.push(msg);
+    }
+    let number = |data: &[u8]| -> u32 {
+        let text = String::from_utf8_lossy(data);
+        text.trim_start_matches("msg-").parse().unwrap()
+    };
+    let numbers: Vec<u32> = messages.iter().map(|m| number(&m.payload.data)).collect();
+    assert_eq!(numbers, (0..100).collect::<Vec<_>>());
+
+    // Acks of 0..50, then wait until the broker has persisted them: the
+    // cursor in metadata has its mark-delete at message 49.
+    for msg in &messages[..50] {
+        consumer.ack(msg).await.unwrap();
+    }
+    let cursor_key = keys::cursor("public", "default", "acks-crash", "sub");
+    let (ledger, entry) = sent[49].1;
+    let flushed = Position::new(ledger, entry as i64);
+    let metadata = cluster.metadata.clone();
+    let took = wait_until(
+        "the cursor is persisted up to message 49",
+        Duration::from_secs(10),
+        || {
+            let metadata = metadata.clone();
+            let key = cursor_key.clone();
+            async move {
+                let Some(kv) = metadata.get(&key).await.unwrap() else {
+                    return false;
+                };
+                CursorSnapshot::from_bytes(&kv.value)
+                    .map(|c| c.mark_delete == flushed)
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
+    eprintln!("acks of 0..50 persisted {took:?} after they were sent");
+
+    // Acks of 50..60 and of 70 alone, then kill -9 right away: inside the
+    // flush window (100 ms), so some or all of them may not be persisted.
+    let in_window: Vec<u32> = (50..60).chain([70]).collect();
+    for &i in &in_window {
+        consumer.ack(&messages[i as usize]).await.unwrap();
+    }
+    cluster.brokers[0].kill9().unwrap();
+    drop(consumer);
+    drop(pulsar);
+    cluster.brokers[0].restart().await.unwrap();
+
+    let pulsar = client(&cluster.brokers[0].pulsar_url()).await;
+    let mut consumer = subscribe_retrying(&pulsar, topic).await;
+    let mut again = Vec::new();
+    loop {
+        let wait = if again.len() < 39 {
+            RECEIVE_TIMEOUT
+        } else {
+            Duration::from_secs(2)
+        };
+        let Ok(next) = tokio::time::timeout(wait, consumer.try_next()).await else {
+            break;
+        };
+        let msg = next.expect("receive").expect("open");
+        again.push(number(&msg.payload.data));
+    }
+    // Never acknowledged: every one comes again, in order.
+    let never_acked: Vec<u32> = (60..100).filter(|i| *i != 70).collect();
+    let redelivered_unacked: Vec<u32> = again
+        .iter()
+        .copied()
+        .filter(|i| never_acked.contains(i))
+        .collect();
+    assert_eq!(
+        redelivered_unacked, never_acked,
+        "unacknowledged messages lost or out of order after the crash: got {again:?}"
+    );
+    // Flushed before the crash: none comes again.
+    let replayed_flushed: Vec<&u32> = again.iter().filter(|i| **i < 50).collect();
+    assert!(
+        replayed_flushed.is_empty(),
+        "acknowledgements persisted before the crash were lost: {replayed_flushed:?}"
+    );
+    // Only what was acknowledged inside the last flush window may be
+    // replayed, once, in order.
+    let replayed: Vec<u32> = again
+        .iter()
+        .copied()
+        .filter(|i| in_window.contains(i))
+        .collect();
+    let mut sorted = again.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted, again,
+        "redelivered out of order or twice: {again:?}"
+    );
+    assert_eq!(
+        again.len(),
+        never_acked.len() + replayed.len(),
+        "unexpected messages after the crash: {again:?}"
+    );
+    eprintln!("acks inside the flush window replayed after kill -9: {replayed:?}");
+}
+
+/// An Exclusive consumer of `sub` from the earliest message, retried while
+/// the broker (just restarted) has not yet claimed the topic's bundle.
+async fn subscribe_retrying(
+    pulsar: &pulsar::Pulsar<pulsar::TokioExecutor>,
+    topic: &str,
+) -> pulsar::Consumer<Vec<u8>, pulsar::TokioExecutor> {
+    let deadline = tokio::time::Instant::now() + magnetar_tests::clients::RECEIVE_TIMEOUT;
+    loop {
+        let built = pulsar
+            .consumer()
+            .with_topic(topic)
+            .with_subscription("sub")
+            .with_subscription_type(pulsar::SubType::Exclusive)
+            .with_options(
+                pulsar::consumer::ConsumerOptions::default()
+                    .with_initial_position(pulsar::consumer::InitialPosition::Earliest),
+            )
+            .build()
+            .await;
+        match built {
+            Ok(consumer) => return consumer,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("not subscribed yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("no consumer on {topic}: {e}"),
+        }
+    }
 }

@@ -171,3 +171,74 @@ def drain(consumer, idle_ms=3000, limit_s=60):
         seen.append(index_of(msg))
         consumer.acknowledge(msg)
     raise AssertionError(f"still receiving after {limit_s}s ({len(seen)} messages)")
+
+
+def wait_until(condition, timeout_s: float = 30, what: str = "the condition", poll_s: float = 0.02):
+    """Polls `condition()` until it returns a true value (returned), failing
+    after `timeout_s`. The wait a test uses instead of a fixed sleep."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting until {what}")
+        time.sleep(poll_s)
+
+
+def subscription_stats(http_url: str, topic: str, subscription: str):
+    """The broker's admin stats of one subscription (its `msgBacklog`
+    counts what the broker holds unacknowledged), or None."""
+    import json
+    import urllib.request
+
+    path = topic.replace("persistent://", "persistent/", 1)
+    with urllib.request.urlopen(f"{http_url}/admin/v2/{path}/stats", timeout=5) as r:
+        stats = json.loads(r.read())
+    return stats.get("subscriptions", {}).get(subscription)
+
+
+def wait_backlog(http_url: str, topic: str, subscription: str, backlog: int, timeout_s: float = 10):
+    """Waits until the broker has applied a subscription's acknowledgements
+    (which the client sends asynchronously) so that `backlog` messages are
+    left unacknowledged."""
+
+    def reached():
+        stats = subscription_stats(http_url, topic, subscription)
+        return stats is not None and stats["msgBacklog"] == backlog
+
+    wait_until(reached, timeout_s, f"{subscription} on {topic} has a backlog of {backlog}")
+
+
+def mark_delete_position(http_url: str, topic: str, subscription: str):
+    """The broker's mark-delete position of a subscription (from
+    internalStats) as (ledger, entry), or None."""
+    import json
+    import urllib.request
+
+    path = topic.replace("persistent://", "persistent/", 1)
+    with urllib.request.urlopen(f"{http_url}/admin/v2/{path}/internalStats", timeout=5) as r:
+        stats = json.loads(r.read())
+    cursor = stats.get("cursors", {}).get(subscription)
+    if cursor is None:
+        return None
+    ledger, entry = cursor["markDeletePosition"].split(":")
+    return int(ledger), int(entry)
+
+
+def wait_mark_delete(http_url: str, topic: str, subscription: str, position, timeout_s: float = 10):
+    """Waits until the broker has applied acknowledgements (which the
+    client sends asynchronously) up to `position` = (ledger, entry)."""
+    wait_until(
+        lambda: mark_delete_position(http_url, topic, subscription) == tuple(position[:2]),
+        timeout_s,
+        f"{subscription} on {topic} is acknowledged up to {position[:2]}",
+    )
+
+
+# The broker persists a changed cursor every 100 ms (FLUSH_INTERVAL in
+# broker/src/topic/subscription.rs). That guarantee is about time, so a test
+# of "acks older than a flush interval survive a crash" lets this much pass
+# once the broker has the acks (see wait_backlog); it is the test's subject,
+# not a wait for something observable.
+CURSOR_FLUSH_MARGIN_S = 0.5

@@ -6,6 +6,8 @@ import time
 import pulsar
 import pytest
 
+import raw_pulsar
+from raw_pulsar import RawConnection
 from support import assert_no_more, index_of, payload
 
 # Client behaviour is the same over either storage architecture.
@@ -18,6 +20,9 @@ UNSERVABLE_TOPICS = [
     "persistent://no-such-tenant/default/t",
     "persistent://public/no-such-namespace/t",
 ]
+
+# The broker's default maxMessageSize (5 MiB), advertised in CONNECTED.
+MAX_MESSAGE_SIZE = 5 * 1024 * 1024
 
 
 def round_trip(client, topic, i):
@@ -55,7 +60,10 @@ def test_unservable_topic_is_refused(new_client, topic, bad_topic):
     assert [index_of(bystander_consumer.receive(10_000)) for _ in range(2)] == [0, 2]
 
 
-def test_oversized_message_fails_and_producer_keeps_working(new_client, topic):
+def test_client_refuses_a_message_over_the_advertised_limit(new_client, topic):
+    """The broker advertises its limit in CONNECTED, so the official client
+    fails an oversized send itself (the broker's own check is tested over a
+    raw socket below); its producer keeps working."""
     client = new_client()
     consumer = client.subscribe(topic, "sub", initial_position=pulsar.InitialPosition.Earliest)
     producer = client.create_producer(topic, batching_enabled=False, chunking_enabled=False)
@@ -66,8 +74,52 @@ def test_oversized_message_fails_and_producer_keeps_working(new_client, topic):
     producer.send(payload(1))
     assert [index_of(consumer.receive(10_000)) for _ in range(2)] == [0, 1]
     assert_no_more(consumer)
-    # The server is still fine for a fresh client too.
-    round_trip(new_client(), topic + "-after", 2)
+
+
+def test_broker_refuses_an_oversized_send_and_keeps_serving(magnetar, new_client, topic):
+    """A SEND whose message is over the broker's 5 MiB limit (in a frame the
+    decoder still accepts), sent from a raw socket so that no client check
+    stands in the way: the broker answers that SEND with SEND_ERROR, stores
+    nothing of it, and keeps serving the same connection and others."""
+    client = new_client()
+    consumer = client.subscribe(topic, "sub", initial_position=pulsar.InitialPosition.Earliest)
+
+    raw = RawConnection("127.0.0.1", magnetar.broker_port)
+    other = RawConnection("127.0.0.1", magnetar.broker_port)
+    try:
+        connected = raw.connect()
+        assert connected.get(3) == MAX_MESSAGE_SIZE, f"advertised limit: {connected}"
+        other.connect()
+        name = raw.create_producer(topic, producer_id=1)
+        other_name = other.create_producer(topic, producer_id=7)
+
+        raw.send_message(1, name, 0, payload(0))
+        receipt = raw.read_reply()
+        assert (receipt.kind, receipt.get(2)) == (raw_pulsar.SEND_RECEIPT, 0), receipt
+
+        raw.send_message(1, name, 1, b"x" * (MAX_MESSAGE_SIZE + 1024))
+        refused = raw.read_reply()
+        assert refused.kind == raw_pulsar.SEND_ERROR, f"oversized SEND answered {refused}"
+        assert refused.get(1) == 1 and refused.get(2) == 1, refused
+        assert refused.get(3) == raw_pulsar.NOT_ALLOWED_ERROR, refused
+        print(f"oversized SEND refused: {refused.get(4, b'').decode()}")
+
+        # The same connection and producer keep working...
+        raw.send_message(1, name, 2, payload(1))
+        receipt = raw.read_reply()
+        assert (receipt.kind, receipt.get(2)) == (raw_pulsar.SEND_RECEIPT, 2), receipt
+        # ...and so does another connection.
+        other.send_message(7, other_name, 0, payload(2))
+        receipt = other.read_reply()
+        assert (receipt.kind, receipt.get(2)) == (raw_pulsar.SEND_RECEIPT, 0), receipt
+    finally:
+        raw.close()
+        other.close()
+
+    # Nothing of the refused message is stored.
+    assert [index_of(consumer.receive(10_000)) for _ in range(3)] == [0, 1, 2]
+    assert_no_more(consumer)
+    round_trip(new_client(), topic + "-after", 3)
 
 
 def test_large_message_under_limit_round_trips(new_client, topic):

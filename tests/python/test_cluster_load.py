@@ -50,7 +50,9 @@ def test_unloading_a_bundle_under_load_loses_nothing(cluster_factory):
     wait_until(lambda: load.first_new_receipt_after(asked, old_ledgers) is not None, 60,
                "a receipt from a ledger opened after the unload")
     resumed = load.first_new_receipt_after(asked, old_ledgers)[0] - asked
-    time.sleep(1)
+    since = time.monotonic()
+    wait_until(lambda: load.ok_count_between(since, float("inf")) >= 100, 30,
+               "100 more receipts after the producer resumed")
     load.stop()
     print(f"\n[unload] request answered in {answered:.3f}s; first receipt from the bundle's "
           f"next ledger {resumed:.3f}s after the request; now owned by "
@@ -93,7 +95,10 @@ def test_a_joining_broker_gets_bundles_shed_to_it(cluster_factory):
     balanced = time.monotonic() - started
     print(f"\n[join] first bundle on the new broker {took:.3f}s after it started, 2/2 after "
           f"{balanced:.3f}s (report interval 1s)")
-    time.sleep(2)
+    since = time.monotonic()
+    for topic, load in loads.items():
+        wait_until(lambda: load.ok_count_between(since, float("inf")) >= 20, 30,
+                   f"{topic} acknowledged after the bundles were balanced")
     for topic, load in loads.items():
         load.stop()
         assert not load.failed(), f"{topic}: sends failed while bundles moved: {list(load.failed().items())[:5]}"
@@ -125,7 +130,9 @@ def test_splitting_a_bundle_with_the_cli(cluster_factory):
     assert halves <= set(owned), owned
     assert bundle not in owned, owned
     assert {owned[h] for h in halves} == {owner.broker_id}, owned
-    time.sleep(1)
+    since = time.monotonic()
+    wait_until(lambda: load.ok_count_between(since, float("inf")) >= 100, 30,
+               "100 more receipts after the split")
     load.stop()
     assert not load.failed(), f"sends failed across the split: {list(load.failed().items())[:5]}"
     check_delivery(load.ok_in_receipt_order(), delivered_numbers(client, topic, load))

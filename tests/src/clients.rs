@@ -62,12 +62,28 @@ pub async fn producer(
     }
 }
 
+/// Where a message is stored: `(ledger id, entry id)` from its receipt or
+/// its delivery.
+pub type StoredAt = (u64, u64);
+
 /// Sends `msg-i` for each i, one at a time; returns the ones the broker
 /// acknowledged.
 pub async fn send_with(
     producer: &mut pulsar::Producer<TokioExecutor>,
     range: std::ops::Range<u32>,
 ) -> Vec<u32> {
+    send_with_receipts(producer, range)
+        .await
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// [`send_with`], with where each receipt says the message is stored.
+pub async fn send_with_receipts(
+    producer: &mut pulsar::Producer<TokioExecutor>,
+    range: std::ops::Range<u32>,
+) -> Vec<(u32, StoredAt)> {
     let mut acked = Vec::new();
     for i in range {
         let receipt = match producer
@@ -77,8 +93,9 @@ pub async fn send_with(
             Ok(receipt) => receipt.await,
             Err(e) => Err(e),
         };
-        if receipt.is_ok() {
-            acked.push(i);
+        if let Ok(receipt) = receipt {
+            let id = receipt.message_id.expect("a receipt names its message id");
+            acked.push((i, (id.ledger_id, id.entry_id)));
         }
     }
     acked
@@ -96,12 +113,36 @@ pub async fn send(
     acked
 }
 
+/// [`send`], with where each receipt says the message is stored.
+pub async fn send_stored(
+    pulsar: &Pulsar<TokioExecutor>,
+    topic: &str,
+    range: std::ops::Range<u32>,
+) -> Vec<(u32, StoredAt)> {
+    let mut producer = producer(pulsar, topic).await;
+    let acked = send_with_receipts(&mut producer, range).await;
+    let _ = producer.close().await;
+    acked
+}
+
 /// Receives (and acknowledges) until nothing arrives for 2 s after at
 /// least `at_least` messages; their numbers in order of arrival.
 pub async fn receive_all(
     consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
     at_least: usize,
 ) -> Vec<u32> {
+    receive_all_stored(consumer, at_least)
+        .await
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// [`receive_all`], with where each message is stored.
+pub async fn receive_all_stored(
+    consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
+    at_least: usize,
+) -> Vec<(u32, StoredAt)> {
     let mut got = Vec::new();
     loop {
         let wait = if got.len() < at_least {
@@ -120,10 +161,12 @@ pub async fn receive_all(
         let msg = next.expect("receive").expect("open");
         consumer.ack(&msg).await.expect("ack");
         let text = String::from_utf8_lossy(&msg.payload.data).into_owned();
-        got.push(
+        let id = msg.message_id();
+        got.push((
             text.trim_start_matches("msg-")
                 .parse()
                 .unwrap_or_else(|_| panic!("unexpected message {text:?}")),
-        );
+            (id.ledger_id, id.entry_id),
+        ));
     }
 }

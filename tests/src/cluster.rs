@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use magnetar_metadata::{keys, MetadataStore};
@@ -67,4 +68,58 @@ impl Cluster {
     pub fn broker_index(&self, id: &str) -> Option<usize> {
         self.brokers.iter().position(|b| b.broker_addr() == id)
     }
+}
+
+/// The mark-delete position `(ledger, entry)` a subscription's cursor has
+/// in the metadata store, i.e. what a broker persisted, not what it holds
+/// in memory; None if no cursor is stored. `topic` is
+/// `persistent://tenant/namespace/name`.
+pub async fn persisted_mark_delete(
+    metadata: &dyn MetadataStore,
+    topic: &str,
+    subscription: &str,
+) -> Result<Option<(u64, i64)>> {
+    let local = topic
+        .strip_prefix("persistent://")
+        .context("a persistent:// topic")?;
+    let mut parts = local.splitn(3, '/');
+    let (Some(tenant), Some(namespace), Some(name)) = (parts.next(), parts.next(), parts.next())
+    else {
+        anyhow::bail!("not tenant/namespace/topic: {topic}");
+    };
+    let Some(kv) = metadata
+        .get(&keys::cursor(tenant, namespace, name, subscription))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let cursor: serde_json::Value = serde_json::from_slice(&kv.value)?;
+    let mark_delete = &cursor["mark_delete"];
+    Ok(Some((
+        mark_delete["ledger_id"].as_u64().context("ledger_id")?,
+        mark_delete["entry_id"].as_i64().context("entry_id")?,
+    )))
+}
+
+/// Waits until the cursor persisted for `subscription` has its
+/// mark-delete position at `(ledger, entry)`.
+pub async fn wait_cursor_persisted(
+    metadata: &dyn MetadataStore,
+    topic: &str,
+    subscription: &str,
+    position: (u64, u64),
+) -> Duration {
+    let expected = (position.0, position.1 as i64);
+    crate::wait_until(
+        &format!("{subscription} on {topic} is persisted up to {expected:?}"),
+        Duration::from_secs(20),
+        || async {
+            persisted_mark_delete(metadata, topic, subscription)
+                .await
+                .ok()
+                .flatten()
+                == Some(expected)
+        },
+    )
+    .await
 }

@@ -46,6 +46,25 @@ fn signal(child: &Child, sig: Signal) -> Result<()> {
     kill(Pid::from_raw(child.id() as i32), sig).with_context(|| format!("sending {sig}"))
 }
 
+/// Polls `check` every 50 ms until it holds; panics naming `what` after
+/// `limit`. Returns how long it took. Tests wait on a condition with this
+/// instead of sleeping for a fixed time.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
 /// Tail of a log file, for failure messages.
 pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

@@ -130,7 +130,9 @@ async fn ledgers_whose_metadata_is_gone_are_collected_and_stay_gone() {
         "one log line per deletion:\n{log}"
     );
 
-    // Several more scans leave the ledger with metadata alone.
+    // Several more scans leave the ledger with metadata alone. (A fixed
+    // wait is the subject here: time for scans to run and delete nothing;
+    // the bookie exposes no count of scans to wait on.)
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for entry in 0..3 {
         assert_eq!(read_code(&mut client, 2, entry).await, ErrorCode::Ok);
@@ -155,6 +157,8 @@ async fn zero_interval_disables_collection() {
         .unwrap();
     let mut client = bookie.client().await.unwrap();
     assert_eq!(add_entries(&mut client, 9, 1).await, vec![ErrorCode::Ok]);
+    // The subject: time in which an enabled collector would have scanned
+    // several times passes without a deletion.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(read_code(&mut client, 9, 0).await, ErrorCode::Ok);
     assert_eq!(gc_deleted_metric(&bookie).await, 0.0);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use magnetar_tests::clients::subscribe;
+use magnetar_tests::cluster::wait_cursor_persisted;
 use magnetar_tests::{BookieProcess, Etcd};
 use pulsar::{Consumer, Pulsar, TokioExecutor};
 
@@ -31,8 +32,14 @@ async fn send_all(pulsar: &Pulsar<TokioExecutor>, topic: &str, range: std::ops::
     producer.close().await.unwrap();
 }
 
-async fn receive_acked(consumer: &mut Consumer<Vec<u8>, TokioExecutor>, n: usize) -> Vec<String> {
+/// Receives and acknowledges `n` messages; their payloads, and where the
+/// last one is stored.
+async fn receive_acked(
+    consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
+    n: usize,
+) -> (Vec<String>, (u64, u64)) {
     let mut got = Vec::new();
+    let mut last = (0, 0);
     while got.len() < n {
         let msg = tokio::time::timeout(RECEIVE_TIMEOUT, consumer.try_next())
             .await
@@ -40,9 +47,10 @@ async fn receive_acked(consumer: &mut Consumer<Vec<u8>, TokioExecutor>, n: usize
             .expect("receive")
             .expect("open");
         consumer.ack(&msg).await.expect("ack");
+        last = (msg.message_id().ledger_id, msg.message_id().entry_id);
         got.push(String::from_utf8(msg.payload.data.clone()).unwrap());
     }
-    got
+    (got, last)
 }
 
 fn expected(range: std::ops::Range<u32>) -> Vec<String> {
@@ -79,9 +87,11 @@ async fn a_broker_on_etcd_and_four_bookies_survives_broker_and_bookie_crashes() 
     let pulsar = client(&broker).await;
     let mut consumer = subscribe(&pulsar, topic).await;
     send_all(&pulsar, topic, 0..200).await;
-    assert_eq!(receive_acked(&mut consumer, 100).await, expected(0..100));
-    // Let the cursor flush, then crash the broker.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (got, last) = receive_acked(&mut consumer, 100).await;
+    assert_eq!(got, expected(0..100));
+    // Wait until the broker has persisted the acks, then crash it.
+    let metadata = magnetar_metadata::connect(&url).await.unwrap();
+    wait_cursor_persisted(metadata.as_ref(), topic, "sub", last).await;
     drop(consumer);
     drop(pulsar);
     broker.kill9().unwrap();
@@ -93,5 +103,8 @@ async fn a_broker_on_etcd_and_four_bookies_survives_broker_and_bookie_crashes() 
     let pulsar = client(&broker).await;
     let mut consumer = subscribe(&pulsar, topic).await;
     send_all(&pulsar, topic, 200..250).await;
-    assert_eq!(receive_acked(&mut consumer, 150).await, expected(100..250));
+    assert_eq!(
+        receive_acked(&mut consumer, 150).await.0,
+        expected(100..250)
+    );
 }

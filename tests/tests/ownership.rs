@@ -3,12 +3,17 @@
 //! clients to the owner, and when the owner is killed (-9) or paused past its
 //! lease another broker takes its bundles over by fencing, without losing an
 //! acknowledged message; the paused one, resumed, acknowledges nothing more.
+//! Waits are on conditions (an ownership key gone), not fixed sleeps.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use magnetar_tests::clients::{client, receive_all, send, subscribe};
+use magnetar_metadata::keys;
+use magnetar_tests::clients::{
+    client, producer, receive_all, receive_all_stored, send, send_with_receipts, subscribe,
+};
 use magnetar_tests::cluster::Cluster;
+use magnetar_tests::wait_until;
 
 const LEASE_TTL: &str = "3s";
 
@@ -125,24 +130,39 @@ async fn a_paused_owner_is_fenced_and_acknowledges_nothing_after_resuming() {
     // Make broker 0 the owner: the first lookup of an unowned bundle that
     // reaches a broker holding the fewest bundles stays there.
     let zombie_client = client(&cluster.brokers[0].pulsar_url()).await;
-    let mut acked = send(&zombie_client, topic, 0..50).await;
-    let owner_id = owners(&cluster).await.into_values().next().unwrap();
+    let mut zombie_producer = producer(&zombie_client, topic).await;
+    let mut acked = send_with_receipts(&mut zombie_producer, 0..50).await;
+    assert_eq!(acked.len(), 50);
+    // Ledgers the zombie wrote while it owned the topic.
+    let zombie_ledgers: HashSet<u64> = acked.iter().map(|(_, (ledger, _))| *ledger).collect();
+    let (bundle, owner_id) = owners(&cluster).await.into_iter().next().unwrap();
     let (zombie, survivor) = if owner_id == cluster.brokers[0].broker_addr() {
         (&cluster.brokers[0], &cluster.brokers[1])
     } else {
         (&cluster.brokers[1], &cluster.brokers[0])
     };
-    let mut zombie_producer = zombie_client
-        .producer()
-        .with_topic(topic)
-        .build()
-        .await
-        .unwrap();
+    let key = keys::bundle_owner("public", "default", &bundle);
+    let held = cluster.metadata.get(&key).await.unwrap().expect("owned");
     zombie.pause().unwrap();
-    // Past the lease: the survivor takes the bundle and writes.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The zombie's lease expires: its ownership key goes with it.
+    let took = wait_until(
+        "the paused owner's ownership key is gone",
+        Duration::from_secs(30),
+        || async {
+            let now = cluster.metadata.get(&key).await.unwrap();
+            now.is_none_or(|kv| kv.create_revision != held.create_revision)
+        },
+    )
+    .await;
+    eprintln!("the paused owner lost its bundle {took:?} after the pause (lease {LEASE_TTL})");
+    // The survivor takes the bundle over (fencing the zombie's ledgers) and
+    // writes.
     let second = client(&survivor.pulsar_url()).await;
-    acked.extend(send(&second, topic, 50..100).await);
+    let mut survivor_producer = producer(&second, topic).await;
+    let from_survivor = send_with_receipts(&mut survivor_producer, 50..100).await;
+    assert_eq!(from_survivor.len(), 50, "the survivor refused sends");
+    acked.extend(from_survivor);
+    let _ = survivor_producer.close().await;
     // Sends queued at the paused owner before it wakes up.
     let mut pending = Vec::new();
     for i in 100..110u32 {
@@ -154,21 +174,80 @@ async fn a_paused_owner_is_fenced_and_acknowledges_nothing_after_resuming() {
         }
     }
     zombie.resume().unwrap();
+    let mut late = Vec::new();
+    let mut failed = HashSet::new();
     for (i, receipt) in pending {
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(20), receipt).await {
-            acked.push(i);
+        match tokio::time::timeout(Duration::from_secs(40), receipt).await {
+            Ok(Ok(receipt)) => {
+                let id = receipt.message_id.expect("a receipt names its message id");
+                late.push((i, (id.ledger_id, id.entry_id)));
+            }
+            Ok(Err(e)) => {
+                eprintln!("queued send {i} failed: {e}");
+                failed.insert(i);
+            }
+            Err(_) => panic!("queued send {i}: no answer within 40 s"),
         }
     }
-    let mut consumer = subscribe(&second, topic).await;
-    let got = receive_all(&mut consumer, acked.len()).await;
-    let acked_set: HashSet<u32> = acked.iter().copied().collect();
-    let got_set: HashSet<u32> = got.iter().copied().collect();
+    // A fenced zombie gets nothing acknowledged: a receipt for a queued
+    // send may only come from the new owner (the client re-creates its
+    // producer there and resends when the zombie closes it), never from a
+    // ledger the zombie wrote.
+    let from_zombie: Vec<_> = late
+        .iter()
+        .filter(|(_, (ledger, _))| zombie_ledgers.contains(ledger))
+        .collect();
     assert!(
-        acked_set.is_subset(&got_set),
-        "acknowledged messages lost: {:?}",
-        acked_set.difference(&got_set).collect::<Vec<_>>()
+        from_zombie.is_empty(),
+        "the resumed zombie acknowledged sends after losing its lease: {from_zombie:?}"
     );
-    assert_eq!(got.len(), got_set.len(), "duplicates: {got:?}");
+    acked.extend(late);
+
+    // A fresh reader finds every acknowledged message exactly where its
+    // receipt said, once.
+    let reader_client = client(&survivor.pulsar_url()).await;
+    let mut consumer = subscribe(&reader_client, topic).await;
+    let got = receive_all_stored(&mut consumer, acked.len()).await;
+    let mut got_at: BTreeMap<(u64, u64), u32> = BTreeMap::new();
+    for (i, at) in &got {
+        assert!(got_at.insert(*at, *i).is_none(), "{at:?} delivered twice");
+    }
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|(i, at)| got_at.get(at) != Some(i))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged messages missing from where their receipts put them: {missing:?}"
+    );
+    let got_numbers: Vec<u32> = got.iter().map(|(i, _)| *i).collect();
+    let unique: HashSet<u32> = got_numbers.iter().copied().collect();
+    assert_eq!(unique.len(), got.len(), "duplicates: {got_numbers:?}");
+    // Nothing is delivered that was never acknowledged, except a send that
+    // failed (an error leaves its fate unknown, as in Pulsar).
+    let acked_numbers: HashSet<u32> = acked.iter().map(|(i, _)| *i).collect();
+    let unacked: Vec<&u32> = unique
+        .difference(&acked_numbers)
+        .filter(|i| !failed.contains(i))
+        .collect();
+    assert!(
+        unacked.is_empty(),
+        "delivered, never acknowledged: {unacked:?}"
+    );
+    // Per-partition order is the order of receipts, and the reader sees the
+    // acknowledged messages in it.
+    let mut by_position = acked.clone();
+    by_position.sort_by_key(|(_, at)| *at);
+    assert_eq!(acked, by_position, "receipts out of storage order");
+    let delivered_acked: Vec<(u32, (u64, u64))> = got
+        .iter()
+        .copied()
+        .filter(|(i, _)| acked_numbers.contains(i))
+        .collect();
+    assert_eq!(
+        delivered_acked, acked,
+        "not delivered in the order of receipts"
+    );
     let owned: HashSet<String> = owners(&cluster).await.into_values().collect();
     assert!(
         !owned.contains(&zombie.broker_addr()),

@@ -130,23 +130,45 @@ async fn batched_messages_arrive_in_order_on_an_exclusive_subscription() {
     assert_eq!(receive(&mut sub, 3000, true).await, messages);
     assert_quiet(&mut sub, Duration::from_millis(500)).await;
 
-    // A second exclusive consumer is refused while the first is attached.
-    // (The crate retries ConsumerBusy until its operation timeout, so a
-    // refusal may also show as no consumer within the wait.)
+    // A second exclusive consumer is refused while the first is attached,
+    // with the broker's ConsumerBusy. The crate retries ConsumerBusy until
+    // its operation timeout, so this client does not retry: the refusal
+    // itself must come back, and no answer at all is a failure.
+    let no_retry = Pulsar::builder(standalone.pulsar_url(), TokioExecutor)
+        .with_operation_retry_options(pulsar::OperationRetryOptions {
+            max_retries: Some(0),
+            ..Default::default()
+        })
+        .build()
+        .await
+        .expect("client connects");
     let second = tokio::time::timeout(
-        Duration::from_secs(5),
-        pulsar
+        Duration::from_secs(15),
+        no_retry
             .consumer()
             .with_topic(topic)
             .with_subscription("s1")
             .with_subscription_type(SubType::Exclusive)
             .build::<Vec<u8>>(),
     )
-    .await;
-    assert!(
-        !matches!(second, Ok(Ok(_))),
-        "second exclusive consumer must be refused"
-    );
+    .await
+    .expect("the broker must answer the second SUBSCRIBE, not time out");
+    use pulsar::error::{ConnectionError, ConsumerError};
+    match second {
+        Err(pulsar::Error::Connection(ConnectionError::PulsarError(
+            Some(ServerError::ConsumerBusy),
+            _,
+        )))
+        | Err(pulsar::Error::Consumer(ConsumerError::Connection(ConnectionError::PulsarError(
+            Some(ServerError::ConsumerBusy),
+            _,
+        )))) => {}
+        Err(e) => panic!("second exclusive consumer refused with {e:?}, not ConsumerBusy"),
+        Ok(_) => panic!("second exclusive consumer was accepted"),
+    }
+    // The first consumer keeps its subscription.
+    produce(&pulsar, topic, &numbered("after", 3), 1).await;
+    assert_eq!(receive(&mut sub, 3, true).await, numbered("after", 3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,7 +265,16 @@ async fn a_graceful_restart_keeps_messages_and_the_subscription_position() {
 async fn kill9_mid_stream_loses_no_acknowledged_message() {
     let mut standalone = StandaloneProcess::start_standalone(&[]).await.unwrap();
     let topic = "persistent://public/default/kill9-stream";
-    let pulsar = client(&standalone).await;
+    // Sends pending at the crash fail after 5 s (their operation timeout),
+    // which settles every receipt soon after the kill.
+    let pulsar = Pulsar::builder(standalone.pulsar_url(), TokioExecutor)
+        .with_operation_retry_options(pulsar::OperationRetryOptions {
+            operation_timeout: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .build()
+        .await
+        .expect("client connects");
     let mut producer = pulsar
         .producer()
         .with_topic(topic)
@@ -282,8 +313,13 @@ async fn kill9_mid_stream_loses_no_acknowledged_message() {
     standalone.kill9().unwrap();
     sender.abort();
     drop(pulsar);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    while let Ok(body) = confirmed_rx.try_recv() {
+    // Every receipt task ends (the aborted sender dropped the producer, so
+    // what was still pending fails), closing the channel: then every
+    // receipt that did arrive is counted.
+    while let Some(body) = tokio::time::timeout(RECEIVE_TIMEOUT, confirmed_rx.recv())
+        .await
+        .expect("every receipt is settled once the producer is gone")
+    {
         confirmed.push(body);
     }
     standalone.restart().await.unwrap();

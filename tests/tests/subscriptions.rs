@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use magnetar_tests::StandaloneProcess;
+use magnetar_tests::{wait_until, StandaloneProcess};
 use pulsar::consumer::{ConsumerOptions, InitialPosition};
 use pulsar::producer::Message;
 use pulsar::{Consumer, Pulsar, SubType, TokioExecutor};
@@ -47,6 +47,33 @@ async fn consumer_with(
         .build()
         .await
         .expect("consumer subscribes")
+}
+
+/// Waits until the broker's stats show `backlog` messages unacknowledged on
+/// `subscription` of `public/default/{topic}`.
+async fn wait_for_backlog(
+    standalone: &StandaloneProcess,
+    topic: &str,
+    subscription: &str,
+    backlog: u64,
+) {
+    let url = format!(
+        "{}/admin/v2/persistent/public/default/{topic}/stats",
+        standalone.broker_http_url()
+    );
+    wait_until(
+        &format!("{subscription} has a backlog of {backlog}"),
+        Duration::from_secs(10),
+        || async {
+            let Ok(answer) = reqwest::get(&url).await else {
+                return false;
+            };
+            let body = answer.text().await.unwrap_or_default();
+            let stats: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            stats["subscriptions"][subscription]["msgBacklog"].as_u64() == Some(backlog)
+        },
+    )
+    .await;
 }
 
 /// Sends message `i` as the text `i` with key `key-{i % KEYS}`, unbatched.
@@ -157,8 +184,9 @@ async fn failover_standby_takes_over_the_unacknowledged_messages() {
             .is_empty(),
         "the standby received while the active consumer was attached"
     );
-    // Let the crate's acks reach the broker before leaving.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The crate sends acks asynchronously: wait until the broker has them
+    // (25 of 50 left) before leaving.
+    wait_for_backlog(&standalone, "failover-crate", "sub", 25).await;
     active.close().await.expect("consumer closes");
     drop(active);
     assert_eq!(
