@@ -47,6 +47,14 @@ struct Harness {
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
+        // libFuzzer's C main does not ignore SIGPIPE as a Rust main does: a
+        // write to a connection the broker closed must be an error here,
+        // not the end of the process.
+        // SAFETY: setting a signal's disposition to SIG_IGN before any
+        // thread of ours writes to a socket.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
