@@ -51,6 +51,7 @@ impl ManagedLedger {
             state.list.ledgers.clear();
             state.undeleted.clear();
             state.open_confirmed.clear();
+            state.sealing_bytes.clear();
         }
         self.changed.send_modify(|v| *v += 1);
         tracing::info!(topic = %self.name, ledgers = ids.len(), "managed ledger deleted");

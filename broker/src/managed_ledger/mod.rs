@@ -87,6 +87,9 @@ struct State {
     queued: VecDeque<(Bytes, oneshot::Sender<AppendResult>)>,
     /// Last confirmed entry of each ledger that is still open in the list.
     open_confirmed: BTreeMap<LedgerId, EntryId>,
+    /// Bytes written to ledgers replaced by a rollover and not yet sealed
+    /// (the list records a ledger's size only when it is sealed).
+    sealing_bytes: BTreeMap<LedgerId, u64>,
     /// Set once closed or fenced: every later append fails with it.
     terminal: Option<ManagedLedgerError>,
     /// Ledgers trimmed from the list whose deletion failed, retried on the
@@ -159,6 +162,7 @@ impl ManagedLedger {
                 rolling: false,
                 queued: VecDeque::new(),
                 open_confirmed,
+                sealing_bytes: BTreeMap::new(),
                 terminal: None,
                 undeleted: Vec::new(),
             }),
@@ -384,6 +388,7 @@ impl ManagedLedger {
         };
         tracing::debug!(topic = %self.name, ledger = new_id, "rolled over");
         if let Some(old) = old {
+            self.lock().sealing_bytes.insert(old.id, old.bytes);
             let ml = self.clone();
             tokio::spawn(async move { ml.seal_until_done(old.id, Some(old.writer)).await });
         }
@@ -433,7 +438,11 @@ impl ManagedLedger {
             }
         })
         .await?;
-        self.lock().open_confirmed.remove(&id);
+        {
+            let mut state = self.lock();
+            state.open_confirmed.remove(&id);
+            state.sealing_bytes.remove(&id);
+        }
         self.readers.lock().await.remove(&id);
         self.changed.send_modify(|v| *v += 1);
         Ok(())

@@ -42,7 +42,11 @@ impl ManagedLedger {
                 let (entries, _) = Self::readable_entries(&state, info);
                 let size = match current {
                     Some((id, bytes)) if id == info.ledger_id => bytes,
-                    _ => info.size,
+                    _ => state
+                        .sealing_bytes
+                        .get(&info.ledger_id)
+                        .copied()
+                        .unwrap_or(info.size),
                 };
                 LedgerStats {
                     ledger_id: info.ledger_id,

@@ -4,7 +4,8 @@
 //! Delivered but unacknowledged entries are remembered per consumer; when a
 //! consumer leaves (or asks), they go back to a redelivery set that is
 //! served before new entries. A flusher task persists the cursor of a durable
-//! subscription every [`FLUSH_INTERVAL`].
+//! subscription at most every [`FLUSH_INTERVAL`], when it changed; idle, it
+//! sleeps.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -178,6 +179,8 @@ pub struct Subscription {
     /// Wakes the dispatcher: new permits, consumers, acks, or a consumer's
     /// connection drained (registered with its outbound queue).
     wake: Arc<Notify>,
+    /// Wakes the flush loop: the cursor changed (or the subscription closed).
+    flush_wanted: Notify,
     /// The namespace's dispatch rate: checked when a round plans its read,
     /// counted with what the round read.
     dispatch_limiter: Mutex<RateLimiter>,
@@ -400,6 +403,7 @@ impl Subscription {
                 closed: false,
             }),
             wake: Arc::new(Notify::new()),
+            flush_wanted: Notify::new(),
             dispatch_limiter: Mutex::new(RateLimiter::new(std::time::Instant::now())),
         });
         tokio::spawn(sub.clone().dispatch_loop());
@@ -624,6 +628,7 @@ impl Subscription {
         if ignored > 0 {
             tracing::warn!(topic = %self.topic, subscription = %self.name, ignored, last = %last, "ignoring acks that name no stored entry");
         }
+        self.flush_wanted.notify_one();
         // On Key_Shared an ack may release a key held for a new consumer.
         if st.sub_type == SubscriptionType::KeyShared && !st.redeliver.is_empty() {
             self.wake.notify_one();
@@ -650,6 +655,7 @@ impl Subscription {
         };
         let mut st = self.lock();
         st.cursor.reset(mark_delete);
+        self.flush_wanted.notify_one();
         st.last_read = mark_delete;
         st.pending.clear();
         st.pending_hashes.clear();
@@ -729,6 +735,7 @@ impl Subscription {
         }
         self.lock().closed = true;
         self.wake.notify_one();
+        self.flush_wanted.notify_one();
     }
 
     fn is_closed(&self) -> bool {
@@ -771,17 +778,22 @@ impl Subscription {
         }
     }
 
+    /// Writes the cursor at most once per [`FLUSH_INTERVAL`], and only after
+    /// it changed: an idle subscription's task sleeps until an ack, a seek
+    /// or its close wakes it.
     async fn flush_loop(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(FLUSH_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
             if self.is_closed() {
                 return;
             }
+            // The acks of one interval go out in one write.
+            tokio::time::sleep(FLUSH_INTERVAL).await;
             if let Err(e) = self.flush().await {
                 tracing::warn!(topic = %self.topic, subscription = %self.name, error = %e, "cursor flush failed");
+                // Still dirty: try again after the next interval.
+                self.flush_wanted.notify_one();
             }
+            self.flush_wanted.notified().await;
         }
     }
 
