@@ -80,7 +80,11 @@ def main():
                     if time.time() > deadline or server.poll() is not None:
                         raise SystemExit("standalone did not start; see its log")
                     time.sleep(0.1)
-            client = pulsar.Client(f"pulsar://127.0.0.1:{ports['listen']}", operation_timeout_seconds=60)
+            client = pulsar.Client(
+                f"pulsar://127.0.0.1:{ports['listen']}",
+                operation_timeout_seconds=60,
+                logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+            )
             time.sleep(2)
             before = rss_bytes(server.pid)
             began = time.time()

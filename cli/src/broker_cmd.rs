@@ -21,7 +21,8 @@ use magnetar_broker::ownership::{BrokerIdentity, Ownership, ReplicaEndpoint, DEF
 use magnetar_broker::server::BrokerServer;
 use magnetar_broker::storage::{self, Architecture, LogStore, Replication};
 use magnetar_broker::topic::{
-    create_namespace_if_absent, BrokerConfig, BrokerService, NamespacePolicies, TenantInfo,
+    create_namespace_if_absent, BrokerConfig, BrokerService, InactiveTopicDeleteMode,
+    NamespacePolicies, TenantInfo,
 };
 use magnetar_metadata::MetadataStore;
 use serde::Deserialize;
@@ -133,6 +134,21 @@ pub struct BrokerTuning {
     /// sets no maxTopicsPerNamespace [default: 0, no limit].
     #[arg(long, env = "MAGNETAR_MAX_TOPICS_PER_NAMESPACE")]
     pub max_topics_per_namespace: Option<u32>,
+    /// Delete topics nobody uses (no producers, consumers or, by default,
+    /// subscriptions) where the namespace sets no inactiveTopicPolicies, as
+    /// Pulsar's brokerDeleteInactiveTopicsEnabled [default: true].
+    #[arg(long, env = "MAGNETAR_DELETE_INACTIVE_TOPICS")]
+    pub delete_inactive_topics: Option<bool>,
+    /// How long a topic must be unused before it is deleted, checked at
+    /// each housekeeping tick [default: 60s].
+    #[arg(long, env = "MAGNETAR_INACTIVE_TOPIC_MAX_DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "human_duration")]
+    pub inactive_topic_max_duration: Option<Duration>,
+    /// delete_when_no_subscriptions, or delete_when_subscriptions_caught_up
+    /// [default: delete_when_no_subscriptions].
+    #[arg(long, env = "MAGNETAR_INACTIVE_TOPIC_DELETE_MODE")]
+    #[serde(default, deserialize_with = "parsed")]
+    pub inactive_topic_delete_mode: Option<InactiveTopicDeleteMode>,
 }
 
 /// A value in the file as its flag takes it.
@@ -160,7 +176,8 @@ impl BrokerTuning {
             token_public_key, superuser_roles, cluster_name, architecture, flush_policy,
             replica_lag_max, max_outbound_bytes_per_connection, connection_write_timeout,
             max_connections, max_connections_per_ip, max_subscriptions_per_topic,
-            max_topics_per_namespace, auth_refresh_check);
+            max_topics_per_namespace, auth_refresh_check, delete_inactive_topics,
+            inactive_topic_max_duration, inactive_topic_delete_mode);
         self.auth_enabled |= file.auth_enabled;
         self
     }
@@ -208,6 +225,17 @@ impl BrokerTuning {
         config.max_topics_per_namespace = self
             .max_topics_per_namespace
             .unwrap_or(config.max_topics_per_namespace);
+        let inactive = &mut config.inactive_topics;
+        inactive.delete_while_inactive = self
+            .delete_inactive_topics
+            .unwrap_or(inactive.delete_while_inactive);
+        if let Some(after) = self.inactive_topic_max_duration {
+            inactive.max_inactive_duration_seconds = u32::try_from(after.as_secs())
+                .context("--inactive-topic-max-duration is too long")?;
+        }
+        if let Some(mode) = self.inactive_topic_delete_mode {
+            inactive.inactive_topic_delete_mode = mode;
+        }
         config.auth = self.auth_config()?;
         if let Some(name) = &self.cluster_name {
             anyhow::ensure!(

@@ -429,6 +429,11 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => break,
         }
     }
+    if std::env::var_os("FUZZ_PRINT").is_some() {
+        for frame in &frames {
+            eprintln!("{:?}", frame.command);
+        }
+    }
     harness.runtime.block_on(async {
         if !run(harness.addr, frames).await {
             // The broker closed a connection it found bad: others must

@@ -9,6 +9,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 import pulsar
 import pytest
@@ -337,3 +338,66 @@ def test_retention_keeps_consumed_ledgers_only_where_set(magnetar, new_client, t
         retained, "replay", initial_position=pulsar.InitialPosition.Earliest
     )
     assert [index_of(m) for m in receive_n(replay, 30)] == list(range(30))
+
+
+def test_inactive_topics_are_deleted_as_the_namespace_says(magnetar, new_client):
+    """Pulsar's inactiveTopicPolicies: a topic without producers, consumers
+    and subscriptions for the set duration is deleted at a housekeeping
+    tick; one with a subscription stays (delete_when_no_subscriptions), and
+    in delete_when_subscriptions_caught_up mode a topic whose subscriptions
+    have consumed everything goes too. Without deleteWhileInactive nothing
+    goes."""
+    namespaces = {}
+    for mode in ("delete_when_no_subscriptions", "delete_when_subscriptions_caught_up", "off"):
+        namespace = f"public/inactive-{uuid.uuid4().hex[:8]}"
+        admin(magnetar, "PUT", f"/admin/v2/namespaces/{namespace}")
+        policies = {
+            "inactiveTopicDeleteMode": "delete_when_no_subscriptions" if mode == "off" else mode,
+            "maxInactiveDurationSeconds": 2,
+            "deleteWhileInactive": mode != "off",
+        }
+        admin(magnetar, "POST", f"/admin/v2/namespaces/{namespace}/inactiveTopicPolicies", policies)
+        assert admin(magnetar, "GET", f"/admin/v2/namespaces/{namespace}/inactiveTopicPolicies") == policies
+        namespaces[mode] = namespace
+    client = new_client()
+
+    def topics(namespace):
+        return {t.rsplit("/", 1)[1] for t in admin(magnetar, "GET", f"/admin/v2/persistent/{namespace}")}
+
+    no_subs = namespaces["delete_when_no_subscriptions"]
+    producer = client.create_producer(f"persistent://{no_subs}/lonely")
+    producer.send(b"x")
+    subscribed = client.subscribe(f"persistent://{no_subs}/subscribed", "keep")
+    subscribed.close()
+    caught_up = namespaces["delete_when_subscriptions_caught_up"]
+    consumer = client.subscribe(f"persistent://{caught_up}/drained", "s")
+    drained = client.create_producer(f"persistent://{caught_up}/drained")
+    drained.send(b"y")
+    drained.close()
+    consumer.acknowledge(consumer.receive(timeout_millis=10_000))
+    consumer.close()
+    backlogged = client.subscribe(f"persistent://{caught_up}/backlogged", "s")
+    backlogged.close()
+    backlogging = client.create_producer(f"persistent://{caught_up}/backlogged")
+    backlogging.send(b"z")
+    backlogging.close()
+    kept = client.create_producer(f"persistent://{namespaces['off']}/kept")
+    kept.send(b"k")
+    kept.close()
+    # While the producer is attached, the topic is in use.
+    assert "lonely" in topics(no_subs)
+    producer.close()
+
+    wait_until(lambda: "lonely" not in topics(no_subs), "the unused topic to be deleted")
+    wait_until(lambda: "drained" not in topics(caught_up), "the caught-up topic to be deleted")
+    # Those with a subscription, a backlog, or in a namespace that keeps
+    # them, were inactive just as long and stay.
+    assert "subscribed" in topics(no_subs)
+    assert "backlogged" in topics(caught_up)
+    assert topics(namespaces["off"]) == {"kept"}
+    # A deleted topic comes back empty on its next use.
+    again = client.subscribe(
+        f"persistent://{no_subs}/lonely", "new", initial_position=pulsar.InitialPosition.Earliest
+    )
+    client.create_producer(f"persistent://{no_subs}/lonely").send(b"fresh")
+    assert again.receive(timeout_millis=10_000).data() == b"fresh"

@@ -450,3 +450,47 @@ async fn sticky_key_shared_ranges_are_checked_at_the_edge() {
     assert_eq!(error.error, ServerError::ConsumerAssignError as i32);
     assert_serves(&standalone, topic).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_id_subscribed_twice_at_once_leaves_nothing_attached_behind() {
+    use futures::SinkExt;
+    let standalone = StandaloneProcess::start_standalone(&[]).await.unwrap();
+    // Each round sends two SUBSCRIBEs with one consumer id without waiting,
+    // so both are in flight together; the first subscription must be free
+    // again once the connection is gone. (Found by the command fuzzer.)
+    for round in 0..10 {
+        let mut conn = raw::connect(&standalone.broker_addr()).await;
+        let first = format!("twice-a-{round}");
+        let second = format!("twice-b-{round}");
+        conn.feed(raw::command(Type::Subscribe, |c| {
+            c.subscribe = Some(subscribe(&first, "x", 7, WireSubType::Exclusive))
+        }))
+        .await
+        .unwrap();
+        conn.send(raw::command(Type::Subscribe, |c| {
+            c.subscribe = Some(CommandSubscribe {
+                request_id: 8,
+                ..subscribe(&second, "x", 7, WireSubType::Exclusive)
+            })
+        }))
+        .await
+        .unwrap();
+        for _ in 0..2 {
+            let reply = raw::next_command(&mut conn).await;
+            assert_eq!(reply.r#type, Type::Success as i32, "{reply:?}");
+        }
+        drop(conn);
+        let pulsar = client(&standalone).await;
+        for topic in [&first, &second] {
+            let consumer: pulsar::Consumer<Vec<u8>, TokioExecutor> = pulsar
+                .consumer()
+                .with_topic(format!("persistent://public/default/{topic}"))
+                .with_subscription("x")
+                .with_subscription_type(SubType::Exclusive)
+                .build()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {topic}/x still held: {e}"));
+            drop(consumer);
+        }
+    }
+}

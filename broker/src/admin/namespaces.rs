@@ -22,6 +22,7 @@ use super::{
 };
 use crate::auth::{AuthAction, Permissions};
 use crate::ownership::{BundleLayout, BundlesData};
+mod inactive_topics;
 mod limits;
 mod local_logs;
 
@@ -52,6 +53,7 @@ pub(super) fn routes() -> Router<Arc<BrokerService>> {
         .route(&format!("{NS}/backlogQuotaMap"), get(get_backlog_quotas))
         .merge(limits::routes(NS))
         .merge(local_logs::routes(NS))
+        .merge(inactive_topics::routes(NS))
         .route(&format!("{NS}/permissions"), get(get_permissions))
         .route(
             &format!("{NS}/permissions/{{role}}"),

@@ -504,13 +504,23 @@ impl Connection {
                             .await;
                         return;
                     }
-                    self.consumers.insert(
+                    let replaced = self.consumers.insert(
                         consumer_id,
                         ConsumerState {
                             topic,
-                            subscription,
+                            subscription: subscription.clone(),
                         },
                     );
+                    // Two SUBSCRIBEs with one consumer id in flight at once:
+                    // the earlier one's registration must not outlive it.
+                    if let Some(replaced) = replaced {
+                        if !Arc::ptr_eq(&replaced.subscription, &subscription) {
+                            replaced
+                                .topic
+                                .release_consumer(&replaced.subscription, (self.id, consumer_id))
+                                .await;
+                        }
+                    }
                     self.send(commands::success(request_id));
                 }
                 Err(e) => {

@@ -10,7 +10,10 @@
 //!   `consumer_backlog_eviction`, durable cursors skip their oldest entries
 //!   until the backlog is back under the limit;
 //! - retention: closed ledgers every cursor has passed are deleted once the
-//!   retention policy no longer keeps them (see `PartitionLog::trim_consumed`).
+//!   retention policy no longer keeps them (see `PartitionLog::trim_consumed`);
+//! - inactive topics: one without producers, consumers and (by default)
+//!   subscriptions for the namespace's `inactiveTopicPolicies` duration is
+//!   deleted, as Pulsar's `brokerDeleteInactiveTopicsEnabled` does.
 //!
 //! As in Pulsar, quotas are checked here and when a producer attaches, never
 //! per message: a backlog may pass its quota by what producers send within
@@ -126,6 +129,20 @@ async fn run(service: Weak<BrokerService>, interval: Duration, mut stop: watch::
                 }
                 Err(panic) => {
                     tracing::error!(topic = %topic.full_name(), %panic, "applying lifecycle policies panicked")
+                }
+            }
+            let inactive = namespace_policies
+                .inactive_topic_policies
+                .unwrap_or(service.config().inactive_topics);
+            if topic.is_inactive(&inactive, crate::clock::now_ms()).await {
+                // Refused (TopicBusy) if a client attached meanwhile.
+                match service.delete_topic(topic.name(), false).await {
+                    Ok(()) => {
+                        tracing::info!(topic = %topic.full_name(), ?inactive, "deleted inactive topic")
+                    }
+                    Err(e) => {
+                        tracing::debug!(topic = %topic.full_name(), error = %e, "inactive topic not deleted")
+                    }
                 }
             }
         }

@@ -23,7 +23,8 @@ pub(crate) use name::valid_segment;
 pub use name::{InvalidTopicName, TopicName};
 pub use policies::{
     create_namespace_if_absent, BacklogQuota, BacklogQuotaPolicy, DispatchRateLimit,
-    NamespacePolicies, PersistencePolicy, PublishRateLimit, RetentionPolicy, TenantInfo,
+    InactiveTopicDeleteMode, InactiveTopicPolicies, NamespacePolicies, PersistencePolicy,
+    PublishRateLimit, RetentionPolicy, TenantInfo,
 };
 pub use rate_limit::{RateLimit, RateLimiter};
 pub use service::{BrokerConfig, BrokerService, ServiceError};

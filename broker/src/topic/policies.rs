@@ -39,6 +39,53 @@ pub struct RetentionPolicy {
     pub retention_size_in_mb: i64,
 }
 
+/// When a topic nobody uses is deleted (Pulsar's `InactiveTopicPolicies`
+/// and the broker's `brokerDeleteInactiveTopics*` defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InactiveTopicPolicies {
+    pub inactive_topic_delete_mode: InactiveTopicDeleteMode,
+    /// Seconds without producers, consumers or new subscriptions.
+    pub max_inactive_duration_seconds: u32,
+    pub delete_while_inactive: bool,
+}
+
+impl Default for InactiveTopicPolicies {
+    /// Pulsar's broker defaults: on, after 60 s, topics without subscriptions.
+    fn default() -> Self {
+        InactiveTopicPolicies {
+            inactive_topic_delete_mode: InactiveTopicDeleteMode::DeleteWhenNoSubscriptions,
+            max_inactive_duration_seconds: 60,
+            delete_while_inactive: true,
+        }
+    }
+}
+
+/// Which inactive topics go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InactiveTopicDeleteMode {
+    /// No subscriptions at all (and no producers).
+    DeleteWhenNoSubscriptions,
+    /// No producers or consumers, and every subscription has consumed
+    /// everything.
+    DeleteWhenSubscriptionsCaughtUp,
+}
+
+impl std::str::FromStr for InactiveTopicDeleteMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "delete_when_no_subscriptions" => Ok(Self::DeleteWhenNoSubscriptions),
+            "delete_when_subscriptions_caught_up" => Ok(Self::DeleteWhenSubscriptionsCaughtUp),
+            other => Err(format!(
+                "unknown inactive topic delete mode {other:?}: delete_when_no_subscriptions or delete_when_subscriptions_caught_up"
+            )),
+        }
+    }
+}
+
 /// What happens when a topic's backlog passes its quota (Pulsar's
 /// `BacklogQuota.RetentionPolicy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +192,9 @@ pub struct NamespacePolicies {
     /// broker's `--max-topics-per-namespace`; 0: unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_topics_per_namespace: Option<u32>,
+    /// `None`: the broker's `--delete-inactive-topics` defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactive_topic_policies: Option<InactiveTopicPolicies>,
     /// How the namespace's topics are cut into bundles; `None`: the
     /// default equal bundles. Changed by bundle splits.
     #[serde(default)]

@@ -56,6 +56,10 @@ pub struct BrokerConfig {
     /// Topics per namespace where the namespace sets no
     /// `maxTopicsPerNamespace` (0: no limit).
     pub max_topics_per_namespace: u32,
+    /// Inactive-topic deletion where the namespace sets no
+    /// `inactiveTopicPolicies` (Pulsar's defaults: on, 60 s, topics without
+    /// subscriptions); checked at each housekeeping tick.
+    pub inactive_topics: super::InactiveTopicPolicies,
     /// How often message TTL, backlog quotas and retention are applied to
     /// open topics (see `housekeeping`).
     pub housekeeping_interval: std::time::Duration,
@@ -84,6 +88,7 @@ impl Default for BrokerConfig {
             max_connections_per_ip: 0,
             max_subscriptions_per_topic: 0,
             max_topics_per_namespace: 0,
+            inactive_topics: super::InactiveTopicPolicies::default(),
             housekeeping_interval: DEFAULT_HOUSEKEEPING_INTERVAL,
             auth: None,
             cluster_name: "standalone".to_string(),

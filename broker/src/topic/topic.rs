@@ -66,6 +66,9 @@ pub struct Topic {
     /// The broker's `--max-subscriptions-per-topic`, for namespaces that
     /// set none.
     pub(super) broker_max_subscriptions: u32,
+    /// When a producer or consumer last came or went (ms since the epoch):
+    /// inactive-topic deletion counts from here.
+    last_active_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A producer is known by its connection and its id on that connection.
@@ -81,6 +84,7 @@ impl Topic {
     ) -> Self {
         Topic {
             broker_max_subscriptions,
+            last_active_ms: std::sync::atomic::AtomicU64::new(crate::clock::now_ms()),
             full_name: name.to_string(),
             name,
             log,
@@ -143,11 +147,38 @@ impl Topic {
             });
         }
         producers.insert(key, outbound);
+        self.touch();
         Ok(())
     }
 
     pub fn remove_producer(&self, key: ProducerKey) {
         self.producers().remove(&key);
+        self.touch();
+    }
+
+    fn touch(&self) {
+        self.last_active_ms
+            .store(crate::clock::now_ms(), Ordering::Release);
+    }
+
+    /// Whether the topic has been unused for longer than `policies` allow,
+    /// so that housekeeping deletes it: no producers, no consumers, and no
+    /// subscriptions (or, in the caught-up mode, none with a backlog).
+    pub async fn is_inactive(&self, policies: &super::InactiveTopicPolicies, now_ms: u64) -> bool {
+        if !policies.delete_while_inactive || self.producer_count() > 0 {
+            return false;
+        }
+        let idle_ms = now_ms.saturating_sub(self.last_active_ms.load(Ordering::Acquire));
+        if idle_ms < u64::from(policies.max_inactive_duration_seconds) * 1000 {
+            return false;
+        }
+        let subscriptions = self.subscriptions.lock().await;
+        match policies.inactive_topic_delete_mode {
+            super::InactiveTopicDeleteMode::DeleteWhenNoSubscriptions => subscriptions.is_empty(),
+            super::InactiveTopicDeleteMode::DeleteWhenSubscriptionsCaughtUp => subscriptions
+                .values()
+                .all(|s| s.consumers().is_empty() && s.backlog_entries() == 0),
+        }
     }
 
     pub fn producer_count(&self) -> usize {
@@ -220,6 +251,7 @@ impl Topic {
             }
         };
         subscription.add_consumer(handle, request.sub_type)?;
+        self.touch();
         Ok(subscription)
     }
 
@@ -314,6 +346,7 @@ impl Topic {
     /// and a non-durable subscription without consumers is dropped.
     pub async fn release_consumer(&self, subscription: &Arc<Subscription>, key: ConsumerKey) {
         let empty = subscription.remove_consumer(key);
+        self.touch();
         if empty && !subscription.is_durable() {
             let mut subscriptions = self.subscriptions.lock().await;
             if let Some(current) = subscriptions.get(subscription.name()) {
@@ -334,6 +367,7 @@ impl Topic {
     ) -> Result<(), ServiceError> {
         subscription.begin_unsubscribe(key)?;
         subscription.delete_cursor().await?;
+        self.touch();
         let mut subscriptions = self.subscriptions.lock().await;
         if let Some(current) = subscriptions.get(subscription.name()) {
             if Arc::ptr_eq(current, subscription) {

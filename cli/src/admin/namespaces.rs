@@ -105,6 +105,26 @@ pub enum NamespacesCommand {
     RemoveRetention {
         namespace: String,
     },
+    /// Delete the namespace's topics once unused for a while (pulsar-admin's
+    /// set-inactive-topic-policies).
+    SetInactiveTopicPolicies {
+        namespace: String,
+        /// Delete inactive topics (without it: keep them).
+        #[arg(short = 'e', long)]
+        enable_delete_while_inactive: bool,
+        /// How long unused, e.g. 10m, 1h.
+        #[arg(short = 't', long, value_parser = parse_time_secs)]
+        max_inactive_duration: i64,
+        /// delete_when_no_subscriptions or delete_when_subscriptions_caught_up.
+        #[arg(short = 'm', long, default_value = "delete_when_no_subscriptions")]
+        delete_mode: String,
+    },
+    GetInactiveTopicPolicies {
+        namespace: String,
+    },
+    RemoveInactiveTopicPolicies {
+        namespace: String,
+    },
     /// Expire unacknowledged messages after this long.
     SetMessageTtl {
         namespace: String,
@@ -265,6 +285,31 @@ pub async fn run(client: &AdminClient, command: NamespacesCommand) -> Result<()>
             client.post(&path(&namespace, "/retention")?, &body).await?;
         }
         GetRetention { namespace } => print(client.get(&path(&namespace, "/retention")?).await?)?,
+        SetInactiveTopicPolicies {
+            namespace,
+            enable_delete_while_inactive,
+            max_inactive_duration,
+            delete_mode,
+        } => {
+            let body = json!({
+                "inactiveTopicDeleteMode": delete_mode,
+                "maxInactiveDurationSeconds": max_inactive_duration,
+                "deleteWhileInactive": enable_delete_while_inactive,
+            });
+            client
+                .post(&path(&namespace, "/inactiveTopicPolicies")?, &body)
+                .await?;
+        }
+        GetInactiveTopicPolicies { namespace } => print(
+            client
+                .get(&path(&namespace, "/inactiveTopicPolicies")?)
+                .await?,
+        )?,
+        RemoveInactiveTopicPolicies { namespace } => {
+            client
+                .delete(&path(&namespace, "/inactiveTopicPolicies")?)
+                .await?;
+        }
         RemoveRetention { namespace } => {
             client.delete(&path(&namespace, "/retention")?).await?;
         }
