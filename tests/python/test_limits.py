@@ -32,15 +32,19 @@ BOTH_ARCHITECTURES = True
 SLACK_S = 0.5
 
 
-def admin(server, method, path, body=None):
-    """One admin REST call; returns the decoded JSON answer, if any."""
+def admin_request(server, method, path, body=None):
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
+    return urllib.request.Request(
         server.http_url + path,
         data=data,
         method=method,
         headers={"Content-Type": "application/json"},
     )
+
+
+def admin(server, method, path, body=None):
+    """One admin REST call; returns the decoded JSON answer, if any."""
+    request = admin_request(server, method, path, body)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             text = response.read()
@@ -320,13 +324,7 @@ def test_max_topics_per_namespace_counts_partitions_and_refuses_creation(magneta
 
 def admin_status(server, method, path, body=None):
     """The HTTP status of one admin REST call."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        server.http_url + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
+    request = admin_request(server, method, path, body)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status
