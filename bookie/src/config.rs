@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use magnetar_auth::PeerPolicy;
+
 use crate::journal::JournalConfig;
 use crate::store::RocksOptions;
 
@@ -34,13 +36,16 @@ pub struct BookieConfig {
     /// How often ledgers are garbage collected against metadata; zero
     /// disables collection.
     pub gc_interval: Duration,
+    /// Who may call the gRPC service; `Open` only where nothing but this
+    /// host can reach it (see the CLI's loopback rule).
+    pub peers: PeerPolicy,
 }
 
 impl BookieConfig {
     pub fn new(data_dir: PathBuf) -> Self {
         BookieConfig {
             data_dir,
-            listen: SocketAddr::from(([0, 0, 0, 0], 3181)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 3181)),
             http: Some(SocketAddr::from(([0, 0, 0, 0], 8000))),
             advertise: None,
             rack: None,
@@ -52,6 +57,7 @@ impl BookieConfig {
             disk_check_interval: Duration::from_secs(5),
             lease_ttl: Duration::from_secs(10),
             gc_interval: Duration::from_secs(60),
+            peers: PeerPolicy::Open,
         }
     }
 }

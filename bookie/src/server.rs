@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use magnetar_auth::PeerGate;
 use magnetar_metadata::MetadataStore;
 use magnetar_proto::bookie::bookie_server::BookieServer as BookieGrpcServer;
 use tokio::net::TcpListener;
@@ -175,6 +176,10 @@ impl BookieNode {
         let grpc = BookieGrpcServer::new(service)
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
+        let grpc = tonic::service::interceptor::InterceptedService::new(
+            grpc,
+            PeerGate::new(config.peers.clone()),
+        );
         // The builder's tcp_nodelay applies only to listeners tonic binds
         // itself; on our own listener Nagle would delay every small reply by
         // a delayed-ACK period (~40 ms).

@@ -311,11 +311,19 @@ impl<S: EntryStore> Bookie for BookieService<S> {
         &self,
         request: Request<DeleteLedgerRequest>,
     ) -> Result<Response<DeleteLedgerResponse>, Status> {
-        let ledger_id = request.into_inner().ledger_id;
+        let DeleteLedgerRequest {
+            ledger_id,
+            master_key,
+        } = request.into_inner();
+        let held = self.table.get(ledger_id);
         let result = if ledger_id == 0 {
             Err(BookieError::InvalidRequest(
                 "ledger id 0 is reserved".into(),
             ))
+        } else if held.is_some_and(|state| state.master_key != master_key) {
+            // The key is set by the ledger's first add or fence and never
+            // changes, so checking it outside the journal thread is safe.
+            Err(BookieError::BadMasterKey(ledger_id))
         } else {
             self.journal.delete(ledger_id).await
         };

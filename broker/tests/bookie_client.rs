@@ -207,7 +207,18 @@ async fn refusals_come_back_typed_and_leave_the_stream_usable() -> Result<()> {
     let read = handle.read_entries(3, 0, 2, 0).await?;
     ensure!(read == vec![(0, small(3, 0))], "{read:?}");
 
-    handle.delete_ledger(2).await?;
+    let guessed = handle
+        .delete_ledger(2, Bytes::from_static(b"guessed"))
+        .await;
+    ensure!(
+        guessed == Err(BookieClientError::BadMasterKey),
+        "{guessed:?}"
+    );
+    ensure!(
+        handle.read_entry(2, 0).await.is_ok(),
+        "deleted without its key"
+    );
+    handle.delete_ledger(2, Bytes::from_static(KEY)).await?;
     let gone = handle.read_entry(2, 0).await;
     ensure!(gone == Err(BookieClientError::NoSuchLedger), "{gone:?}");
 

@@ -43,7 +43,8 @@ impl Node {
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let service = ReplicationService::server(store.replicas().clone());
+        let service =
+            ReplicationService::server(store.replicas().clone(), store.replicas().peers().clone());
         let server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)

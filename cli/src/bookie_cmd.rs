@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use magnetar_auth::{PeerPolicy, TokenVerifier, DEFAULT_STORAGE_ROLE};
 use magnetar_bookie::{BookieConfig, BookieNode};
 use serde::Deserialize;
 
@@ -20,7 +22,8 @@ pub struct BookieArgs {
     /// Where entries are stored.
     #[arg(long, env = "MAGNETAR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// gRPC listen address [default: 0.0.0.0:3181].
+    /// gRPC listen address [default: 127.0.0.1:3181]. Any other than
+    /// loopback needs a token key, or --insecure.
     #[arg(long, env = "MAGNETAR_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// HTTP address for /metrics and /health [default: 0.0.0.0:8000].
@@ -57,12 +60,33 @@ pub struct BookieArgs {
     /// milliseconds; 0 disables it [default: 60000].
     #[arg(long, env = "MAGNETAR_GC_INTERVAL_MS")]
     pub gc_interval_ms: Option<u64>,
+    /// Require a broker's token on every call: the HS256 key tokens are
+    /// signed with, a file or `base64:<key>` (as the brokers' own).
+    #[arg(
+        long,
+        env = "MAGNETAR_TOKEN_SECRET_KEY",
+        conflicts_with = "token_public_key"
+    )]
+    pub token_secret_key: Option<String>,
+    /// Require a broker's token on every call: the RS256 public key (PEM file).
+    #[arg(long, env = "MAGNETAR_TOKEN_PUBLIC_KEY")]
+    pub token_public_key: Option<PathBuf>,
+    /// Roles whose tokens may call this bookie, comma-separated [default: broker].
+    #[arg(long, env = "MAGNETAR_STORAGE_ROLES", value_delimiter = ',')]
+    pub storage_roles: Option<Vec<String>>,
+    /// Serve a non-loopback address without authentication: anyone who
+    /// reaches it can then write, fence and delete ledgers.
+    #[arg(long, env = "MAGNETAR_INSECURE")]
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 impl BookieArgs {
     pub fn merged(mut self, file: BookieArgs) -> Self {
         prefer_cli!(self, file; metadata, data_dir, listen, http, advertise, rack,
-            max_entry_bytes, disk_high_water, disk_low_water, lease_ttl_ms, blob_files, min_blob_bytes, direct_io_flush, gc_interval_ms);
+            max_entry_bytes, disk_high_water, disk_low_water, lease_ttl_ms, blob_files, min_blob_bytes, direct_io_flush, gc_interval_ms,
+            token_secret_key, token_public_key, storage_roles);
+        self.insecure |= file.insecure;
         self
     }
 
@@ -108,7 +132,42 @@ impl BookieArgs {
         if let Some(ms) = self.gc_interval_ms {
             config.gc_interval = Duration::from_millis(ms);
         }
+        config.peers = self.peer_policy()?;
+        anyhow::ensure!(
+            !config.peers.is_open() || config.listen.ip().is_loopback() || self.insecure,
+            "refusing to serve {} without authentication: anyone who reaches it could write, fence and delete ledgers; give --token-secret-key or --token-public-key (and brokers --storage-token), or --insecure",
+            config.listen
+        );
         Ok(())
+    }
+
+    /// Tokens of `--storage-roles` once a key is given, else open.
+    fn peer_policy(&self) -> Result<PeerPolicy> {
+        let verifier = match (&self.token_secret_key, &self.token_public_key) {
+            (None, None) => {
+                anyhow::ensure!(
+                    self.storage_roles.is_none(),
+                    "--storage-roles needs --token-secret-key or --token-public-key"
+                );
+                return Ok(PeerPolicy::Open);
+            }
+            (Some(secret), _) => TokenVerifier::hs256(&crate::tokens::load_secret_key(secret)?)?,
+            (None, Some(pem)) => {
+                let bytes = std::fs::read(pem)
+                    .with_context(|| format!("reading the token public key {}", pem.display()))?;
+                TokenVerifier::rs256_pem(&bytes)
+                    .with_context(|| format!("token public key {}", pem.display()))?
+            }
+        };
+        let roles = self
+            .storage_roles
+            .clone()
+            .unwrap_or_else(|| vec![DEFAULT_STORAGE_ROLE.to_string()]);
+        anyhow::ensure!(
+            roles.iter().all(|r| !r.is_empty()),
+            "--storage-roles must not name an empty role"
+        );
+        Ok(PeerPolicy::tokens(Arc::new(verifier), roles))
     }
 }
 
@@ -122,7 +181,12 @@ pub async fn run(args: BookieArgs) -> Result<()> {
     args.apply(&mut config)?;
     let metadata = magnetar_metadata::connect(&metadata_url)
         .await
-        .with_context(|| format!("connecting to metadata at {metadata_url}"))?;
+        .with_context(|| {
+            format!(
+                "connecting to metadata at {}",
+                magnetar_metadata::redacted_url(&metadata_url)
+            )
+        })?;
     let bookie = BookieNode::start(config, Some(metadata))
         .await
         .context("starting bookie")?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use magnetar_auth::{PeerCredentials, PeerPolicy};
 use magnetar_broker::auth::{AuthConfig, Superusers, TokenVerifier};
 use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
 use magnetar_broker::ledger::LedgerClient;
@@ -87,6 +88,14 @@ pub struct BrokerTuning {
     /// Roles that may do everything, comma-separated.
     #[arg(long, env = "MAGNETAR_SUPERUSER_ROLES", value_delimiter = ',')]
     pub superuser_roles: Option<Vec<String>>,
+    /// The token this broker presents to bookies and to peer brokers'
+    /// replication services: the token itself, or `file:PATH`.
+    #[arg(long, env = "MAGNETAR_STORAGE_TOKEN")]
+    pub storage_token: Option<String>,
+    /// With --auth-enabled, the roles whose tokens may fetch from this
+    /// broker's replication service, comma-separated [default: broker].
+    #[arg(long, env = "MAGNETAR_STORAGE_ROLES", value_delimiter = ',')]
+    pub storage_roles: Option<Vec<String>>,
     /// The cluster this broker belongs to, registered in metadata at start
     /// (tenants' allowed clusters name it) [default: standalone].
     #[arg(long, env = "MAGNETAR_CLUSTER_NAME")]
@@ -177,7 +186,7 @@ impl BrokerTuning {
             replica_lag_max, max_outbound_bytes_per_connection, connection_write_timeout,
             max_connections, max_connections_per_ip, max_subscriptions_per_topic,
             max_topics_per_namespace, auth_refresh_check, delete_inactive_topics,
-            inactive_topic_max_duration, inactive_topic_delete_mode);
+            inactive_topic_max_duration, inactive_topic_delete_mode, storage_token, storage_roles);
         self.auth_enabled |= file.auth_enabled;
         self
     }
@@ -283,7 +292,7 @@ impl BrokerTuning {
                     "--flush-policy and --replica-lag-max apply to --architecture monolithic only"
                 );
                 Ok(Storage {
-                    logs: self.decoupled_storage(metadata, replication),
+                    logs: self.decoupled_storage(metadata, replication)?,
                     replicas: None,
                 })
             }
@@ -294,6 +303,8 @@ impl BrokerTuning {
                     .with_context(|| format!("reading the broker id in {}", data_dir.display()))?;
                 let mut config = LocalLogConfig {
                     flush: self.flush_policy.unwrap_or(FlushPolicy::Fsync),
+                    peers: self.replication_peers()?,
+                    credentials: self.storage_credentials()?,
                     ..LocalLogConfig::default()
                 };
                 if let Some(lag) = self.replica_lag_max {
@@ -324,7 +335,7 @@ impl BrokerTuning {
         &self,
         metadata: &Arc<dyn MetadataStore>,
         replication: Replication,
-    ) -> Arc<dyn LogStore> {
+    ) -> Result<Arc<dyn LogStore>> {
         let mut config = ManagedLedgerConfig::default();
         config.ledger.ensemble_size = replication.ensemble_size;
         config.ledger.write_quorum = replication.write_quorum;
@@ -335,11 +346,47 @@ impl BrokerTuning {
         if let Some(mb) = self.cache_mb {
             config.cache = EntryCache::new(mb << 20);
         }
-        let client = LedgerClient::new(
+        let bookies = BookieClientConfig {
+            credentials: self.storage_credentials()?,
+            ..BookieClientConfig::default()
+        };
+        let client = LedgerClient::new(metadata.clone(), BookieClients::new(bookies));
+        Ok(Arc::new(LedgerLogStore::new(
             metadata.clone(),
-            BookieClients::new(BookieClientConfig::default()),
-        );
-        Arc::new(LedgerLogStore::new(metadata.clone(), client, config))
+            client,
+            config,
+        )))
+    }
+
+    /// What this broker presents to the storage tier.
+    fn storage_credentials(&self) -> Result<PeerCredentials> {
+        match &self.storage_token {
+            None => Ok(PeerCredentials::none()),
+            Some(given) => {
+                let token = crate::tokens::load_token(given)?;
+                PeerCredentials::token(&token).context("--storage-token")
+            }
+        }
+    }
+
+    /// Who may fetch from this broker's replicas: brokers' roles once
+    /// client auth is on (the same token key verifies them), else anyone
+    /// who can reach the replication port.
+    fn replication_peers(&self) -> Result<PeerPolicy> {
+        let roles = self
+            .storage_roles
+            .clone()
+            .unwrap_or_else(|| vec![magnetar_auth::DEFAULT_STORAGE_ROLE.to_string()]);
+        Ok(match self.auth_config()? {
+            Some(auth) => PeerPolicy::tokens(auth.verifier, roles),
+            None => {
+                anyhow::ensure!(
+                    self.storage_roles.is_none(),
+                    "--storage-roles needs --auth-enabled (its token key verifies peers)"
+                );
+                PeerPolicy::Open
+            }
+        })
     }
 }
 
@@ -565,6 +612,7 @@ async fn serve_replication(
         .await
         .with_context(|| format!("binding the replication service on {listen}"))?;
     let addr = listener_addr(&listener);
+    let peers = replicas.peers().clone();
     let endpoint = ReplicaEndpoint {
         id: replicas.me().to_string(),
         url: format!("http://{}", reachable(addr)),
@@ -575,7 +623,7 @@ async fn serve_replication(
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
-            .add_service(ReplicationService::server(replicas))
+            .add_service(ReplicationService::server(replicas, peers))
             .serve_with_incoming(incoming)
             .await;
         if let Err(e) = served {
@@ -609,7 +657,12 @@ pub async fn run(args: BrokerArgs) -> Result<()> {
     let config = args.tuning.config(BrokerConfig::default())?;
     let metadata = magnetar_metadata::connect(&metadata_url)
         .await
-        .with_context(|| format!("connecting to metadata at {metadata_url}"))?;
+        .with_context(|| {
+            format!(
+                "connecting to metadata at {}",
+                magnetar_metadata::redacted_url(&metadata_url)
+            )
+        })?;
     // Like Pulsar's cluster initialisation: the default namespace exists,
     // with the broker's default persistence.
     create_namespace_if_absent(

@@ -70,6 +70,12 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     config.listen = args
         .bookie_listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3181)));
+    // Its one client is the broker in this process; a bookie others can
+    // reach would serve them without authentication.
+    anyhow::ensure!(
+        config.listen.ip().is_loopback(),
+        "--bookie-listen must be a loopback address: the standalone bookie serves only its own broker and has no authentication (run `magnetar bookie` with a token key to share one)"
+    );
     config.http = Some(
         args.bookie_http
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000))),

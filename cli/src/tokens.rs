@@ -99,6 +99,22 @@ pub fn load_secret_key(arg: &str) -> Result<Vec<u8>> {
     Ok(key)
 }
 
+/// A token given inline or as `file:PATH` (Pulsar's `file:///path` also
+/// works), trimmed of the newline a file ends with.
+pub fn load_token(arg: &str) -> Result<String> {
+    let token = match arg.strip_prefix("file:") {
+        Some(path) => {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {path}"))?
+        }
+        None => arg.to_string(),
+    };
+    let token = token.trim();
+    anyhow::ensure!(!token.is_empty(), "the token is empty");
+    Ok(token.to_string())
+}
+
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

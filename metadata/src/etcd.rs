@@ -29,7 +29,7 @@ const LIST_PAGE: i64 = 500;
 const WATCH_BUFFER: usize = 256;
 
 /// How to reach etcd.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EtcdOptions {
     /// `host:port` or `http://host:port` of each member.
     pub endpoints: Vec<String>,
@@ -41,6 +41,10 @@ pub struct EtcdOptions {
     /// Bound on every unary request, so a partitioned etcd surfaces as
     /// [`MetadataError::Unavailable`] instead of a hang. Watches are not bound.
     pub request_timeout: Duration,
+    /// User name and password, for an etcd with auth enabled.
+    pub user: Option<(String, String)>,
+    /// TLS towards the members (their endpoints become `https://`).
+    pub tls: Option<EtcdTls>,
 }
 
 impl EtcdOptions {
@@ -50,7 +54,80 @@ impl EtcdOptions {
             root_prefix: root_prefix.into(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            user: None,
+            tls: None,
         }
+    }
+}
+
+impl std::fmt::Debug for EtcdOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("EtcdOptions")
+            .field("endpoints", &self.endpoints)
+            .field("root_prefix", &self.root_prefix)
+            .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Certificates for TLS to etcd, as PEM.
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// The CA that signed the members' certificates.
+    pub ca: Vec<u8>,
+    /// A client certificate and its key, for members that require one.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("client_certificate", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdTls {
+    /// From the files `MAGNETAR_ETCD_CA_FILE` (required) and
+    /// `MAGNETAR_ETCD_CERT_FILE` / `MAGNETAR_ETCD_KEY_FILE` (together) name.
+    pub fn from_env() -> Result<Self> {
+        let read = |var: &str| -> Result<Option<Vec<u8>>> {
+            match std::env::var(var) {
+                Err(_) => Ok(None),
+                Ok(path) => std::fs::read(&path).map(Some).map_err(|e| {
+                    MetadataError::InvalidArgument(format!("{var}: reading {path}: {e}"))
+                }),
+            }
+        };
+        let ca = read(crate::ETCD_CA_ENV)?.ok_or_else(|| {
+            MetadataError::InvalidArgument(format!(
+                "etcds:// needs {} (the CA of etcd's certificates)",
+                crate::ETCD_CA_ENV
+            ))
+        })?;
+        let identity = match (read(crate::ETCD_CERT_ENV)?, read(crate::ETCD_KEY_ENV)?) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(MetadataError::InvalidArgument(format!(
+                    "give both {} and {}, or neither",
+                    crate::ETCD_CERT_ENV,
+                    crate::ETCD_KEY_ENV
+                )))
+            }
+        };
+        Ok(EtcdTls { ca, identity })
+    }
+
+    fn options(&self) -> etcd_client::TlsOptions {
+        let mut tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(&self.ca));
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+        }
+        tls
     }
 }
 
@@ -87,15 +164,23 @@ impl EtcdStore {
             .map(|e| {
                 if e.contains("://") {
                     e.clone()
+                } else if options.tls.is_some() {
+                    format!("https://{e}")
                 } else {
                     format!("http://{e}")
                 }
             })
             .collect();
-        let connect = ConnectOptions::new()
+        let mut connect = ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
+        if let Some((name, password)) = &options.user {
+            connect = connect.with_user(name.clone(), password.clone());
+        }
+        if let Some(tls) = &options.tls {
+            connect = connect.with_tls(tls.options());
+        }
         let client = Client::connect(endpoints, Some(connect))
             .await
             .map_err(|e| map_error(e, None))?;

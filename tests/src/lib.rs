@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use magnetar_auth::PeerCredentials;
 use magnetar_proto::bookie::bookie_client::BookieClient;
 use magnetar_proto::bookie::HealthRequest;
 use nix::sys::signal::{kill, Signal};
@@ -93,16 +94,28 @@ pub struct Etcd {
     _dir: TempDir,
     log: PathBuf,
     pub client_port: u16,
+    /// Serving TLS with this certificate (PEM), which is also its own CA.
+    tls_certificate: Option<Vec<u8>>,
 }
 
 impl Etcd {
     /// Starts etcd on free ports; if another process took a port between
     /// choosing and binding it, tries again with new ones.
     pub async fn start() -> Result<Etcd> {
+        Self::start_serving(None).await
+    }
+
+    /// Starts etcd serving clients over TLS only, with the certificate and
+    /// key in these PEM files.
+    pub async fn start_tls(certificate: &Path, key: &Path) -> Result<Etcd> {
+        Self::start_serving(Some((certificate.to_path_buf(), key.to_path_buf()))).await
+    }
+
+    async fn start_serving(tls: Option<(PathBuf, PathBuf)>) -> Result<Etcd> {
         const ATTEMPTS: usize = 3;
         let mut attempt = 1;
         loop {
-            let mut etcd = Self::spawn()?;
+            let mut etcd = Self::spawn(tls.as_ref())?;
             match etcd.wait_ready().await {
                 Ok(()) => return Ok(etcd),
                 Err(e)
@@ -118,7 +131,7 @@ impl Etcd {
         }
     }
 
-    fn spawn() -> Result<Etcd> {
+    fn spawn(tls: Option<&(PathBuf, PathBuf)>) -> Result<Etcd> {
         let etcd = std::env::var_os("ETCD_BIN")
             .map(PathBuf::from)
             .or_else(|| which("etcd"))
@@ -128,10 +141,21 @@ impl Etcd {
         let dir = tempfile::tempdir()?;
         let client_port = free_port();
         let peer_port = free_port();
-        let client_url = format!("http://127.0.0.1:{client_port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let log = dir.path().join("etcd.log");
-        let child = Command::new(etcd)
+        let mut command = Command::new(etcd);
+        let tls_certificate = match tls {
+            Some((certificate, key)) => {
+                command
+                    .arg(format!("--cert-file={}", certificate.display()))
+                    .arg(format!("--key-file={}", key.display()));
+                Some(std::fs::read(certificate)?)
+            }
+            None => None,
+        };
+        let child = command
             .arg("--name=test")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client_url}"))
@@ -148,17 +172,66 @@ impl Etcd {
             _dir: dir,
             log,
             client_port,
+            tls_certificate,
         })
+    }
+
+    async fn probe(&self) -> bool {
+        let mut options = magnetar_metadata::EtcdOptions::new(
+            vec![format!("127.0.0.1:{}", self.client_port)],
+            "/ready-probe",
+        );
+        options.tls = self
+            .tls_certificate
+            .clone()
+            .map(|ca| magnetar_metadata::EtcdTls { ca, identity: None });
+        match magnetar_metadata::EtcdStore::connect(options).await {
+            Ok(store) => {
+                use magnetar_metadata::MetadataStore;
+                store.get("/probe").await.is_ok()
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Turns etcd's authentication on, with `root` (every permission) as
+    /// the one user, through etcdctl as an operator would.
+    pub fn enable_auth(&self, root_password: &str) -> Result<()> {
+        let etcdctl = which("etcdctl").context(
+            "the `etcdctl` binary is not installed; run scripts/setup.sh (Debian package etcd-client)",
+        )?;
+        let endpoint = self.endpoint();
+        let password = format!("--new-user-password={root_password}");
+        for args in [
+            vec![
+                "user",
+                "add",
+                "root",
+                password.as_str(),
+                "--interactive=false",
+            ],
+            vec!["auth", "enable"],
+        ] {
+            let out = Command::new(&etcdctl)
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={endpoint}"))
+                .args(&args)
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "etcdctl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(store) = magnetar_metadata::connect(&self.metadata_url("/ready-probe")).await
-            {
-                if store.get("/probe").await.is_ok() {
-                    return Ok(());
-                }
+            if self.probe().await {
+                return Ok(());
             }
             let exited = self.child.try_wait()?.is_some();
             if exited || Instant::now() > deadline {
@@ -170,7 +243,12 @@ impl Etcd {
 
     /// `http://127.0.0.1:PORT`, as etcd clients take it.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls_certificate.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// `etcd://127.0.0.1:PORT/prefix`: each test uses its own prefix.
@@ -416,9 +494,17 @@ impl BookieProcess {
         }
     }
 
+    /// Serving: answering health checks, or refusing them for want of
+    /// credentials (a bookie that requires a token).
     async fn bookie_healthy(&self) -> bool {
         match self.client().await {
-            Ok(mut client) => client.health(HealthRequest {}).await.is_ok(),
+            Ok(mut client) => match client.health(HealthRequest {}).await {
+                Ok(_) => true,
+                Err(status) => matches!(
+                    status.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ),
+            },
             Err(_) => false,
         }
     }
@@ -436,12 +522,18 @@ impl BookieProcess {
         )
     }
 
-    pub async fn client(&self) -> Result<BookieClient<Channel>> {
+    /// A gRPC client presenting no credentials.
+    pub async fn client(&self) -> Result<wire::BookieRpc> {
+        self.client_with(PeerCredentials::none()).await
+    }
+
+    /// A gRPC client presenting `credentials` on every call.
+    pub async fn client_with(&self, credentials: PeerCredentials) -> Result<wire::BookieRpc> {
         let channel = Channel::from_shared(format!("http://{}", self.grpc_addr()))?
             .connect_timeout(Duration::from_secs(2))
             .connect()
             .await?;
-        Ok(BookieClient::new(channel)
+        Ok(BookieClient::with_interceptor(channel, credentials)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20))
     }
@@ -505,13 +597,81 @@ impl Drop for BookieProcess {
     }
 }
 
+/// A `magnetar bookie` started for what it says at startup: whether it
+/// serves (it registers in metadata first) or refuses, and why.
+pub struct LaunchedBookie {
+    child: Child,
+    _dir: TempDir,
+    /// Its first stdout line once serving, or its exit status and stderr
+    /// if it refused to start.
+    pub outcome: std::result::Result<String, String>,
+}
+
+impl LaunchedBookie {
+    /// Runs `magnetar bookie` with its data under `dir`, on `listen`, with
+    /// `env` set; returns once it has said which.
+    pub fn launch(
+        dir: TempDir,
+        metadata: &str,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> LaunchedBookie {
+        use std::io::BufRead;
+        let mut child = Command::new(magnetar_bin())
+            .args(["bookie", "--metadata", metadata, "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen", listen, "--http"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning magnetar bookie");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        // A refusing bookie exits, closing stdout: read_line returns 0.
+        let read = std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap_or(0);
+        let outcome = if read > 0 {
+            Ok(line)
+        } else {
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            Err(format!("{status}: {stderr}"))
+        };
+        LaunchedBookie {
+            child,
+            _dir: dir,
+            outcome,
+        }
+    }
+}
+
+impl Drop for LaunchedBookie {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Raw bookie-wire helpers shared by the tests that talk to a bookie directly.
 pub mod wire {
     use bytes::Bytes;
+    use magnetar_auth::PeerCredentials;
     use magnetar_proto::bookie::bookie_client::BookieClient;
     use magnetar_proto::bookie::{AddBatch, AddBatchResult, AddEntry, ErrorCode, ReadEntryRequest};
     use tokio::sync::mpsc;
+    use tonic::service::interceptor::InterceptedService;
     use tonic::transport::Channel;
+
+    /// A bookie stub as tests hold it: presenting credentials, or none.
+    pub type BookieRpc = BookieClient<InterceptedService<Channel, PeerCredentials>>;
 
     /// The master key every raw-wire test writes with.
     pub const MASTER_KEY: &[u8] = b"master-key";
@@ -538,7 +698,7 @@ pub mod wire {
     /// Reads one entry; returns the bookie's code and the payload (empty on
     /// error).
     pub async fn read_entry(
-        client: &mut BookieClient<Channel>,
+        client: &mut BookieRpc,
         ledger_id: u64,
         entry_id: i64,
     ) -> anyhow::Result<(ErrorCode, Bytes)> {
@@ -554,7 +714,7 @@ pub mod wire {
 
     /// Sends `batches` over one add stream and returns every batch result.
     pub async fn add_batches(
-        client: &mut BookieClient<Channel>,
+        client: &mut BookieRpc,
         batches: Vec<Vec<AddEntry>>,
     ) -> anyhow::Result<Vec<AddBatchResult>> {
         let (tx, rx) = mpsc::channel(batches.len().max(1));

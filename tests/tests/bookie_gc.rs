@@ -6,17 +6,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use magnetar_metadata::{keys, Expect};
-use magnetar_proto::bookie::bookie_client::BookieClient;
 use magnetar_proto::bookie::ErrorCode;
 use magnetar_tests::{log_tail, wire, BookieProcess, Etcd};
-use tonic::transport::Channel;
 
 /// Adds entries 0..count of `ledger_id` in one batch; returns their codes.
-async fn add_entries(
-    client: &mut BookieClient<Channel>,
-    ledger_id: u64,
-    count: i64,
-) -> Vec<ErrorCode> {
+async fn add_entries(client: &mut wire::BookieRpc, ledger_id: u64, count: i64) -> Vec<ErrorCode> {
     let entries = (0..count)
         .map(|entry_id| {
             wire::entry(
@@ -35,7 +29,7 @@ async fn add_entries(
         .collect()
 }
 
-async fn read_code(client: &mut BookieClient<Channel>, ledger_id: u64, entry_id: i64) -> ErrorCode {
+async fn read_code(client: &mut wire::BookieRpc, ledger_id: u64, entry_id: i64) -> ErrorCode {
     wire::read_entry(client, ledger_id, entry_id)
         .await
         .unwrap()

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use magnetar_metadata::keys;
-use magnetar_proto::bookie::bookie_client::BookieClient;
 use magnetar_proto::bookie::{
     AddBatch, AddBatchResult, AddEntry, DeleteLedgerRequest, ErrorCode, FenceRequest,
     ReadEntriesRequest, ReadLacRequest,
@@ -14,26 +13,21 @@ use magnetar_tests::wire::{self, entry, payload_for, MASTER_KEY as KEY};
 use magnetar_tests::{BookieProcess, Etcd};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 /// One stream's batch results (the test kit's helper, unwrapped).
 async fn add_batches(
-    client: &mut BookieClient<Channel>,
+    client: &mut wire::BookieRpc,
     batches: Vec<Vec<AddEntry>>,
 ) -> Vec<AddBatchResult> {
     wire::add_batches(client, batches).await.unwrap()
 }
 
-async fn add_one(client: &mut BookieClient<Channel>, e: AddEntry) -> ErrorCode {
+async fn add_one(client: &mut wire::BookieRpc, e: AddEntry) -> ErrorCode {
     let results = add_batches(client, vec![vec![e]]).await;
     ErrorCode::try_from(results[0].results[0].code).unwrap()
 }
 
-async fn read(
-    client: &mut BookieClient<Channel>,
-    ledger_id: u64,
-    entry_id: i64,
-) -> (ErrorCode, Bytes) {
+async fn read(client: &mut wire::BookieRpc, ledger_id: u64, entry_id: i64) -> (ErrorCode, Bytes) {
     wire::read_entry(client, ledger_id, entry_id).await.unwrap()
 }
 
@@ -502,7 +496,10 @@ async fn delete_ledger_drops_its_entries_across_restart() {
         add_batches(&mut client, vec![batch]).await;
     }
     let r = client
-        .delete_ledger(DeleteLedgerRequest { ledger_id: 21 })
+        .delete_ledger(DeleteLedgerRequest {
+            ledger_id: 21,
+            master_key: Bytes::from_static(KEY),
+        })
         .await
         .unwrap()
         .into_inner();

@@ -8,7 +8,7 @@
 //! never per message.
 
 pub mod authorize;
-pub mod token;
+pub use magnetar_auth::token;
 
 use std::sync::Arc;
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use magnetar_auth::PeerCredentials;
 use magnetar_proto::bookie::bookie_client::BookieClient;
 use magnetar_proto::bookie::{
     AddBatch, AddBatchResult, AddEntry, DeleteLedgerRequest, ErrorCode, FenceRequest,
@@ -29,6 +30,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Streaming;
 
@@ -106,6 +108,14 @@ impl BookieClientError {
     fn from_status(status: &tonic::Status) -> Self {
         match status.code() {
             tonic::Code::DeadlineExceeded => E::Timeout,
+            // Useless to this broker as a dead bookie is; the message says
+            // which credentials to fix.
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                E::Unavailable(format!(
+                    "bookie refused this broker's credentials: {}",
+                    status.message()
+                ))
+            }
             code => E::Unavailable(format!("{code:?}: {}", status.message())),
         }
     }
@@ -125,6 +135,8 @@ pub struct BookieClientConfig {
     pub max_batch_bytes: usize,
     /// gRPC encode/decode limit; must exceed the largest entry plus framing.
     pub max_message_bytes: usize,
+    /// The token this broker presents to bookies that require one.
+    pub credentials: PeerCredentials,
 }
 
 impl Default for BookieClientConfig {
@@ -135,6 +147,7 @@ impl Default for BookieClientConfig {
             add_timeout: Duration::from_secs(5),
             max_batch_bytes: 4 << 20,
             max_message_bytes: 64 << 20,
+            credentials: PeerCredentials::none(),
         }
     }
 }
@@ -254,6 +267,9 @@ struct Connection {
     channel: Channel,
     adds: Option<mpsc::UnboundedSender<QueuedAdd>>,
 }
+
+/// A bookie stub that presents this broker's credentials on every call.
+type Rpc = BookieClient<InterceptedService<Channel, PeerCredentials>>;
 
 type AddReply = oneshot::Sender<Result<(), BookieClientError>>;
 
@@ -411,8 +427,15 @@ impl BookieHandle {
         })
     }
 
-    pub async fn delete_ledger(&self, ledger_id: LedgerId) -> Result<(), BookieClientError> {
-        let request = DeleteLedgerRequest { ledger_id };
+    pub async fn delete_ledger(
+        &self,
+        ledger_id: LedgerId,
+        master_key: Bytes,
+    ) -> Result<(), BookieClientError> {
+        let request = DeleteLedgerRequest {
+            ledger_id,
+            master_key,
+        };
         let response = self
             .inner
             .call(self.inner.config.request_timeout, |mut client| async move {
@@ -446,7 +469,7 @@ impl HandleInner {
         })
     }
 
-    fn client(&self) -> Result<BookieClient<Channel>, BookieClientError> {
+    fn client(&self) -> Result<Rpc, BookieClientError> {
         let mut slot = lock(&self.slot);
         let channel = match &slot.current {
             Some(connection) => connection.channel.clone(),
@@ -457,16 +480,14 @@ impl HandleInner {
                 channel
             }
         };
-        Ok(BookieClient::new(channel)
-            .max_decoding_message_size(self.config.max_message_bytes)
-            .max_encoding_message_size(self.config.max_message_bytes))
+        Ok(stub(channel, &self.config))
     }
 
     /// One unary RPC bounded by `bound`.
     async fn call<T, F>(
         &self,
         bound: Duration,
-        rpc: impl FnOnce(BookieClient<Channel>) -> F,
+        rpc: impl FnOnce(Rpc) -> F,
     ) -> Result<T, BookieClientError>
     where
         F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -650,6 +671,12 @@ async fn drive_add_stream(
     }
 }
 
+fn stub(channel: Channel, config: &BookieClientConfig) -> Rpc {
+    BookieClient::with_interceptor(channel, config.credentials.clone())
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes)
+}
+
 /// Opens the stream, then sends and receives concurrently. `Ok` only when the
 /// queue closed and every batch was answered.
 async fn run_add_stream(
@@ -659,9 +686,7 @@ async fn run_add_stream(
     channel: Channel,
     config: &BookieClientConfig,
 ) -> Result<(), BookieClientError> {
-    let mut client = BookieClient::new(channel)
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+    let mut client = stub(channel, config);
     let (batches, wire) = mpsc::channel(WIRE_QUEUE_BATCHES);
     // Queued adds wait for this, so it gets the adds' time-out.
     let opened = tokio::time::timeout(

@@ -136,7 +136,9 @@ impl LedgerClient {
     /// Deletes the ledger's metadata; bookies drop its entries on their next
     /// garbage-collection scans. Best effort, it also asks them directly.
     pub async fn delete(&self, id: LedgerId) -> Result<(), LedgerError> {
-        let bookies: Vec<String> = match self.store.read(id).await {
+        // Without the metadata there is no master key to prove ownership
+        // with; bookies' garbage collection then drops the entries.
+        let (bookies, master_key): (Vec<String>, Bytes) = match self.store.read(id).await {
             Ok((metadata, _)) => {
                 let mut all: Vec<String> = metadata
                     .ensembles
@@ -145,16 +147,21 @@ impl LedgerClient {
                     .collect();
                 all.sort();
                 all.dedup();
-                all
+                (all, metadata.master_key.clone())
             }
-            Err(_) => Vec::new(),
+            Err(_) => (Vec::new(), Bytes::new()),
         };
         self.store
             .delete(id)
             .await
             .map_err(|e| LedgerError::from_metadata(id, e))?;
         for bookie in bookies {
-            if let Err(e) = self.clients.get(&bookie).delete_ledger(id).await {
+            if let Err(e) = self
+                .clients
+                .get(&bookie)
+                .delete_ledger(id, master_key.clone())
+                .await
+            {
                 tracing::debug!(ledger = id, %bookie, error = %e, "direct delete failed; bookie GC will do it");
             }
         }

@@ -18,7 +18,11 @@ use magnetar_proto::replication::{
 use prometheus::IntCounter;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// A replication stub presenting this broker's credentials.
+type FetchClient = ReplicationClient<InterceptedService<Channel, magnetar_auth::PeerCredentials>>;
 
 use super::{FlushPolicy, LocalLogConfig};
 use crate::storage::StorageError;
@@ -146,7 +150,8 @@ async fn follow(
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect_lazy();
-        let mut client = ReplicationClient::new(channel).max_decoding_message_size(MAX_RESPONSE);
+        let mut client = ReplicationClient::with_interceptor(channel, config.credentials.clone())
+            .max_decoding_message_size(MAX_RESPONSE);
         tracing::info!(partition = %target.key, epoch = target.epoch, leader = %target.leader_url, end = log.log_end_offset(), "following");
         while !truncate_divergent_tail(&target, &mut client, &log).await? {
             tokio::time::sleep(RETRY_PAUSE).await;
@@ -294,7 +299,7 @@ where
 /// asked (try again).
 async fn truncate_divergent_tail(
     target: &FollowTarget,
-    client: &mut ReplicationClient<Channel>,
+    client: &mut FetchClient,
     log: &Arc<Log>,
 ) -> Result<bool, StorageError> {
     let Some(latest) = log.latest_epoch() else {

@@ -692,7 +692,11 @@ impl PartitionLog for LocalLog {
 
     async fn delete(&self) -> Result<(), StorageError> {
         self.stop(StorageError::Closed).await;
-        self.records.delete(&self.record_key, self.log_id).await?;
+        // Only the current leader deletes: a deposed one's files go, the
+        // record (and so the partition) stays with its successor.
+        self.records
+            .delete_led(&self.record_key, (self.log_id, self.epoch))
+            .await?;
         registry::forget(&self.dir, self);
         remove_dir(&self.dir).await?;
         tracing::info!(topic = %self.name, "local log deleted");

@@ -61,6 +61,10 @@ pub struct LocalLogConfig {
     /// stalled follower holds receipts up no longer than a stalled leader
     /// holds its partitions.
     pub lag_max: Duration,
+    /// Who may fetch from this broker's replication service.
+    pub peers: magnetar_auth::PeerPolicy,
+    /// What this broker presents when it fetches from a leader.
+    pub credentials: magnetar_auth::PeerCredentials,
 }
 
 impl Default for LocalLogConfig {
@@ -71,6 +75,8 @@ impl Default for LocalLogConfig {
             max_batch_entries: 10_000,
             max_batch_bytes: 4 << 20,
             lag_max: Duration::from_secs(10),
+            peers: magnetar_auth::PeerPolicy::Open,
+            credentials: magnetar_auth::PeerCredentials::none(),
         }
     }
 }

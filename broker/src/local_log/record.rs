@@ -453,10 +453,27 @@ impl RecordStore {
     /// Deletes the record if it is still the log `log_id`; false if it is
     /// gone (or is already another log of the same name).
     pub async fn delete(&self, key: &str, log_id: u64) -> Result<bool, StorageError> {
+        self.delete_checked(key, |record| Ok(record.log_id == log_id))
+            .await
+    }
+
+    /// Deletes the record of the log led in `led`, as its leader: a leader
+    /// deposed meanwhile (a paused or partitioned one that comes back)
+    /// gets `Fenced` and the record its successor writes to stays.
+    pub async fn delete_led(&self, key: &str, led: (u64, u32)) -> Result<bool, StorageError> {
+        self.delete_checked(key, |record| check_led(key, record, led).map(|()| true))
+            .await
+    }
+
+    async fn delete_checked(
+        &self,
+        key: &str,
+        applies: impl Fn(&PartitionRecord) -> Result<bool, StorageError>,
+    ) -> Result<bool, StorageError> {
         let Some((record, version)) = self.load(key).await? else {
             return Ok(false);
         };
-        if record.log_id != log_id {
+        if !applies(&record)? {
             return Ok(false);
         }
         match self.store.delete(key, Expect::Version(version)).await {
@@ -568,6 +585,42 @@ mod tests {
                 .collect(),
             ..Placement::default()
         }
+    }
+
+    #[tokio::test]
+    async fn only_the_current_leader_deletes_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn MetadataStore> = Arc::new(
+            magnetar_metadata::EmbeddedStore::open(dir.path())
+                .await
+                .unwrap(),
+        );
+        let records = RecordStore::new(store.clone(), Arc::new(LedgerIdAllocator::new(store)));
+        let key = "/topics/t/n/zombie";
+        let first = records
+            .take_leadership(key, "a", &placement(2, &["a", "b"]), FlushPolicy::Fsync)
+            .await
+            .unwrap();
+        // `a` stalls; `b`, in its ISR, takes over.
+        let second = records
+            .take_leadership(key, "b", &placement(2, &["b"]), FlushPolicy::Fsync)
+            .await
+            .unwrap();
+        assert_eq!(second.leader_epoch, first.leader_epoch + 1);
+        let deposed = records
+            .delete_led(key, (first.log_id, first.leader_epoch))
+            .await;
+        assert!(
+            matches!(deposed, Err(StorageError::Fenced(_))),
+            "{deposed:?}"
+        );
+        let (kept, _) = records.load(key).await.unwrap().expect("record kept");
+        assert_eq!(kept.leader.as_deref(), Some("b"));
+        let current = records
+            .delete_led(key, (second.log_id, second.leader_epoch))
+            .await;
+        assert!(matches!(current, Ok(true)), "{current:?}");
+        assert!(records.load(key).await.unwrap().is_none());
     }
 
     #[test]

@@ -81,6 +81,11 @@ impl Replicas {
     }
 
     /// This broker's replica id.
+    /// Who may fetch from this broker's replicas.
+    pub fn peers(&self) -> &magnetar_auth::PeerPolicy {
+        &self.config.peers
+    }
+
     pub fn me(&self) -> &str {
         &self.me
     }

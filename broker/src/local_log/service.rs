@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use magnetar_auth::{PeerGate, PeerPolicy};
 use magnetar_proto::replication::{
     replication_server::{Replication, ReplicationServer},
     EpochRequest, EpochResponse, FetchRequest, FetchResponse, ReplicaError,
 };
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use super::leader::{self, FetchError};
@@ -23,10 +25,16 @@ pub struct ReplicationService {
 }
 
 impl ReplicationService {
-    pub fn server(replicas: Arc<Replicas>) -> ReplicationServer<ReplicationService> {
-        ReplicationServer::new(ReplicationService { replicas })
+    /// The service behind `peers`' check: followers are brokers, and
+    /// nothing else may read a partition's log this way.
+    pub fn server(
+        replicas: Arc<Replicas>,
+        peers: PeerPolicy,
+    ) -> InterceptedService<ReplicationServer<ReplicationService>, PeerGate> {
+        let server = ReplicationServer::new(ReplicationService { replicas })
             .max_decoding_message_size(MAX_REQUEST)
-            .max_encoding_message_size(MAX_RESPONSE)
+            .max_encoding_message_size(MAX_RESPONSE);
+        InterceptedService::new(server, PeerGate::new(peers))
     }
 
     fn leader_of(&self, partition: &str, log_id: u64) -> Result<Arc<LocalLog>, FetchError> {

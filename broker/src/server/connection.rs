@@ -541,6 +541,12 @@ impl Connection {
             )),
             Err(e) => {
                 self.service.metrics().send_errors.inc();
+                if let (StorageError::Fenced(_), Some(producer)) =
+                    (&e, self.producers.get(&producer_id))
+                {
+                    let (service, topic) = (self.service.clone(), producer.topic.clone());
+                    tokio::spawn(async move { service.unload_fenced(&topic).await });
+                }
                 // NotAllowedError fails just this send in the Java client, with
                 // our message; other codes make clients reconnect and resend.
                 let code = match e {

@@ -134,7 +134,9 @@ async fn run(service: Weak<BrokerService>, interval: Duration, mut stop: watch::
             let inactive = namespace_policies
                 .inactive_topic_policies
                 .unwrap_or(service.config().inactive_topics);
-            if topic.is_inactive(&inactive, crate::clock::now_ms()).await {
+            if topic.is_inactive(&inactive, crate::clock::now_ms()).await
+                && service.still_serves(topic.name()).await
+            {
                 // Refused (TopicBusy) if a client attached meanwhile.
                 match service.delete_topic(topic.name(), false).await {
                     Ok(()) => {

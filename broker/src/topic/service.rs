@@ -270,6 +270,39 @@ impl BrokerService {
         self.ownership.get()
     }
 
+    /// Whether this broker still owns `name`'s bundle (always, standalone),
+    /// so that what it decides alone about the topic, such as deleting it
+    /// for inactivity, is its to decide. Unknown counts as no.
+    pub async fn still_serves(&self, name: &TopicName) -> bool {
+        let Some(ownership) = self.ownership.get() else {
+            return true;
+        };
+        match ownership.bundle_of_topic(name).await {
+            Ok(bundle) => ownership.holds(&bundle).await.unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    /// Closes `topic` and tells its clients to look it up again, unless it
+    /// was replaced meanwhile: its log was fenced under it (another
+    /// broker leads it now, or it was deleted), so serving it on would
+    /// fail every send.
+    pub async fn unload_fenced(&self, topic: &Arc<Topic>) {
+        let removed = {
+            let mut topics = self.topics.lock().await;
+            let full = topic.full_name();
+            let current = topics.get(full).and_then(|s| s.get().cloned());
+            match current {
+                Some(current) if Arc::ptr_eq(&current, topic) => topics.remove(full).is_some(),
+                _ => false,
+            }
+        };
+        if removed {
+            tracing::warn!(topic = %topic.full_name(), "topic's log was fenced; unloading it");
+            topic.unload().await;
+        }
+    }
+
     /// Starts the load manager's tasks for this (owning) broker.
     pub fn start_load_manager(self: &Arc<Self>, config: LoadManagerConfig) {
         if let Some(ownership) = self.ownership.get() {

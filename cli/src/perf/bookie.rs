@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+use magnetar_auth::PeerCredentials;
+
 use super::report::{latency_histogram, percentiles_line};
 
 #[derive(Args, Debug, Clone)]
@@ -59,6 +61,9 @@ pub struct BookiePerfArgs {
     /// First ledger id used; vary it between runs against one bookie.
     #[arg(long)]
     first_ledger: Option<u64>,
+    /// A broker's token, for a bookie that requires one: the token, or `file:PATH`.
+    #[arg(long)]
+    storage_token: Option<String>,
 }
 
 struct Shared {
@@ -182,7 +187,11 @@ async fn writer(
     args: BookiePerfArgs,
     shared: Arc<Shared>,
 ) -> Result<()> {
-    let mut client = BookieClient::new(channel)
+    let credentials = match &args.storage_token {
+        Some(token) => PeerCredentials::token(&crate::tokens::load_token(token)?)?,
+        None => PeerCredentials::none(),
+    };
+    let mut client = BookieClient::with_interceptor(channel, credentials)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     let (tx, rx) = mpsc::channel::<AddBatch>(args.in_flight);

@@ -137,8 +137,8 @@ mod tests {
 
     use super::*;
 
-    const PRIVATE_PEM: &[u8] = include_bytes!("../../tests/data/rs256-private.pem");
-    const PUBLIC_PEM: &[u8] = include_bytes!("../../tests/data/rs256-public.pem");
+    const PRIVATE_PEM: &[u8] = include_bytes!("../../broker/tests/data/rs256-private.pem");
+    const PUBLIC_PEM: &[u8] = include_bytes!("../../broker/tests/data/rs256-public.pem");
 
     fn now() -> u64 {
         jsonwebtoken::get_current_timestamp()

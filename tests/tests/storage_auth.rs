@@ -1,0 +1,419 @@
+//! The storage tier trusts no one by default: a bookie (and a monolithic
+//! broker's replication service) given a token key serves only the
+//! configured broker role; everyone else is refused on every RPC and
+//! changes nothing. A bookie will not serve a non-loopback address without
+//! authentication unless told `--insecure`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use magnetar_auth::PeerCredentials;
+use magnetar_proto::bookie::{
+    DeleteLedgerRequest, ErrorCode, FenceRequest, HealthRequest, ReadEntriesRequest, ReadLacRequest,
+};
+use magnetar_proto::replication::replication_client::ReplicationClient;
+use magnetar_proto::replication::FetchRequest;
+use magnetar_tests::clients::{client, receive_all, send, subscribe};
+use magnetar_tests::wire::{self, entry, payload_for, BookieRpc, MASTER_KEY};
+use magnetar_tests::{free_port, magnetar_bin, wait_until, BookieProcess, Etcd, LaunchedBookie};
+use tonic::transport::Channel;
+
+/// Runs `magnetar tokens …` and returns what it printed.
+fn magnetar_tokens(args: &[&str]) -> String {
+    let out = Command::new(magnetar_bin())
+        .arg("tokens")
+        .args(args)
+        .output()
+        .expect("runs magnetar tokens");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A fresh HS256 key as `--token-secret-key` takes it.
+fn secret_key() -> String {
+    format!("base64:{}", magnetar_tokens(&["create-secret-key"]))
+}
+
+fn token(key: &str, role: &str) -> String {
+    magnetar_tokens(&["create", "--secret-key", key, "--subject", role])
+}
+
+fn credentials(token: &str) -> PeerCredentials {
+    PeerCredentials::token(token).unwrap()
+}
+
+/// Every bookie RPC once, on ledger `ledger`: the status codes it got
+/// (`Ok` where the call itself went through).
+async fn every_rpc(client: &mut BookieRpc, ledger: u64) -> Vec<(&'static str, tonic::Code)> {
+    fn code<T>(r: Result<T, tonic::Status>) -> tonic::Code {
+        r.map(|_| tonic::Code::Ok).unwrap_or_else(|s| s.code())
+    }
+    let add = wire::add_batches(
+        client,
+        vec![vec![entry(ledger, 3, payload_for(ledger, 3, 16))]],
+    )
+    .await
+    .map_err(|e| match e.downcast::<tonic::Status>() {
+        Ok(status) => status,
+        Err(other) => tonic::Status::unknown(other.to_string()),
+    });
+    vec![
+        ("AddEntries", code(add)),
+        (
+            "ReadEntry",
+            code(
+                client
+                    .read_entry(magnetar_proto::bookie::ReadEntryRequest {
+                        ledger_id: ledger,
+                        entry_id: 0,
+                    })
+                    .await,
+            ),
+        ),
+        (
+            "ReadEntries",
+            code(
+                client
+                    .read_entries(ReadEntriesRequest {
+                        ledger_id: ledger,
+                        first_entry_id: 0,
+                        last_entry_id: 2,
+                        max_bytes: 1 << 20,
+                    })
+                    .await,
+            ),
+        ),
+        (
+            "ReadLac",
+            code(
+                client
+                    .read_lac(ReadLacRequest {
+                        ledger_id: ledger,
+                        ..Default::default()
+                    })
+                    .await,
+            ),
+        ),
+        (
+            "Fence",
+            code(
+                client
+                    .fence(FenceRequest {
+                        ledger_id: ledger,
+                        master_key: Bytes::from_static(MASTER_KEY),
+                    })
+                    .await,
+            ),
+        ),
+        (
+            // A ledger the bookie has never seen, under a key of the
+            // caller's choosing: planting it would lock the real writer out.
+            "Fence (unknown ledger)",
+            code(
+                client
+                    .fence(FenceRequest {
+                        ledger_id: ledger + 1,
+                        master_key: Bytes::from_static(b"planted"),
+                    })
+                    .await,
+            ),
+        ),
+        (
+            "DeleteLedger",
+            code(
+                client
+                    .delete_ledger(DeleteLedgerRequest {
+                        ledger_id: ledger,
+                        master_key: Bytes::from_static(MASTER_KEY),
+                    })
+                    .await,
+            ),
+        ),
+        ("Health", code(client.health(HealthRequest {}).await)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_brokers_tokens_reach_a_bookie_and_nothing_else_changes_its_data() {
+    let etcd = Etcd::start().await.unwrap();
+    let key = secret_key();
+    let bookie = BookieProcess::start(
+        &etcd.metadata_url("storage-auth"),
+        &["--token-secret-key", &key],
+    )
+    .await
+    .unwrap();
+    let mut broker = bookie
+        .client_with(credentials(&token(&key, "broker")))
+        .await
+        .unwrap();
+    let ledger = 7;
+    let stored: Vec<_> = (0..3)
+        .map(|e| entry(ledger, e, payload_for(ledger, e, 64)))
+        .collect();
+    let results = wire::add_batches(&mut broker, vec![stored]).await.unwrap();
+    assert!(results[0]
+        .results
+        .iter()
+        .all(|r| r.code == ErrorCode::Ok as i32));
+
+    let other_key = secret_key();
+    let strangers = [
+        (
+            "no token",
+            PeerCredentials::none(),
+            tonic::Code::Unauthenticated,
+        ),
+        (
+            "a token signed with another key",
+            credentials(&token(&other_key, "broker")),
+            tonic::Code::Unauthenticated,
+        ),
+        (
+            "a client role's token",
+            credentials(&token(&key, "app")),
+            tonic::Code::PermissionDenied,
+        ),
+    ];
+    for (who, creds, expected) in strangers {
+        let mut stranger = bookie.client_with(creds).await.unwrap();
+        for (rpc, got) in every_rpc(&mut stranger, ledger).await {
+            assert_eq!(got, expected, "{rpc} from {who}");
+        }
+    }
+
+    // Nothing the strangers sent took effect: the entries are all there,
+    // the ledger is neither fenced nor deleted, no key was planted, and the
+    // writer goes on.
+    for e in 0..3 {
+        let (code, payload) = wire::read_entry(&mut broker, ledger, e).await.unwrap();
+        assert_eq!((code, payload), (ErrorCode::Ok, payload_for(ledger, e, 64)));
+    }
+    let lac = broker
+        .read_lac(ReadLacRequest {
+            ledger_id: ledger,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!lac.fenced, "a stranger fenced the ledger");
+    let more = vec![vec![
+        entry(ledger, 3, payload_for(ledger, 3, 64)),
+        entry(ledger + 1, 0, payload_for(ledger + 1, 0, 64)),
+    ]];
+    let results = wire::add_batches(&mut broker, more).await.unwrap();
+    let codes: Vec<i32> = results[0].results.iter().map(|r| r.code).collect();
+    assert_eq!(
+        codes,
+        vec![ErrorCode::Ok as i32; 2],
+        "the writer was locked out"
+    );
+
+    // Even a broker deletes a ledger only with its master key.
+    let wrong = broker
+        .delete_ledger(DeleteLedgerRequest {
+            ledger_id: ledger,
+            master_key: Bytes::from_static(b"guessed"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        wrong.code,
+        ErrorCode::BadMasterKey as i32,
+        "{}",
+        wrong.message
+    );
+    assert_eq!(
+        wire::read_entry(&mut broker, ledger, 0).await.unwrap().0,
+        ErrorCode::Ok
+    );
+    let right = broker
+        .delete_ledger(DeleteLedgerRequest {
+            ledger_id: ledger,
+            master_key: Bytes::from_static(MASTER_KEY),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(right.code, ErrorCode::Ok as i32, "{}", right.message);
+    assert_eq!(
+        wire::read_entry(&mut broker, ledger, 0).await.unwrap().0,
+        ErrorCode::NoSuchLedger
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_store_on_authenticated_bookies_only_with_their_token() {
+    let etcd = Etcd::start().await.unwrap();
+    let url = etcd.metadata_url("storage-auth-e2e");
+    let key = secret_key();
+    let mut bookies = Vec::new();
+    for _ in 0..2 {
+        bookies.push(
+            BookieProcess::start(&url, &["--token-secret-key", &key])
+                .await
+                .unwrap(),
+        );
+    }
+    let replicated = [
+        "--ensemble-size",
+        "2",
+        "--write-quorum",
+        "2",
+        "--ack-quorum",
+        "2",
+    ];
+    let broker_token = token(&key, "broker");
+    let mut args = vec!["--storage-token", broker_token.as_str()];
+    args.extend(replicated);
+    let broker = BookieProcess::start_broker(&url, &args).await.unwrap();
+    let pulsar = client(&broker.pulsar_url()).await;
+    let topic = "persistent://public/default/stored-with-a-token";
+    let mut consumer = subscribe(&pulsar, topic).await;
+    let acked = send(&pulsar, topic, 0..50).await;
+    assert_eq!(acked, (0..50).collect::<Vec<_>>());
+    assert_eq!(receive_all(&mut consumer, 50).await, acked);
+
+    // A broker without the token gets nothing stored; it says why.
+    let tokenless = BookieProcess::start_broker(&url, &replicated)
+        .await
+        .unwrap();
+    let pulsar = client(&tokenless.pulsar_url()).await;
+    let attempt = tokio::spawn(async move {
+        let mut producer = pulsar
+            .producer()
+            .with_topic("persistent://public/default/no-token")
+            .build()
+            .await?;
+        producer.send_non_blocking(b"x".to_vec()).await?.await?;
+        Ok::<_, pulsar::Error>(())
+    });
+    let log = tokenless.log_path();
+    wait_until(
+        "the tokenless broker to log the refusal",
+        Duration::from_secs(30),
+        || {
+            let log = log.clone();
+            async move {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("refused this broker's credentials")
+            }
+        },
+    )
+    .await;
+    if attempt.is_finished() {
+        let outcome = attempt.await.unwrap();
+        assert!(
+            outcome.is_err(),
+            "a broker without a storage token stored a message"
+        );
+    } else {
+        attempt.abort();
+    }
+}
+
+fn start_bookie_on(listen: &str, extra: &[&str]) -> LaunchedBookie {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = format!("embedded://{}", dir.path().join("meta").display());
+    LaunchedBookie::launch(dir, &metadata, listen, extra, &[])
+}
+
+#[test]
+fn a_bookie_refuses_a_public_address_without_auth_unless_insecure() {
+    let public = format!("0.0.0.0:{}", free_port());
+    let why = start_bookie_on(&public, &[])
+        .outcome
+        .clone()
+        .expect_err("served a public address without authentication");
+    assert!(why.contains("refusing to serve"), "{why}");
+    assert!(why.contains("--insecure"), "{why}");
+
+    let insecure = start_bookie_on(&public, &["--insecure"]);
+    let line = insecure.outcome.as_ref().expect("--insecure serves");
+    assert!(line.contains("serving gRPC"), "{line}");
+    drop(insecure);
+
+    let key = secret_key();
+    let keyed = start_bookie_on(&public, &["--token-secret-key", &key]);
+    let line = keyed.outcome.as_ref().expect("a token key is enough");
+    assert!(line.contains("serving gRPC"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monolithic_brokers_replication_service_serves_only_broker_tokens() {
+    let etcd = Etcd::start().await.unwrap();
+    let key = secret_key();
+    let data = tempfile::tempdir().unwrap();
+    let replication = format!("127.0.0.1:{}", free_port());
+    let data_dir = data.path().display().to_string();
+    let _broker = BookieProcess::start_broker(
+        &etcd.metadata_url("replication-auth"),
+        &[
+            "--architecture",
+            "monolithic",
+            "--data-dir",
+            &data_dir,
+            "--replication-listen",
+            &replication,
+            "--auth-enabled",
+            "--token-secret-key",
+            &key,
+            "--superuser-roles",
+            "admin",
+        ],
+    )
+    .await
+    .unwrap();
+    let endpoint = Channel::from_shared(format!("http://{replication}")).unwrap();
+    // The Pulsar port accepts before the replication service is bound.
+    wait_until(
+        "the replication service to accept",
+        Duration::from_secs(30),
+        || {
+            let endpoint = endpoint.clone();
+            async move { endpoint.connect().await.is_ok() }
+        },
+    )
+    .await;
+    let fetch = |creds: PeerCredentials| {
+        let endpoint = endpoint.clone();
+        async move {
+            let channel = endpoint.connect().await.unwrap();
+            ReplicationClient::with_interceptor(channel, creds)
+                .fetch(FetchRequest {
+                    partition: "/nonexistent".into(),
+                    log_id: 1,
+                    replica_id: "me".into(),
+                    leader_epoch: 1,
+                    fetch_offset: 0,
+                    max_bytes: 1 << 20,
+                    max_wait_ms: 0,
+                })
+                .await
+                .map(|_| tonic::Code::Ok)
+                .unwrap_or_else(|s| s.code())
+        }
+    };
+    assert_eq!(
+        fetch(PeerCredentials::none()).await,
+        tonic::Code::Unauthenticated
+    );
+    assert_eq!(
+        fetch(credentials(&token(&key, "app"))).await,
+        tonic::Code::PermissionDenied
+    );
+    // A broker's token gets through to the service itself, which answers
+    // in-band (this broker leads no such partition).
+    assert_eq!(
+        fetch(credentials(&token(&key, "broker"))).await,
+        tonic::Code::Ok
+    );
+}
