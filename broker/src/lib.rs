@@ -20,4 +20,5 @@ pub mod ownership;
 pub mod protocol;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod topic;

@@ -55,6 +55,8 @@ impl Node {
             broker_id: name.to_string(),
             pulsar_url: format!("pulsar://{name}"),
             http_url: format!("http://{name}"),
+            pulsar_url_tls: None,
+            http_url_tls: None,
             replica: Some(ReplicaEndpoint {
                 id: name.to_string(),
                 url,

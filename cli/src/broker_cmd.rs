@@ -21,6 +21,7 @@ use magnetar_broker::metrics::BrokerMetrics;
 use magnetar_broker::ownership::{BrokerIdentity, Ownership, ReplicaEndpoint, DEFAULT_LEASE_TTL};
 use magnetar_broker::server::BrokerServer;
 use magnetar_broker::storage::{self, Architecture, LogStore, Replication};
+use magnetar_broker::tls::{TlsAcceptor, TlsFiles};
 use magnetar_broker::topic::{
     create_namespace_if_absent, BrokerConfig, BrokerService, InactiveTopicDeleteMode,
     NamespacePolicies, TenantInfo,
@@ -88,6 +89,24 @@ pub struct BrokerTuning {
     /// Roles that may do everything, comma-separated.
     #[arg(long, env = "MAGNETAR_SUPERUSER_ROLES", value_delimiter = ',')]
     pub superuser_roles: Option<Vec<String>>,
+    /// Serve `pulsar+ssl://` and HTTPS with this certificate chain (PEM,
+    /// the broker's certificate first); needs --tls-key.
+    #[arg(long, env = "MAGNETAR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "MAGNETAR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require TLS clients to present a certificate signed by one of these
+    /// CAs (PEM).
+    #[arg(long, env = "MAGNETAR_TLS_TRUST_CERTS")]
+    pub tls_trust_certs: Option<PathBuf>,
+    /// Where `pulsar+ssl://` is served when TLS is on [default: 0.0.0.0:6651].
+    #[arg(long, env = "MAGNETAR_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// Where HTTPS (admin REST, /metrics) is served when TLS is on
+    /// [default: 0.0.0.0:8443].
+    #[arg(long, env = "MAGNETAR_HTTPS")]
+    pub https: Option<SocketAddr>,
     /// The token this broker presents to bookies and to peer brokers'
     /// replication services: the token itself, or `file:PATH`.
     #[arg(long, env = "MAGNETAR_STORAGE_TOKEN")]
@@ -186,7 +205,8 @@ impl BrokerTuning {
             replica_lag_max, max_outbound_bytes_per_connection, connection_write_timeout,
             max_connections, max_connections_per_ip, max_subscriptions_per_topic,
             max_topics_per_namespace, auth_refresh_check, delete_inactive_topics,
-            inactive_topic_max_duration, inactive_topic_delete_mode, storage_token, storage_roles);
+            inactive_topic_max_duration, inactive_topic_delete_mode, storage_token, storage_roles,
+            tls_cert, tls_key, tls_trust_certs, tls_listen, https);
         self.auth_enabled |= file.auth_enabled;
         self
     }
@@ -358,6 +378,39 @@ impl BrokerTuning {
         )))
     }
 
+    /// The TLS listeners, `None` unless a certificate is given.
+    pub fn tls(&self) -> Result<Option<TlsEndpoints>> {
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => {
+                anyhow::ensure!(
+                    self.tls_trust_certs.is_none()
+                        && self.tls_listen.is_none()
+                        && self.https.is_none(),
+                    "--tls-trust-certs, --tls-listen and --https need --tls-cert and --tls-key"
+                );
+                return Ok(None);
+            }
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            _ => anyhow::bail!("give both --tls-cert and --tls-key"),
+        };
+        let files = TlsFiles {
+            cert,
+            key,
+            trust_certs: self.tls_trust_certs.clone(),
+        };
+        let acceptor =
+            magnetar_broker::tls::acceptor(&files).context("loading the TLS certificate")?;
+        Ok(Some(TlsEndpoints {
+            acceptor,
+            pulsar: self
+                .tls_listen
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6651))),
+            https: self
+                .https
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
+        }))
+    }
+
     /// What this broker presents to the storage tier.
     fn storage_credentials(&self) -> Result<PeerCredentials> {
         match &self.storage_token {
@@ -498,6 +551,13 @@ pub struct Storage {
     pub replicas: Option<Arc<Replicas>>,
 }
 
+/// Where a broker serves TLS clients, and with what certificate.
+pub struct TlsEndpoints {
+    pub acceptor: TlsAcceptor,
+    pub pulsar: SocketAddr,
+    pub https: SocketAddr,
+}
+
 /// How a broker takes part in a cluster of brokers sharing metadata.
 pub struct ClusterMembership {
     pub lease_ttl: Duration,
@@ -513,6 +573,7 @@ pub struct RunningBroker {
     pub server: BrokerServer,
     pub http_addr: SocketAddr,
     http_task: JoinHandle<()>,
+    https_task: Option<JoinHandle<()>>,
     replication: Option<(Arc<Replicas>, JoinHandle<()>)>,
 }
 
@@ -525,6 +586,7 @@ impl RunningBroker {
         metadata: Arc<dyn MetadataStore>,
         (config, storage): (BrokerConfig, Storage),
         (listen, http): (SocketAddr, SocketAddr),
+        tls: Option<TlsEndpoints>,
         cluster: Option<ClusterMembership>,
     ) -> Result<RunningBroker> {
         let Storage { logs, replicas } = storage;
@@ -544,6 +606,25 @@ impl RunningBroker {
             .with_context(|| format!("binding broker HTTP on {http}"))?;
         let http_addr = http_listener.local_addr()?;
         let router = magnetar_broker::http::router(metrics, service.clone());
+        let mut https_addr = None;
+        let mut https_task = None;
+        let mut tls_listener = None;
+        if let Some(tls) = &tls {
+            let https = tokio::net::TcpListener::bind(tls.https)
+                .await
+                .with_context(|| format!("binding broker HTTPS on {}", tls.https))?;
+            https_addr = Some(https.local_addr()?);
+            let (acceptor, router) = (tls.acceptor.clone(), router.clone());
+            https_task = Some(tokio::spawn(magnetar_broker::http::serve_https(
+                https, acceptor, router,
+            )));
+            let pulsar = tokio::net::TcpListener::bind(tls.pulsar)
+                .await
+                .with_context(|| {
+                    format!("binding the Pulsar protocol over TLS on {}", tls.pulsar)
+                })?;
+            tls_listener = Some((pulsar, tls.acceptor.clone()));
+        }
         let http_task = tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, router).await {
                 tracing::error!(error = %e, "broker HTTP server stopped");
@@ -556,6 +637,10 @@ impl RunningBroker {
         let mut identity = BrokerIdentity {
             pulsar_url: format!("pulsar://{broker_id}"),
             http_url: format!("http://{}", reachable(http_addr)),
+            pulsar_url_tls: tls_listener.as_ref().map(|(l, _)| {
+                format!("pulsar+ssl://{}", tls_address(&broker_id, listener_addr(l)))
+            }),
+            http_url_tls: https_addr.map(|a| format!("https://{}", tls_address(&broker_id, a))),
             broker_id,
             replica: None,
         };
@@ -582,11 +667,12 @@ impl RunningBroker {
             }
             None => service.set_identity(identity),
         }
-        let server = BrokerServer::start(listener, service)?;
+        let server = BrokerServer::start_with_tls(listener, tls_listener, service)?;
         Ok(RunningBroker {
             server,
             http_addr,
             http_task,
+            https_task,
             replication,
         })
     }
@@ -596,6 +682,9 @@ impl RunningBroker {
     pub async fn shutdown(self) {
         self.server.shutdown().await;
         self.http_task.abort();
+        if let Some(task) = self.https_task {
+            task.abort();
+        }
         if let Some((replicas, task)) = self.replication {
             replicas.stop_all().await;
             task.abort();
@@ -637,6 +726,15 @@ fn listener_addr(listener: &tokio::net::TcpListener) -> SocketAddr {
     listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// A TLS listener's address as clients reach it: the host of the broker's
+/// id (its advertised address) with the listener's port.
+fn tls_address(broker_id: &str, listener: SocketAddr) -> String {
+    let host = broker_id
+        .rsplit_once(':')
+        .map_or(broker_id, |(host, _)| host);
+    format!("{host}:{}", listener.port())
 }
 
 /// `addr` as other processes on this host reach it: a wildcard listen
@@ -709,14 +807,29 @@ pub async fn run(args: BrokerArgs) -> Result<()> {
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6651))),
         rack: args.rack.clone(),
     };
+    let tls = args.tuning.tls()?;
+    if let Some(tls) = &tls {
+        anyhow::ensure!(
+            args.tuning.architecture() != Architecture::Monolithic
+                || tls.pulsar != cluster.replication_listen,
+            "--tls-listen and --replication-listen are both {}: give one of them another port",
+            tls.pulsar
+        );
+    }
     let storage = args.tuning.storage(
         &metadata,
         config.default_replication,
         args.data_dir.as_deref(),
         true,
     )?;
-    let broker =
-        RunningBroker::start(metadata, (config, storage), (listen, http), Some(cluster)).await?;
+    let broker = RunningBroker::start(
+        metadata,
+        (config, storage),
+        (listen, http),
+        tls,
+        Some(cluster),
+    )
+    .await?;
     println!(
         "broker serving pulsar://{} (metrics http://{}/metrics)",
         broker.server.local_addr, broker.http_addr

@@ -61,6 +61,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         ..BrokerConfig::default()
     };
     let broker_config = args.broker.config(defaults)?;
+    let tls = args.broker.tls()?;
     let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from("data"));
     let metadata_dir = data_dir.join("metadata");
     let metadata = magnetar_metadata::connect(&format!("embedded://{}", metadata_dir.display()))
@@ -122,8 +123,14 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         Some(&data_dir.join("broker")),
         false,
     )?;
-    let broker =
-        RunningBroker::start(metadata, (broker_config, storage), (listen, http), None).await?;
+    let broker = RunningBroker::start(
+        metadata,
+        (broker_config, storage),
+        (listen, http),
+        tls,
+        None,
+    )
+    .await?;
     let storage = match &bookie {
         Some(bookie) => format!("bookie on {}", bookie.grpc_addr),
         None => "monolithic: partitions on the broker's disk".to_string(),

@@ -173,7 +173,9 @@ def test_admin_requests_on_a_partitioned_topic_reach_every_partition_owner(clust
 
     def backlog():
         stats = cluster.admin("GET", f"/admin/v2/persistent/{local}/partitioned-stats", broker=asked)
-        assert stats["msgInCounter"] == 40, stats
+        # (msgInCounter counts since each partition was last loaded, so a
+        # bundle moved above restarts its partitions' counts, as in Pulsar.)
+        assert len(stats["partitions"]) == 4, stats
         return {name: s["subscriptions"]["s"]["msgBacklog"] for name, s in stats["partitions"].items()}
 
     assert sum(backlog().values()) == 40

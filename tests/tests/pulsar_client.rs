@@ -205,10 +205,14 @@ async fn shared_consumers_split_the_stream_and_a_dropped_consumer_is_redelivered
     assert_eq!(seen, messages.iter().cloned().collect::<HashSet<_>>());
 }
 
-/// Waits until `subscription`'s backlog on `public/default/{topic}`, as
-/// the broker's stats show it, has not changed for a second (bounded:
-/// liveness only).
-async fn wait_for_settled_backlog(standalone: &StandaloneProcess, topic: &str, subscription: &str) {
+/// Waits until `subscription`'s backlog on `public/default/{topic}`, in
+/// entries as the broker's stats count it, is `expected`.
+async fn wait_for_backlog(
+    standalone: &StandaloneProcess,
+    topic: &str,
+    subscription: &str,
+    expected: u64,
+) {
     let url = format!(
         "{}/admin/v2/persistent/public/default/{topic}/stats",
         standalone.broker_http_url()
@@ -218,18 +222,17 @@ async fn wait_for_settled_backlog(standalone: &StandaloneProcess, topic: &str, s
         let stats: serde_json::Value = serde_json::from_str(&body).ok()?;
         stats["subscriptions"][subscription]["msgBacklog"].as_u64()
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut last = backlog().await;
-    let mut stable_since = tokio::time::Instant::now();
-    while tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
         let now = backlog().await;
-        if now != last {
-            last = now;
-            stable_since = tokio::time::Instant::now();
-        } else if stable_since.elapsed() >= Duration::from_secs(1) {
+        if now == Some(expected) {
             return;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backlog of {subscription} is {now:?}, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -241,12 +244,13 @@ async fn a_graceful_restart_keeps_messages_and_the_subscription_position() {
     {
         let pulsar = client(&standalone).await;
         let mut sub = consumer(&pulsar, topic, "durable", SubType::Exclusive).await;
-        produce(&pulsar, topic, &messages, 50).await;
+        // One message per entry, so the backlog counts messages.
+        produce(&pulsar, topic, &messages, 1).await;
         assert_eq!(receive(&mut sub, 400, true).await, messages[..400]);
         // The crate sends acks in the background and may close before the
         // last ones are out (acks of a closed consumer are ignored): wait
-        // until the broker's backlog for the subscription stops moving.
-        wait_for_settled_backlog(&standalone, "restart-position", "durable").await;
+        // until the broker has every one of them.
+        wait_for_backlog(&standalone, "restart-position", "durable", 600).await;
         sub.close().await.expect("consumer closes");
     }
     standalone.terminate().expect("graceful stop");

@@ -49,9 +49,9 @@ async fn lookup(
     };
     Ok(Json(json!({
         "brokerUrl": broker.pulsar_url,
-        "brokerUrlTls": "",
+        "brokerUrlTls": broker.pulsar_url_tls.clone().unwrap_or_default(),
         "httpUrl": broker.http_url,
-        "httpUrlTls": "",
+        "httpUrlTls": broker.http_url_tls.clone().unwrap_or_default(),
         "nativeUrl": broker.pulsar_url,
     })))
 }

@@ -46,6 +46,12 @@ pub struct BrokerIdentity {
     pub broker_id: String,
     pub pulsar_url: String,
     pub http_url: String,
+    /// `pulsar+ssl://host:port`, when the broker serves TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulsar_url_tls: Option<String>,
+    /// `https://host:port`, when the broker serves HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_url_tls: Option<String>,
     /// Monolithic brokers only: where followers fetch this broker's
     /// partitions, and the id partition records name it by.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -240,10 +240,19 @@ pub fn close_producer(producer_id: u64) -> Outbound {
 /// `authoritative` tells that broker not to redirect again.
 /// Sends the client to another broker; `authoritative` tells that broker
 /// to take the topic rather than decide again.
-pub fn lookup_redirect(request_id: u64, broker_url: String, authoritative: bool) -> Outbound {
+/// Where a lookup sends the client: the broker's plain URL and, when it
+/// serves TLS, its `pulsar+ssl://` URL (what TLS clients connect to).
+#[derive(Clone, Debug)]
+pub struct BrokerUrls {
+    pub plain: String,
+    pub tls: Option<String>,
+}
+
+pub fn lookup_redirect(request_id: u64, broker: BrokerUrls, authoritative: bool) -> Outbound {
     command(Type::LookupResponse, |c| {
         c.lookup_topic_response = Some(CommandLookupTopicResponse {
-            broker_service_url: Some(broker_url),
+            broker_service_url: Some(broker.plain),
+            broker_service_url_tls: broker.tls,
             response: Some(LookupType::Redirect as i32),
             request_id,
             authoritative: Some(authoritative),
@@ -253,10 +262,11 @@ pub fn lookup_redirect(request_id: u64, broker_url: String, authoritative: bool)
     })
 }
 
-pub fn lookup_connect(request_id: u64, broker_url: String) -> Outbound {
+pub fn lookup_connect(request_id: u64, broker: BrokerUrls) -> Outbound {
     command(Type::LookupResponse, |c| {
         c.lookup_topic_response = Some(CommandLookupTopicResponse {
-            broker_service_url: Some(broker_url),
+            broker_service_url: Some(broker.plain),
+            broker_service_url_tls: broker.tls,
             response: Some(LookupType::Connect as i32),
             request_id,
             authoritative: Some(true),

@@ -27,7 +27,7 @@ use futures::stream::FuturesOrdered;
 use futures::{Future, SinkExt, StreamExt};
 use pulsar::proto::base_command::Type;
 use pulsar::proto::{BaseCommand, ServerError};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -92,6 +92,8 @@ pub(super) struct Connection {
     pub id: u64,
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// Came in over TLS (`pulsar+ssl://`), so lookups answer with TLS URLs.
+    pub tls: bool,
     pub service: Arc<BrokerService>,
     pub outbound: OutboundQueue,
     pub events: mpsc::UnboundedSender<Event>,
@@ -119,20 +121,53 @@ pub(super) struct Credentials {
     pub challenged: bool,
 }
 
+/// A client's socket, as accepted or after its TLS handshake.
+pub(super) enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+type ReadStream = Box<dyn AsyncRead + Send + Unpin>;
+type WriteStream = Box<dyn AsyncWrite + Send + Unpin>;
+
+impl Transport {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(socket) => socket,
+            Transport::Tls(stream) => stream.get_ref().0,
+        }
+    }
+
+    /// Halves the reader and the writer task own.
+    fn split(self) -> (ReadStream, WriteStream) {
+        match self {
+            Transport::Plain(socket) => {
+                let (read, write) = socket.into_split();
+                (Box::new(read), Box::new(write))
+            }
+            Transport::Tls(stream) => {
+                let (read, write) = tokio::io::split(*stream);
+                (Box::new(read), Box::new(write))
+            }
+        }
+    }
+}
+
 pub(super) async fn serve(
     id: u64,
-    socket: TcpStream,
+    transport: Transport,
     peer: SocketAddr,
     service: Arc<BrokerService>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _ = socket.set_nodelay(true);
-    let local = match socket.local_addr() {
+    let _ = transport.tcp().set_nodelay(true);
+    let local = match transport.tcp().local_addr() {
         Ok(addr) => addr,
         Err(_) => return,
     };
+    let tls = matches!(transport, Transport::Tls(_));
     let max_frame = service.config().max_message_size + 10 * 1024;
-    let (read_half, write_half) = socket.into_split();
+    let (read_half, write_half) = transport.split();
     let mut reader = FramedRead::new(read_half, PulsarCodec::new(max_frame));
     // Outbound frames carry stored entries, which may be a little larger
     // than what one SEND may carry.
@@ -153,6 +188,7 @@ pub(super) async fn serve(
         id,
         peer,
         local,
+        tls,
         service,
         outbound,
         events,
@@ -255,7 +291,7 @@ enum WriterExit {
 }
 
 async fn write_loop(
-    mut sink: FramedWrite<OwnedWriteHalf, PulsarCodec>,
+    mut sink: FramedWrite<WriteStream, PulsarCodec>,
     mut frames: OutboundFrames,
     write_timeout: Duration,
 ) -> WriterExit {

@@ -6,19 +6,41 @@ use pulsar::proto::{
 };
 
 use super::connection::Connection;
-use crate::ownership::{LookupAnswer, OwnershipError};
-use crate::protocol::commands;
+use crate::ownership::{BrokerIdentity, LookupAnswer, OwnershipError};
+use crate::protocol::commands::{self, BrokerUrls};
 use crate::topic::TopicName;
 
+fn urls_of(broker: &BrokerIdentity) -> BrokerUrls {
+    BrokerUrls {
+        plain: broker.pulsar_url.clone(),
+        tls: broker.pulsar_url_tls.clone(),
+    }
+}
+
 impl Connection {
-    fn broker_url(&self) -> String {
+    /// This broker's URLs as this client reaches it: the address it
+    /// connected to (or the advertised one) for its own transport.
+    fn broker_urls(&self) -> BrokerUrls {
+        let identity = self.service.identity();
+        if self.tls {
+            return BrokerUrls {
+                plain: identity.map_or_else(
+                    || format!("pulsar://{}", self.local),
+                    |i| i.pulsar_url.clone(),
+                ),
+                tls: Some(format!("pulsar+ssl://{}", self.local)),
+            };
+        }
         let address = self
             .service
             .config()
             .advertised_address
             .clone()
             .unwrap_or_else(|| self.local.to_string());
-        format!("pulsar://{address}")
+        BrokerUrls {
+            plain: format!("pulsar://{address}"),
+            tls: identity.and_then(|i| i.pulsar_url_tls.clone()),
+        }
     }
 
     /// Answers with this broker when it serves the topic (or no ownership is
@@ -38,19 +60,19 @@ impl Connection {
             }
         };
         let Some(ownership) = self.service.ownership().cloned() else {
-            return self.send(commands::lookup_connect(request_id, self.broker_url()));
+            return self.send(commands::lookup_connect(request_id, self.broker_urls()));
         };
         let outbound = self.outbound.clone();
         let authoritative = lookup.authoritative.unwrap_or(false);
         tokio::spawn(async move {
             let reply = match ownership.lookup(&name, authoritative).await {
                 Ok(LookupAnswer::Here) => {
-                    commands::lookup_connect(request_id, ownership.identity().pulsar_url.clone())
+                    commands::lookup_connect(request_id, urls_of(ownership.identity()))
                 }
                 Ok(LookupAnswer::Elsewhere {
                     broker,
                     authoritative,
-                }) => commands::lookup_redirect(request_id, broker.pulsar_url, authoritative),
+                }) => commands::lookup_redirect(request_id, urls_of(&broker), authoritative),
                 Err(e) => {
                     tracing::warn!(topic = %name, error = %e, "lookup failed");
                     let code = match e {

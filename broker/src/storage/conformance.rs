@@ -364,11 +364,20 @@ async fn readers_are_woken_by_appends(harness: &dyn Harness) -> Outcome {
 
 async fn trim_drops_only_consumed_segments(harness: &dyn Harness) -> Outcome {
     let log = open(harness, "trim").await?;
-    let n = harness.entries_per_segment() * 3;
-    // One at a time, so the log rolls at its own pace.
+    // One at a time, so the log rolls at its own pace, until it has rolled
+    // twice: a ledger rolls once its successor is created, which may take
+    // more than a segment's worth of appends on a loaded machine.
+    let at_least = harness.entries_per_segment() * 3;
     let mut positions = Vec::new();
-    for i in 0..n {
-        positions.extend(append_all(&log, i, i + 1).await?);
+    let mut n = 0;
+    while n < at_least || log.stats().segments.len() < 3 {
+        ensure!(
+            n < at_least * 20,
+            "{n} appends and still fewer than 3 segments: {:?}",
+            log.stats().segments
+        );
+        positions.extend(append_all(&log, n, n + 1).await?);
+        n += 1;
     }
     // Keeping everything trims no entry.
     log.trim_consumed(positions[(n - 1) as usize], &RetentionLimits::UNLIMITED)

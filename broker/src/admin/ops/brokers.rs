@@ -332,6 +332,8 @@ mod tests {
             broker_id: "127.0.0.1:6650".into(),
             pulsar_url: "pulsar://127.0.0.1:6650".into(),
             http_url: "http://127.0.0.1:8080".into(),
+            pulsar_url_tls: None,
+            http_url_tls: None,
             replica: None,
         });
         let Json(brokers) = list(s(), Path("standalone".into())).await.unwrap();
