@@ -1,8 +1,10 @@
 //! Who may call the storage tier. A bookie or a broker's replication server
 //! trusts nobody by default once a [`PeerPolicy`] is configured: every RPC
-//! must carry a token (`authorization: Bearer <jwt>` in the gRPC metadata)
-//! whose role is one of the policy's roles. The check runs once per call
-//! (once per stream for streaming adds), never per entry.
+//! must come from a peer that proves one of the policy's roles, either with
+//! a TLS client certificate the server's trust roots verified (mutual TLS;
+//! the role is the certificate's subject common name) or with a token
+//! (`authorization: Bearer <jwt>` in the gRPC metadata). The check runs once
+//! per call (once per stream for streaming adds), never per entry.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -38,20 +40,37 @@ impl From<PeerAuthError> for Status {
 }
 
 /// What a storage-tier server accepts: `Open` serves everyone (loopback
-/// deployments and tests), `Tokens` only the listed roles.
+/// deployments and tests), `Authenticated` only peers proving one of the
+/// listed roles.
 #[derive(Clone, Debug)]
 pub enum PeerPolicy {
     Open,
-    Tokens {
-        verifier: Arc<TokenVerifier>,
+    Authenticated {
+        /// Verifies tokens; `None`: tokens are not accepted.
+        verifier: Option<Arc<TokenVerifier>>,
+        /// Accept the subject common name of a client certificate that the
+        /// TLS layer verified as the peer's role.
+        certificates: bool,
         roles: BTreeSet<String>,
     },
 }
 
 impl PeerPolicy {
+    /// Admits peers with a token of one of `roles`.
     pub fn tokens(verifier: Arc<TokenVerifier>, roles: impl IntoIterator<Item = String>) -> Self {
-        PeerPolicy::Tokens {
+        PeerPolicy::authenticated(Some(verifier), false, roles)
+    }
+
+    /// Admits peers proving one of `roles` with a token (if `verifier` is
+    /// given) or a verified client certificate (if `certificates`).
+    pub fn authenticated(
+        verifier: Option<Arc<TokenVerifier>>,
+        certificates: bool,
+        roles: impl IntoIterator<Item = String>,
+    ) -> Self {
+        PeerPolicy::Authenticated {
             verifier,
+            certificates,
             roles: roles.into_iter().collect(),
         }
     }
@@ -61,16 +80,37 @@ impl PeerPolicy {
     }
 
     /// The caller's role, if the policy admits it; `None` under `Open`.
-    pub fn admit(&self, authorization: Option<&str>) -> Result<Option<String>, PeerAuthError> {
-        let PeerPolicy::Tokens { verifier, roles } = self else {
+    /// `certificate_role`: the subject common name of the client
+    /// certificate the peer presented, if the TLS layer verified one.
+    pub fn admit(
+        &self,
+        authorization: Option<&str>,
+        certificate_role: Option<String>,
+    ) -> Result<Option<String>, PeerAuthError> {
+        let PeerPolicy::Authenticated {
+            verifier,
+            certificates,
+            roles,
+        } = self
+        else {
             return Ok(None);
         };
-        let token = authorization
-            .and_then(|value| value.strip_prefix(BEARER))
-            .ok_or(PeerAuthError::Unauthenticated(TokenError::Missing))?;
-        let role = verifier
-            .verify(token)
-            .map_err(PeerAuthError::Unauthenticated)?;
+        let role = match (certificate_role.filter(|_| *certificates), verifier) {
+            (Some(role), _) => role,
+            (None, Some(verifier)) => {
+                let token = authorization
+                    .and_then(|value| value.strip_prefix(BEARER))
+                    .ok_or(PeerAuthError::Unauthenticated(TokenError::Missing))?;
+                verifier
+                    .verify(token)
+                    .map_err(PeerAuthError::Unauthenticated)?
+            }
+            (None, None) => {
+                return Err(PeerAuthError::Unauthenticated(TokenError::Malformed(
+                    "a client certificate naming the role is required".into(),
+                )))
+            }
+        };
         if !roles.contains(&role) {
             let allowed = roles.iter().cloned().collect::<Vec<_>>().join(", ");
             return Err(PeerAuthError::NotAllowed { role, allowed });
@@ -93,13 +133,28 @@ impl PeerGate {
     }
 }
 
+/// The subject common name of the first (the peer's own) certificate of a
+/// chain the TLS layer verified.
+fn certificate_role(request: &Request<()>) -> Option<String> {
+    let chain = request.peer_certs()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
+    let role = certificate
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    Some(role)
+}
+
 impl Interceptor for PeerGate {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let header = request
             .metadata()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        match self.policy.admit(header) {
+        match self.policy.admit(header, certificate_role(&request)) {
             Ok(_) => Ok(request),
             Err(e) => {
                 let peer = request.remote_addr();
@@ -178,7 +233,29 @@ mod tests {
 
     #[test]
     fn open_policy_admits_anyone() {
-        assert_eq!(PeerPolicy::Open.admit(None), Ok(None));
+        assert_eq!(PeerPolicy::Open.admit(None, None), Ok(None));
+    }
+
+    #[test]
+    fn a_verified_certificate_proves_its_common_name_as_role() {
+        let certificates = PeerPolicy::authenticated(None, true, ["broker".to_string()]);
+        assert_eq!(
+            certificates.admit(None, Some("broker".into())),
+            Ok(Some("broker".into()))
+        );
+        assert!(matches!(
+            certificates.admit(None, Some("app".into())),
+            Err(PeerAuthError::NotAllowed { .. })
+        ));
+        assert!(matches!(
+            certificates.admit(Some(&format!("{BEARER}{}", token("broker"))), None),
+            Err(PeerAuthError::Unauthenticated(_))
+        ));
+        // A policy without certificates ignores one and wants a token.
+        assert!(matches!(
+            policy().admit(None, Some("broker".into())),
+            Err(PeerAuthError::Unauthenticated(TokenError::Missing))
+        ));
     }
 
     #[test]
@@ -203,7 +280,7 @@ mod tests {
     #[test]
     fn a_header_without_the_bearer_scheme_is_unauthenticated() {
         assert_eq!(
-            policy().admit(Some(&token("broker"))),
+            policy().admit(Some(&token("broker")), None),
             Err(PeerAuthError::Unauthenticated(TokenError::Missing))
         );
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use magnetar_auth::PeerPolicy;
+use magnetar_auth::{PeerPolicy, PeerTls};
 
 use crate::journal::JournalConfig;
 use crate::store::RocksOptions;
@@ -39,6 +39,9 @@ pub struct BookieConfig {
     /// Who may call the gRPC service; `Open` only where nothing but this
     /// host can reach it (see the CLI's loopback rule).
     pub peers: PeerPolicy,
+    /// TLS on the gRPC port (mutual when it has trust roots); `None`:
+    /// plain TCP.
+    pub tls: Option<PeerTls>,
 }
 
 impl BookieConfig {
@@ -58,6 +61,7 @@ impl BookieConfig {
             lease_ttl: Duration::from_secs(10),
             gc_interval: Duration::from_secs(60),
             peers: PeerPolicy::Open,
+            tls: None,
         }
     }
 }

@@ -54,4 +54,6 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("the gRPC port's TLS certificate or key: {0}")]
+    Tls(String),
 }

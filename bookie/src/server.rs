@@ -52,6 +52,14 @@ impl BookieNode {
         config: BookieConfig,
         metadata: Option<Arc<dyn MetadataStore>>,
     ) -> Result<RunningBookie, StartError> {
+        // Before anything is opened or registered: a bookie whose
+        // certificate or key is unusable does not start.
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &config.tls {
+            server = server
+                .tls_config(tls.server_config())
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+        }
         std::fs::create_dir_all(&config.data_dir)?;
         let store_path = config.data_dir.join("entries");
         let store =
@@ -187,7 +195,7 @@ impl BookieNode {
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let mut stop = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let served = server
                 .tcp_nodelay(true)
                 .initial_stream_window_size(Some(8 << 20))
                 .initial_connection_window_size(Some(32 << 20))

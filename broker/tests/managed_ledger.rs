@@ -23,7 +23,7 @@ use magnetar_metadata::MetadataStore;
 use magnetar_tests::{BookieProcess, Etcd};
 
 struct Cluster {
-    _etcd: Etcd,
+    etcd: Etcd,
     url: String,
     _bookies: Vec<BookieProcess>,
 }
@@ -37,7 +37,7 @@ impl Cluster {
             started.push(BookieProcess::start(&url, &[]).await.unwrap());
         }
         Cluster {
-            _etcd: etcd,
+            etcd,
             url,
             _bookies: started,
         }
@@ -181,10 +181,23 @@ async fn a_new_owner_recovers_an_unclosed_topic_and_fences_the_old_one() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let after = append_all(&new, 40..50).await;
+    // Nor may it delete the topic (inactive-topic deletion on a broker that
+    // has not yet noticed it lost the topic): the ledgers stay.
+    let deleted = old.delete().await;
+    assert!(
+        matches!(deleted, Err(ManagedLedgerError::Fenced(_))),
+        "a zombie's delete must be fenced, got {deleted:?}"
+    );
     let read = read_all(&new).await;
     assert_eq!(read.len(), 50);
     assert_eq!(read.last().unwrap().0, *after.last().unwrap());
     assert!(read.iter().all(|(_, d)| d.as_ref() != b"zombie"));
+    let reopened = open(&cluster, 1000).await;
+    assert_eq!(
+        read_all(&reopened).await.len(),
+        50,
+        "the zombie deleted ledgers"
+    );
 }
 
 async fn service(cluster: &Cluster) -> Arc<BrokerService> {
@@ -294,10 +307,7 @@ async fn acknowledgements_survive_a_broker_restart() {
 /// never acknowledged is redelivered, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledgements_flushed_before_a_kill9_survive_and_the_rest_is_redelivered() {
-    use magnetar_broker::cursor::CursorSnapshot;
-    use magnetar_metadata::keys;
     use magnetar_tests::clients::{client, send_stored, RECEIVE_TIMEOUT};
-    use magnetar_tests::wait_until;
 
     let mut cluster = magnetar_tests::cluster::Cluster::start(
         1,
@@ -337,29 +347,16 @@ async fn acknowledgements_flushed_before_a_kill9_survive_and_the_rest_is_redeliv
     assert_eq!(numbers, (0..100).collect::<Vec<_>>());
 
     // Acks of 0..50, then wait until the broker has persisted them: the
-    // cursor in metadata has its mark-delete at message 49.
+    // state it last stored has its mark-delete at message 49.
     for msg in &messages[..50] {
         consumer.ack(msg).await.unwrap();
     }
-    let cursor_key = keys::cursor("public", "default", "acks-crash", "sub");
     let (ledger, entry) = sent[49].1;
-    let flushed = Position::new(ledger, entry as i64);
-    let metadata = cluster.metadata.clone();
-    let took = wait_until(
-        "the cursor is persisted up to message 49",
-        Duration::from_secs(10),
-        || {
-            let metadata = metadata.clone();
-            let key = cursor_key.clone();
-            async move {
-                let Some(kv) = metadata.get(&key).await.unwrap() else {
-                    return false;
-                };
-                CursorSnapshot::from_bytes(&kv.value)
-                    .map(|c| c.mark_delete == flushed)
-                    .unwrap_or(false)
-            }
-        },
+    let took = magnetar_tests::cluster::wait_cursor_persisted(
+        &cluster.brokers[0].broker_http_url(),
+        topic,
+        "sub",
+        (ledger, entry),
     )
     .await;
     eprintln!("acks of 0..50 persisted {took:?} after they were sent");
@@ -457,4 +454,163 @@ async fn subscribe_retrying(
             Err(e) => panic!("no consumer on {topic}: {e}"),
         }
     }
+}
+
+/// A cursor state with mark-delete at entry `i` of ledger 1 and two
+/// acknowledged runs beyond it.
+fn cursor_state(i: i64) -> magnetar_broker::cursor::CursorSnapshot {
+    magnetar_broker::cursor::CursorSnapshot {
+        mark_delete: Position::new(1, i),
+        acked_ranges: vec![(1, i + 2, i + 3), (1, i + 5, i + 5)],
+        partial: Vec::new(),
+    }
+}
+
+/// Cursor state in a cursor log on the bookies (Pulsar's cursor ledger):
+/// flushes append to the log and write nothing to etcd, where the same
+/// flushes in metadata-only mode write once each; another broker opening
+/// the cursor reads the latest state and fences the first, whose next
+/// write fails; rollovers trim superseded ledgers and refresh the
+/// mark-delete position in the cursor's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_flushes_append_to_a_cursor_log_and_write_nothing_to_etcd() {
+    use magnetar_broker::cursor::CursorStorage;
+    use magnetar_broker::storage::{LogName, LogPolicies, LogStore};
+    use magnetar_metadata::keys;
+
+    let cluster = Cluster::start(2).await;
+    let logs_of = |metadata: Arc<dyn MetadataStore>, client: LedgerClient| -> Arc<dyn LogStore> {
+        Arc::new(
+            LedgerLogStore::new(metadata, client, config(1000)).with_cursor_log_max_entries(10),
+        )
+    };
+    let topic = LogName::new("t", "ns", "cursor-log");
+    let (metadata, client) = cluster.broker_parts().await;
+    let storage = CursorStorage::new(
+        metadata.clone(),
+        topic.clone(),
+        Some((logs_of(metadata.clone(), client), LogPolicies::default())),
+    );
+    let (cursor, state) = storage.open("sub", Position::new(1, -1)).await.unwrap();
+    assert_eq!(state.mark_delete(), Position::new(1, -1));
+    // The first flush writes the record (marking the state as in the log).
+    cursor.persist(|| Some(cursor_state(0))).await.unwrap();
+    // Bookies refresh their registrations meanwhile: count the writes of
+    // everything else.
+    let writes_since = |revision: i64| {
+        let etcd = &cluster.etcd;
+        async move {
+            etcd.keys_written_since(revision)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|key| !key.contains("/bookies/"))
+                .collect::<Vec<_>>()
+        }
+    };
+    // Eight more, so the first ledger (10 states) is not yet full: a full
+    // one rolls over, which writes the log's record.
+    let before = cluster.etcd.revision().await.unwrap();
+    for i in 1..9 {
+        cursor.persist(|| Some(cursor_state(i))).await.unwrap();
+    }
+    let in_log_writes = writes_since(before).await;
+    assert!(
+        in_log_writes.is_empty(),
+        "8 flushes into a cursor log wrote to etcd: {in_log_writes:?}"
+    );
+
+    // The same flushes with the cursor in metadata alone: one write each.
+    let in_metadata = CursorStorage::new(metadata.clone(), topic.clone(), None);
+    let (plain, _) = in_metadata
+        .open("plain", Position::new(1, -1))
+        .await
+        .unwrap();
+    let before = cluster.etcd.revision().await.unwrap();
+    for i in 1..10 {
+        plain.persist(|| Some(cursor_state(i))).await.unwrap();
+    }
+    let written = writes_since(before).await;
+    assert_eq!(written.len(), 9, "{written:?}");
+
+    // 25 states in all: the log rolls over at least once.
+    for i in 9..25 {
+        cursor.persist(|| Some(cursor_state(i))).await.unwrap();
+    }
+    let record = metadata
+        .get(&keys::cursor("t", "ns", "cursor-log", "sub"))
+        .await
+        .unwrap()
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+    assert_eq!(record["in_log"], true, "{record}");
+    // A ledger rolls over once full, while appends go on into it until the
+    // next one is listed: the record was refreshed by a rollover past the
+    // first ledger's ten states.
+    let refreshed = record["mark_delete"]["entry_id"].as_i64().unwrap();
+    assert!(
+        (10..25).contains(&refreshed),
+        "the record's mark-delete is not one of a rollover: {record}"
+    );
+    // Another broker takes the cursor over: it reads the latest state.
+    let (metadata2, client2) = cluster.broker_parts().await;
+    let storage2 = CursorStorage::new(
+        metadata2.clone(),
+        topic.clone(),
+        Some((logs_of(metadata2.clone(), client2), LogPolicies::default())),
+    );
+    let (taken, state) = storage2.open("sub", Position::new(1, -1)).await.unwrap();
+    assert_eq!(state.snapshot(), cursor_state(24));
+    // The first owner is fenced: its next write fails and changes nothing.
+    assert!(cursor.persist(|| Some(cursor_state(99))).await.is_err());
+    taken.persist(|| Some(cursor_state(30))).await.unwrap();
+    // Superseded ledgers are trimmed: the cursor log keeps only the one
+    // its new owner writes.
+    let log_record = metadata
+        .get(&topic.cursor_log("sub").metadata_key())
+        .await
+        .unwrap()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&log_record.value).unwrap();
+    assert_eq!(list["ledgers"].as_array().map(Vec::len), Some(1), "{list}");
+    taken.close().await;
+    let (_, state) = storage2.open("sub", Position::new(1, -1)).await.unwrap();
+    assert_eq!(state.snapshot(), cursor_state(30));
+
+    // Deleting the cursors deletes their logs (every ledger of the log's
+    // list) and records.
+    let log_record = metadata
+        .get(&topic.cursor_log("sub").metadata_key())
+        .await
+        .unwrap()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&log_record.value).unwrap();
+    let listed: Vec<u64> = list["ledgers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ledger_id"].as_u64().unwrap())
+        .collect();
+    assert!(!listed.is_empty());
+    assert_eq!(storage2.delete_all().await.unwrap(), 2);
+    for id in listed {
+        assert!(
+            metadata.get(&keys::ledger(id)).await.unwrap().is_none(),
+            "ledger {id} of the deleted cursor log is still there"
+        );
+    }
+    assert!(metadata
+        .list(&keys::cursors_prefix("t", "ns", "cursor-log"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(metadata
+        .get(
+            &LogName::new("t", "ns", "cursor-log")
+                .cursor_log("sub")
+                .metadata_key()
+        )
+        .await
+        .unwrap()
+        .is_none());
 }

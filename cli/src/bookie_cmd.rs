@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use magnetar_auth::{PeerPolicy, TokenVerifier, DEFAULT_STORAGE_ROLE};
+use magnetar_auth::{PeerPolicy, PeerTls, DEFAULT_STORAGE_ROLE};
 use magnetar_bookie::{BookieConfig, BookieNode};
 use serde::Deserialize;
 
@@ -71,9 +71,20 @@ pub struct BookieArgs {
     /// Require a broker's token on every call: the RS256 public key (PEM file).
     #[arg(long, env = "MAGNETAR_TOKEN_PUBLIC_KEY")]
     pub token_public_key: Option<PathBuf>,
-    /// Roles whose tokens may call this bookie, comma-separated [default: broker].
+    /// Roles whose tokens (or client certificates' common names) may call
+    /// this bookie, comma-separated [default: broker].
     #[arg(long, env = "MAGNETAR_STORAGE_ROLES", value_delimiter = ',')]
     pub storage_roles: Option<Vec<String>>,
+    /// Serve gRPC over TLS with this certificate chain (PEM file).
+    #[arg(long, env = "MAGNETAR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM file).
+    #[arg(long, env = "MAGNETAR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: require every caller to present a certificate these CA
+    /// certificates (PEM file) verify; its subject common name is its role.
+    #[arg(long, env = "MAGNETAR_TLS_TRUST_CERTS", requires = "tls_cert")]
+    pub tls_trust_certs: Option<PathBuf>,
     /// Serve a non-loopback address without authentication: anyone who
     /// reaches it can then write, fence and delete ledgers.
     #[arg(long, env = "MAGNETAR_INSECURE")]
@@ -85,7 +96,7 @@ impl BookieArgs {
     pub fn merged(mut self, file: BookieArgs) -> Self {
         prefer_cli!(self, file; metadata, data_dir, listen, http, advertise, rack,
             max_entry_bytes, disk_high_water, disk_low_water, lease_ttl_ms, blob_files, min_blob_bytes, direct_io_flush, gc_interval_ms,
-            token_secret_key, token_public_key, storage_roles);
+            token_secret_key, token_public_key, storage_roles, tls_cert, tls_key, tls_trust_certs);
         self.insecure |= file.insecure;
         self
     }
@@ -132,33 +143,37 @@ impl BookieArgs {
         if let Some(ms) = self.gc_interval_ms {
             config.gc_interval = Duration::from_millis(ms);
         }
-        config.peers = self.peer_policy()?;
+        config.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                PeerTls::load(cert, key, self.tls_trust_certs.as_deref())
+                    .context("loading the bookie's TLS files")?,
+            ),
+            _ => None,
+        };
+        config.peers = self.peer_policy(config.tls.as_ref())?;
         anyhow::ensure!(
             !config.peers.is_open() || config.listen.ip().is_loopback() || self.insecure,
-            "refusing to serve {} without authentication: anyone who reaches it could write, fence and delete ledgers; give --token-secret-key or --token-public-key (and brokers --storage-token), or --insecure",
+            "refusing to serve {} without authentication: anyone who reaches it could write, fence and delete ledgers; give --tls-trust-certs (mutual TLS, brokers --storage-tls-*) or --token-secret-key / --token-public-key (brokers --storage-token), or --insecure",
             config.listen
         );
         Ok(())
     }
 
-    /// Tokens of `--storage-roles` once a key is given, else open.
-    fn peer_policy(&self) -> Result<PeerPolicy> {
-        let verifier = match (&self.token_secret_key, &self.token_public_key) {
-            (None, None) => {
-                anyhow::ensure!(
-                    self.storage_roles.is_none(),
-                    "--storage-roles needs --token-secret-key or --token-public-key"
-                );
-                return Ok(PeerPolicy::Open);
-            }
-            (Some(secret), _) => TokenVerifier::hs256(&crate::tokens::load_secret_key(secret)?)?,
-            (None, Some(pem)) => {
-                let bytes = std::fs::read(pem)
-                    .with_context(|| format!("reading the token public key {}", pem.display()))?;
-                TokenVerifier::rs256_pem(&bytes)
-                    .with_context(|| format!("token public key {}", pem.display()))?
-            }
-        };
+    /// Peers of `--storage-roles` proving their role with a token (once a
+    /// key is given) or a client certificate (mutual TLS), else open.
+    fn peer_policy(&self, tls: Option<&PeerTls>) -> Result<PeerPolicy> {
+        let verifier = crate::tokens::load_verifier(
+            self.token_secret_key.as_deref(),
+            self.token_public_key.as_deref(),
+        )?;
+        let certificates = tls.is_some_and(PeerTls::verifies_peers);
+        if verifier.is_none() && !certificates {
+            anyhow::ensure!(
+                self.storage_roles.is_none(),
+                "--storage-roles needs --tls-trust-certs, --token-secret-key or --token-public-key"
+            );
+            return Ok(PeerPolicy::Open);
+        }
         let roles = self
             .storage_roles
             .clone()
@@ -167,7 +182,11 @@ impl BookieArgs {
             roles.iter().all(|r| !r.is_empty()),
             "--storage-roles must not name an empty role"
         );
-        Ok(PeerPolicy::tokens(Arc::new(verifier), roles))
+        Ok(PeerPolicy::authenticated(
+            verifier.map(Arc::new),
+            certificates,
+            roles,
+        ))
     }
 }
 

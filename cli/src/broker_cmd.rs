@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use magnetar_auth::{PeerCredentials, PeerPolicy};
-use magnetar_broker::auth::{AuthConfig, Superusers, TokenVerifier};
+use magnetar_broker::auth::{AuthConfig, Superusers};
 use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
 use magnetar_broker::ledger::LedgerClient;
 use magnetar_broker::load_manager::LoadManagerConfig;
@@ -111,6 +111,17 @@ pub struct BrokerTuning {
     /// replication services: the token itself, or `file:PATH`.
     #[arg(long, env = "MAGNETAR_STORAGE_TOKEN")]
     pub storage_token: Option<String>,
+    /// TLS to bookies: the certificate chain (PEM file) this broker presents
+    /// to bookies that require mutual TLS (its subject common name is the
+    /// broker's role there, `broker` by default).
+    #[arg(long, env = "MAGNETAR_STORAGE_TLS_CERT")]
+    pub storage_tls_cert: Option<PathBuf>,
+    /// The private key of --storage-tls-cert (PEM file).
+    #[arg(long, env = "MAGNETAR_STORAGE_TLS_KEY")]
+    pub storage_tls_key: Option<PathBuf>,
+    /// The CA certificates (PEM file) that verify bookies' certificates.
+    #[arg(long, env = "MAGNETAR_STORAGE_TLS_TRUST_CERTS")]
+    pub storage_tls_trust_certs: Option<PathBuf>,
     /// With --auth-enabled, the roles whose tokens may fetch from this
     /// broker's replication service, comma-separated [default: broker].
     #[arg(long, env = "MAGNETAR_STORAGE_ROLES", value_delimiter = ',')]
@@ -177,6 +188,12 @@ pub struct BrokerTuning {
     #[arg(long, env = "MAGNETAR_INACTIVE_TOPIC_DELETE_MODE")]
     #[serde(default, deserialize_with = "parsed")]
     pub inactive_topic_delete_mode: Option<InactiveTopicDeleteMode>,
+    /// Keep cursor state in the metadata store, as before cursor logs: each
+    /// cursor flush then writes to etcd (for comparisons; the decoupled
+    /// architecture otherwise appends it to a cursor ledger on the bookies)
+    /// [default: false].
+    #[arg(long, env = "MAGNETAR_CURSORS_IN_METADATA")]
+    pub cursors_in_metadata: Option<bool>,
 }
 
 /// A value in the file as its flag takes it.
@@ -206,7 +223,8 @@ impl BrokerTuning {
             max_connections, max_connections_per_ip, max_subscriptions_per_topic,
             max_topics_per_namespace, auth_refresh_check, delete_inactive_topics,
             inactive_topic_max_duration, inactive_topic_delete_mode, storage_token, storage_roles,
-            tls_cert, tls_key, tls_trust_certs, tls_listen, https);
+            storage_tls_cert, storage_tls_key, storage_tls_trust_certs,
+            tls_cert, tls_key, tls_trust_certs, tls_listen, https, cursors_in_metadata);
         self.auth_enabled |= file.auth_enabled;
         self
     }
@@ -254,6 +272,9 @@ impl BrokerTuning {
         config.max_topics_per_namespace = self
             .max_topics_per_namespace
             .unwrap_or(config.max_topics_per_namespace);
+        config.cursors_in_metadata = self
+            .cursors_in_metadata
+            .unwrap_or(config.cursors_in_metadata);
         let inactive = &mut config.inactive_topics;
         inactive.delete_while_inactive = self
             .delete_inactive_topics
@@ -314,6 +335,7 @@ impl BrokerTuning {
                 Ok(Storage {
                     logs: self.decoupled_storage(metadata, replication)?,
                     replicas: None,
+                    replication_tls: None,
                 })
             }
             Architecture::Monolithic => {
@@ -325,6 +347,7 @@ impl BrokerTuning {
                     flush: self.flush_policy.unwrap_or(FlushPolicy::Fsync),
                     peers: self.replication_peers()?,
                     credentials: self.storage_credentials()?,
+                    tls: self.storage_tls()?,
                     ..LocalLogConfig::default()
                 };
                 if let Some(lag) = self.replica_lag_max {
@@ -343,6 +366,7 @@ impl BrokerTuning {
                 Ok(Storage {
                     logs: Arc::new(store),
                     replicas,
+                    replication_tls: self.storage_peer_tls()?.map(|tls| tls.server_config()),
                 })
             }
         }
@@ -368,6 +392,7 @@ impl BrokerTuning {
         }
         let bookies = BookieClientConfig {
             credentials: self.storage_credentials()?,
+            tls: self.storage_tls()?,
             ..BookieClientConfig::default()
         };
         let client = LedgerClient::new(metadata.clone(), BookieClients::new(bookies));
@@ -411,6 +436,33 @@ impl BrokerTuning {
         }))
     }
 
+    /// Mutual TLS with the storage tier (bookies, and peers' replication
+    /// services), `None` unless --storage-tls-* are given.
+    fn storage_peer_tls(&self) -> Result<Option<magnetar_auth::PeerTls>> {
+        match (
+            &self.storage_tls_cert,
+            &self.storage_tls_key,
+            &self.storage_tls_trust_certs,
+        ) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(trust)) => Ok(Some(
+                magnetar_auth::PeerTls::load(cert, key, Some(trust))
+                    .context("loading the storage TLS files")?,
+            )),
+            _ => anyhow::bail!(
+                "TLS to the storage tier needs all of --storage-tls-cert, --storage-tls-key and --storage-tls-trust-certs"
+            ),
+        }
+    }
+
+    /// The client side of [`Self::storage_peer_tls`].
+    fn storage_tls(&self) -> Result<Option<tonic::transport::ClientTlsConfig>> {
+        match self.storage_peer_tls()? {
+            Some(tls) => Ok(Some(tls.client_config()?)),
+            None => Ok(None),
+        }
+    }
+
     /// What this broker presents to the storage tier.
     fn storage_credentials(&self) -> Result<PeerCredentials> {
         match &self.storage_token {
@@ -430,16 +482,18 @@ impl BrokerTuning {
             .storage_roles
             .clone()
             .unwrap_or_else(|| vec![magnetar_auth::DEFAULT_STORAGE_ROLE.to_string()]);
-        Ok(match self.auth_config()? {
-            Some(auth) => PeerPolicy::tokens(auth.verifier, roles),
-            None => {
-                anyhow::ensure!(
-                    self.storage_roles.is_none(),
-                    "--storage-roles needs --auth-enabled (its token key verifies peers)"
-                );
-                PeerPolicy::Open
-            }
-        })
+        let verifier = self.auth_config()?.map(|auth| auth.verifier);
+        // With storage TLS the replication service requires client
+        // certificates, whose common names are then roles too.
+        let certificates = self.storage_peer_tls()?.is_some();
+        if verifier.is_none() && !certificates {
+            anyhow::ensure!(
+                self.storage_roles.is_none(),
+                "--storage-roles needs --auth-enabled (its token key verifies peers) or --storage-tls-*"
+            );
+            return Ok(PeerPolicy::Open);
+        }
+        Ok(PeerPolicy::authenticated(verifier, certificates, roles))
     }
 }
 
@@ -454,21 +508,11 @@ impl BrokerTuning {
             );
             return Ok(None);
         }
-        let verifier = match (&self.token_secret_key, &self.token_public_key) {
-            (Some(secret), None) => TokenVerifier::hs256(&crate::tokens::load_secret_key(secret)?)?,
-            (None, Some(pem)) => {
-                let bytes = std::fs::read(pem)
-                    .with_context(|| format!("reading the token public key {}", pem.display()))?;
-                TokenVerifier::rs256_pem(&bytes)
-                    .with_context(|| format!("token public key {}", pem.display()))?
-            }
-            (Some(_), Some(_)) => {
-                anyhow::bail!("give one of --token-secret-key and --token-public-key")
-            }
-            (None, None) => {
-                anyhow::bail!("--auth-enabled needs --token-secret-key or --token-public-key")
-            }
-        };
+        let verifier = crate::tokens::load_verifier(
+            self.token_secret_key.as_deref(),
+            self.token_public_key.as_deref(),
+        )?
+        .context("--auth-enabled needs --token-secret-key or --token-public-key")?;
         let superusers = self
             .superuser_roles
             .iter()
@@ -549,6 +593,9 @@ pub struct Storage {
     /// Monolithic brokers in a cluster: the replicas this broker holds,
     /// served to and fetched from its peers.
     pub replicas: Option<Arc<Replicas>>,
+    /// TLS of the replication service those peers fetch from (mutual:
+    /// fetching brokers present certificates), `None`: plain TCP.
+    pub replication_tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// Where a broker serves TLS clients, and with what certificate.
@@ -589,7 +636,11 @@ impl RunningBroker {
         tls: Option<TlsEndpoints>,
         cluster: Option<ClusterMembership>,
     ) -> Result<RunningBroker> {
-        let Storage { logs, replicas } = storage;
+        let Storage {
+            logs,
+            replicas,
+            replication_tls,
+        } = storage;
         storage::join_cluster(metadata.as_ref(), logs.architecture())
             .await
             .context("joining the cluster")?;
@@ -648,8 +699,12 @@ impl RunningBroker {
         match cluster {
             Some(cluster) => {
                 if let Some(replicas) = replicas {
-                    let (endpoint, task) =
-                        serve_replication(cluster.replication_listen, replicas.clone()).await?;
+                    let (endpoint, task) = serve_replication(
+                        cluster.replication_listen,
+                        replicas.clone(),
+                        replication_tls,
+                    )
+                    .await?;
                     let endpoint = ReplicaEndpoint {
                         rack: cluster.rack.clone(),
                         ..endpoint
@@ -696,7 +751,18 @@ impl RunningBroker {
 async fn serve_replication(
     listen: SocketAddr,
     replicas: Arc<Replicas>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> Result<(ReplicaEndpoint, JoinHandle<()>)> {
+    let mut server = tonic::transport::Server::builder();
+    let scheme = match tls {
+        Some(tls) => {
+            server = server
+                .tls_config(tls)
+                .context("the replication service's TLS certificate or key")?;
+            "https"
+        }
+        None => "http",
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the replication service on {listen}"))?;
@@ -704,14 +770,14 @@ async fn serve_replication(
     let peers = replicas.peers().clone();
     let endpoint = ReplicaEndpoint {
         id: replicas.me().to_string(),
-        url: format!("http://{}", reachable(addr)),
+        url: format!("{scheme}://{}", reachable(addr)),
         rack: None,
     };
     // tonic ignores Server::tcp_nodelay for a listener bound here: set it
     // on the accepted sockets, or Nagle holds small fetch answers back.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
+        let served = server
             .add_service(ReplicationService::server(replicas, peers))
             .serve_with_incoming(incoming)
             .await;

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 use clap::{ArgGroup, Subcommand};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use magnetar_broker::auth::decode_secret_key;
+use magnetar_broker::auth::{decode_secret_key, TokenVerifier};
 
 #[derive(Subcommand, Debug)]
 pub enum TokensCommand {
@@ -97,6 +97,25 @@ pub fn load_secret_key(arg: &str) -> Result<Vec<u8>> {
     };
     anyhow::ensure!(!key.is_empty(), "the secret key is empty");
     Ok(key)
+}
+
+/// The verifier of `--token-secret-key` (a file or `base64:<key>`) or
+/// `--token-public-key` (an RS256 PEM file); `None` when neither is given.
+pub fn load_verifier(
+    secret_key: Option<&str>,
+    public_key: Option<&Path>,
+) -> Result<Option<TokenVerifier>> {
+    Ok(Some(match (secret_key, public_key) {
+        (None, None) => return Ok(None),
+        (Some(secret), None) => TokenVerifier::hs256(&load_secret_key(secret)?)?,
+        (None, Some(pem)) => {
+            let bytes = std::fs::read(pem)
+                .with_context(|| format!("reading the token public key {}", pem.display()))?;
+            TokenVerifier::rs256_pem(&bytes)
+                .with_context(|| format!("token public key {}", pem.display()))?
+        }
+        (Some(_), Some(_)) => bail!("give one of --token-secret-key and --token-public-key"),
+    }))
 }
 
 /// A token given inline or as `file:PATH` (Pulsar's `file:///path` also

@@ -13,6 +13,7 @@
 //! /namespaces/{tenant}/{namespace}                      namespace policies
 //! /partitioned-topics/{tenant}/{namespace}/{topic}      partition count of a partitioned topic
 //! /topics/{tenant}/{namespace}/{topic}                  a topic's log record (decoupled: its ledger list; monolithic: its partition state)
+//! /topics/{tenant}/{namespace}/{topic}/{subscription}   a cursor's log record, where cursors keep their state in logs
 //! /cursors/{tenant}/{namespace}/{topic}/{subscription}  a subscription's cursor
 //! /ledgers/{ledger_id}                                  ledger metadata (ensembles, state, last entry)
 //! /ownership/{tenant}/{namespace}/{bundle}              owner of a bundle, bound to the owner's lease
@@ -181,6 +182,12 @@ pub fn partitioned_topics_prefix(tenant: &str, namespace: &str) -> String {
 /// A persistent topic's managed ledger (its ledger list), by local name.
 pub fn topic(tenant: &str, namespace: &str, topic: &str) -> String {
     path(&["topics", tenant, namespace, topic])
+}
+
+/// The log record of a subscription's cursor log: below its topic's
+/// record, so listing a namespace's topics by [`child_name`] skips it.
+pub fn cursor_log(tenant: &str, namespace: &str, topic: &str, subscription: &str) -> String {
+    path(&["topics", tenant, namespace, topic, subscription])
 }
 
 pub fn topics_prefix(tenant: &str, namespace: &str) -> String {

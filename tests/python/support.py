@@ -210,9 +210,13 @@ def wait_backlog(http_url: str, topic: str, subscription: str, backlog: int, tim
     wait_until(reached, timeout_s, f"{subscription} on {topic} has a backlog of {backlog}")
 
 
-def mark_delete_position(http_url: str, topic: str, subscription: str):
+def mark_delete_position(
+    http_url: str, topic: str, subscription: str, field: str = "markDeletePosition"
+):
     """The broker's mark-delete position of a subscription (from
-    internalStats) as (ledger, entry), or None."""
+    internalStats) as (ledger, entry), or None. `field`
+    "persistentMarkDeletePosition" gives the one of the state the broker
+    last stored, where a crash would restart the subscription."""
     import json
     import urllib.request
 
@@ -220,9 +224,9 @@ def mark_delete_position(http_url: str, topic: str, subscription: str):
     with urllib.request.urlopen(f"{http_url}/admin/v2/{path}/internalStats", timeout=5) as r:
         stats = json.loads(r.read())
     cursor = stats.get("cursors", {}).get(subscription)
-    if cursor is None:
+    if cursor is None or field not in cursor:
         return None
-    ledger, entry = cursor["markDeletePosition"].split(":")
+    ledger, entry = cursor[field].split(":")
     return int(ledger), int(entry)
 
 
@@ -233,6 +237,21 @@ def wait_mark_delete(http_url: str, topic: str, subscription: str, position, tim
         lambda: mark_delete_position(http_url, topic, subscription) == tuple(position[:2]),
         timeout_s,
         f"{subscription} on {topic} is acknowledged up to {position[:2]}",
+    )
+
+
+def wait_mark_delete_persisted(
+    http_url: str, topic: str, subscription: str, position, timeout_s: float = 10
+):
+    """Waits until the broker has stored the cursor state with its
+    mark-delete position at `position` = (ledger, entry)."""
+    wait_until(
+        lambda: mark_delete_position(
+            http_url, topic, subscription, "persistentMarkDeletePosition"
+        )
+        == tuple(position[:2]),
+        timeout_s,
+        f"{subscription} on {topic} is persisted up to {position[:2]}",
     )
 
 

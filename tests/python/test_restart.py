@@ -19,7 +19,7 @@ from support import (
     payload,
     produce,
     receive_n,
-    wait_mark_delete,
+    wait_mark_delete_persisted,
     wait_until,
 )
 
@@ -77,11 +77,9 @@ def test_acks_survive_graceful_restart(magnetar, new_client, topic):
 def test_acks_survive_kill9_after_flush_interval(magnetar, new_client, topic):
     client = new_client()
     _, last_acked = consume_and_ack_first_half(client, topic, "crash")
-    # The client sends grouped acks every 100 ms: wait until the broker has
-    # them all; it persists cursors every 100 ms, so once a flush interval
-    # (and margin) has passed they are durable.
-    wait_mark_delete(magnetar.http_url, topic, "crash", last_acked)
-    time.sleep(CURSOR_FLUSH_MARGIN_S)
+    # The client sends grouped acks every 100 ms and the broker stores
+    # cursors every 100 ms: wait until it has stored them all.
+    wait_mark_delete_persisted(magnetar.http_url, topic, "crash", last_acked)
     magnetar.kill9()  # the consumer is still connected: no close, no flush
     close_quietly(client)
     magnetar.start()

@@ -70,41 +70,40 @@ impl Cluster {
     }
 }
 
-/// The mark-delete position `(ledger, entry)` a subscription's cursor has
-/// in the metadata store, i.e. what a broker persisted, not what it holds
-/// in memory; None if no cursor is stored. `topic` is
+/// The mark-delete position `(ledger, entry)` of the state a broker last
+/// stored for a subscription's cursor (its admin internal stats'
+/// `persistentMarkDeletePosition`), i.e. what a crash now would restart
+/// from, not what it holds in memory; None if the broker has no such
+/// cursor open. `http_url` is the broker's admin URL, `topic` is
 /// `persistent://tenant/namespace/name`.
 pub async fn persisted_mark_delete(
-    metadata: &dyn MetadataStore,
+    http_url: &str,
     topic: &str,
     subscription: &str,
 ) -> Result<Option<(u64, i64)>> {
     let local = topic
         .strip_prefix("persistent://")
         .context("a persistent:// topic")?;
-    let mut parts = local.splitn(3, '/');
-    let (Some(tenant), Some(namespace), Some(name)) = (parts.next(), parts.next(), parts.next())
-    else {
-        anyhow::bail!("not tenant/namespace/topic: {topic}");
-    };
-    let Some(kv) = metadata
-        .get(&keys::cursor(tenant, namespace, name, subscription))
-        .await?
+    let url = format!("{http_url}/admin/v2/persistent/{local}/internalStats");
+    let response = reqwest::get(&url).await?;
+    if !response.status().is_success() {
+        return Ok(None);
+    }
+    let stats: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
+    let Some(position) = stats["cursors"][subscription]["persistentMarkDeletePosition"].as_str()
     else {
         return Ok(None);
     };
-    let cursor: serde_json::Value = serde_json::from_slice(&kv.value)?;
-    let mark_delete = &cursor["mark_delete"];
-    Ok(Some((
-        mark_delete["ledger_id"].as_u64().context("ledger_id")?,
-        mark_delete["entry_id"].as_i64().context("entry_id")?,
-    )))
+    let (ledger, entry) = position
+        .split_once(':')
+        .with_context(|| format!("not ledger:entry: {position}"))?;
+    Ok(Some((ledger.parse()?, entry.parse()?)))
 }
 
-/// Waits until the cursor persisted for `subscription` has its
-/// mark-delete position at `(ledger, entry)`.
+/// Waits until the state a broker stored for `subscription`'s cursor has
+/// its mark-delete position at `(ledger, entry)`.
 pub async fn wait_cursor_persisted(
-    metadata: &dyn MetadataStore,
+    http_url: &str,
     topic: &str,
     subscription: &str,
     position: (u64, u64),
@@ -114,7 +113,7 @@ pub async fn wait_cursor_persisted(
         &format!("{subscription} on {topic} is persisted up to {expected:?}"),
         Duration::from_secs(20),
         || async {
-            persisted_mark_delete(metadata, topic, subscription)
+            persisted_mark_delete(http_url, topic, subscription)
                 .await
                 .ok()
                 .flatten()

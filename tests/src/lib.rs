@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
+pub mod certs;
 pub mod clients;
 pub mod cluster;
 
@@ -239,6 +240,47 @@ impl Etcd {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// etcd's store revision, which every write (put, delete, or a
+    /// transaction that writes) advances by one: the difference of two
+    /// readings counts the writes between them.
+    pub async fn revision(&self) -> Result<i64> {
+        let mut client = etcd_client::Client::connect([self.endpoint()], None).await?;
+        let status = client.status().await?;
+        status
+            .header()
+            .map(|h| h.revision())
+            .context("etcd's status has no header")
+    }
+
+    /// The keys written (put or deleted) after `revision`, up to now, in
+    /// order: what a test counts when other processes (bookies refreshing
+    /// their registrations) write to the same etcd meanwhile.
+    pub async fn keys_written_since(&self, revision: i64) -> Result<Vec<String>> {
+        let now = self.revision().await?;
+        let mut written = Vec::new();
+        if now <= revision {
+            return Ok(written);
+        }
+        let mut client = etcd_client::Client::connect([self.endpoint()], None).await?;
+        let options = etcd_client::WatchOptions::new()
+            .with_all_keys()
+            .with_start_revision(revision + 1);
+        let mut stream = client.watch("", Some(options)).await?;
+        while let Some(response) = stream.message().await? {
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                if kv.mod_revision() > now {
+                    return Ok(written);
+                }
+                written.push(kv.key_str()?.to_string());
+                if kv.mod_revision() == now {
+                    return Ok(written);
+                }
+            }
+        }
+        Ok(written)
     }
 
     /// `http://127.0.0.1:PORT`, as etcd clients take it.
@@ -497,6 +539,17 @@ impl BookieProcess {
     /// Serving: answering health checks, or refusing them for want of
     /// credentials (a bookie that requires a token).
     async fn bookie_healthy(&self) -> bool {
+        if self.extra_args.iter().any(|a| a == "--tls-cert") {
+            // Its gRPC port wants TLS: it says when it serves (after it
+            // registered), and its HTTP port answers.
+            let started = std::fs::read_to_string(self.log_path())
+                .is_ok_and(|log| log.contains("bookie started"));
+            let url = format!("http://{}/health", self.http_addr());
+            return started
+                && reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+        }
         match self.client().await {
             Ok(mut client) => match client.health(HealthRequest {}).await {
                 Ok(_) => true,
@@ -536,6 +589,31 @@ impl BookieProcess {
         Ok(BookieClient::with_interceptor(channel, credentials)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20))
+    }
+
+    /// A gRPC client over TLS: it verifies the bookie against `trust`
+    /// (PEM CA certificates) and presents `identity` (certificate chain and
+    /// key, PEM) if given.
+    pub async fn client_tls(
+        &self,
+        trust: &[u8],
+        identity: Option<(&[u8], &[u8])>,
+    ) -> Result<wire::BookieRpc> {
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(trust));
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        let channel = Channel::from_shared(format!("https://{}", self.grpc_addr()))?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await?;
+        Ok(
+            BookieClient::with_interceptor(channel, PeerCredentials::none())
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+        )
     }
 
     fn running(&self) -> Result<&Child> {

@@ -90,8 +90,7 @@ async fn a_broker_on_etcd_and_four_bookies_survives_broker_and_bookie_crashes() 
     let (got, last) = receive_acked(&mut consumer, 100).await;
     assert_eq!(got, expected(0..100));
     // Wait until the broker has persisted the acks, then crash it.
-    let metadata = magnetar_metadata::connect(&url).await.unwrap();
-    wait_cursor_persisted(metadata.as_ref(), topic, "sub", last).await;
+    wait_cursor_persisted(&broker.broker_http_url(), topic, "sub", last).await;
     drop(consumer);
     drop(pulsar);
     broker.kill9().unwrap();

@@ -2,7 +2,8 @@
 //! broker's replication service) given a token key serves only the
 //! configured broker role; everyone else is refused on every RPC and
 //! changes nothing. A bookie will not serve a non-loopback address without
-//! authentication unless told `--insecure`.
+//! authentication unless told `--insecure`. Mutual TLS (client certificates
+//! naming a broker role) works in place of tokens.
 
 use std::process::Command;
 use std::time::Duration;
@@ -416,4 +417,170 @@ async fn a_monolithic_brokers_replication_service_serves_only_broker_tokens() {
         fetch(credentials(&token(&key, "broker"))).await,
         tonic::Code::Ok
     );
+}
+
+/// Writes `text` to `name` in `dir`; returns the path as a flag value.
+fn pem_file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Mutual TLS instead of tokens: a bookie given trust roots admits only
+/// peers whose client certificate they verify and whose common name is a
+/// broker role; a plain-TCP client, a TLS client without a certificate,
+/// one with a certificate from another CA and one naming another role get
+/// nothing, and a broker with its certificate stores and reads through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_broker_certificates_to_a_bookie() {
+    use magnetar_tests::certs::TestCa;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("storage-ca").unwrap();
+    let bookie_cert = ca.issue("bookie").unwrap();
+    let broker_cert = ca.issue("broker").unwrap();
+    let app_cert = ca.issue("app").unwrap();
+    let rogue = TestCa::new("rogue-ca").unwrap().issue("broker").unwrap();
+    let ca_file = pem_file(dir.path(), "ca.pem", &ca.pem());
+    let bookie_files = [
+        "--tls-cert".to_string(),
+        pem_file(dir.path(), "bookie.pem", &bookie_cert.cert_pem),
+        "--tls-key".to_string(),
+        pem_file(dir.path(), "bookie.key", &bookie_cert.key_pem),
+        "--tls-trust-certs".to_string(),
+        ca_file.clone(),
+    ];
+    let bookie_args: Vec<&str> = bookie_files.iter().map(String::as_str).collect();
+
+    let etcd = Etcd::start().await.unwrap();
+    let url = etcd.metadata_url("storage-mtls");
+    let mut bookies = Vec::new();
+    for _ in 0..2 {
+        bookies.push(BookieProcess::start(&url, &bookie_args).await.unwrap());
+    }
+    let bookie = &bookies[0];
+    let trust = ca.pem();
+    let mut broker = bookie
+        .client_tls(
+            trust.as_bytes(),
+            Some((
+                broker_cert.cert_pem.as_bytes(),
+                broker_cert.key_pem.as_bytes(),
+            )),
+        )
+        .await
+        .unwrap();
+    let ledger = 11;
+    let stored = vec![entry(ledger, 0, payload_for(ledger, 0, 64))];
+    let results = wire::add_batches(&mut broker, vec![stored]).await.unwrap();
+    assert_eq!(results[0].results[0].code, ErrorCode::Ok as i32);
+
+    // Another role's certificate from the right CA: refused on every RPC.
+    let mut app = bookie
+        .client_tls(
+            trust.as_bytes(),
+            Some((app_cert.cert_pem.as_bytes(), app_cert.key_pem.as_bytes())),
+        )
+        .await
+        .unwrap();
+    for (rpc, got) in every_rpc(&mut app, ledger).await {
+        assert_eq!(
+            got,
+            tonic::Code::PermissionDenied,
+            "{rpc} from an app certificate"
+        );
+    }
+    // No certificate, a certificate of another CA, or no TLS at all: no
+    // connection, or every call fails.
+    let strangers = [
+        ("no client certificate", None),
+        (
+            "a certificate from another CA",
+            Some((rogue.cert_pem.as_bytes(), rogue.key_pem.as_bytes())),
+        ),
+    ];
+    for (who, identity) in strangers {
+        if let Ok(mut stranger) = bookie.client_tls(trust.as_bytes(), identity).await {
+            for (rpc, got) in every_rpc(&mut stranger, ledger).await {
+                assert_ne!(got, tonic::Code::Ok, "{rpc} from {who} went through");
+            }
+        }
+    }
+    if let Ok(mut plain) = bookie.client().await {
+        for (rpc, got) in every_rpc(&mut plain, ledger).await {
+            assert_ne!(got, tonic::Code::Ok, "{rpc} over plain TCP went through");
+        }
+    }
+    // Nothing of theirs took effect.
+    let (code, payload) = wire::read_entry(&mut broker, ledger, 0).await.unwrap();
+    assert_eq!((code, payload), (ErrorCode::Ok, payload_for(ledger, 0, 64)));
+    let lac = broker
+        .read_lac(ReadLacRequest {
+            ledger_id: ledger,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!lac.fenced, "a stranger fenced the ledger");
+
+    // A broker with its certificate stores through both bookies.
+    let broker_files = [
+        "--storage-tls-cert".to_string(),
+        pem_file(dir.path(), "broker.pem", &broker_cert.cert_pem),
+        "--storage-tls-key".to_string(),
+        pem_file(dir.path(), "broker.key", &broker_cert.key_pem),
+        "--storage-tls-trust-certs".to_string(),
+        ca_file,
+    ];
+    let mut args: Vec<&str> = broker_files.iter().map(String::as_str).collect();
+    args.extend([
+        "--ensemble-size",
+        "2",
+        "--write-quorum",
+        "2",
+        "--ack-quorum",
+        "2",
+    ]);
+    let process = BookieProcess::start_broker(&url, &args).await.unwrap();
+    let pulsar = client(&process.pulsar_url()).await;
+    let topic = "persistent://public/default/stored-over-mtls";
+    let mut consumer = subscribe(&pulsar, topic).await;
+    let acked = send(&pulsar, topic, 0..50).await;
+    assert_eq!(acked, (0..50).collect::<Vec<_>>());
+    assert_eq!(receive_all(&mut consumer, 50).await, acked);
+}
+
+#[test]
+fn mutual_tls_is_enough_for_a_bookie_to_serve_a_public_address() {
+    use magnetar_tests::certs::TestCa;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("storage-ca").unwrap();
+    let cert = ca.issue("bookie").unwrap();
+    let cert_file = pem_file(dir.path(), "bookie.pem", &cert.cert_pem);
+    let key_file = pem_file(dir.path(), "bookie.key", &cert.key_pem);
+    let ca_file = pem_file(dir.path(), "ca.pem", &ca.pem());
+    let public = format!("0.0.0.0:{}", free_port());
+    // TLS without client certificates authenticates nobody.
+    let server_only = start_bookie_on(&public, &["--tls-cert", &cert_file, "--tls-key", &key_file]);
+    let why = server_only
+        .outcome
+        .clone()
+        .expect_err("served a public address with server-only TLS");
+    assert!(why.contains("refusing to serve"), "{why}");
+    drop(server_only);
+    let mutual = start_bookie_on(
+        &public,
+        &[
+            "--tls-cert",
+            &cert_file,
+            "--tls-key",
+            &key_file,
+            "--tls-trust-certs",
+            &ca_file,
+        ],
+    );
+    let line = mutual.outcome.as_ref().expect("mutual TLS is enough");
+    assert!(line.contains("serving gRPC"), "{line}");
 }

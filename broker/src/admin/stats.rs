@@ -15,7 +15,7 @@ use super::topics::{topic_name, TopicPath};
 use super::{forward, query_flag, query_param, AdminError, AdminResult};
 use crate::cursor::CursorSnapshot;
 use crate::storage::PartitionLog;
-use crate::topic::{BrokerService, ServiceError, SubscriptionType, Topic};
+use crate::topic::{BrokerService, ServiceError, Subscription, SubscriptionType, Topic};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -287,16 +287,34 @@ struct CursorJson {
     /// notation: `[(3:4..3:6], (3:8..3:9]]`.
     individually_deleted_messages: String,
     total_non_contiguous_deleted_messages_range: usize,
+    /// The mark-delete position of the state last stored, where a broker
+    /// crash would restart the subscription (absent for a non-durable one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    persistent_mark_delete_position: Option<String>,
     is_durable: bool,
 }
 
 impl CursorJson {
-    fn new(cursor: &CursorSnapshot, is_durable: bool) -> Self {
+    /// A cursor known only from its stored record.
+    fn stored(cursor: &CursorSnapshot) -> Self {
         CursorJson {
             mark_delete_position: cursor.mark_delete.to_string(),
             individually_deleted_messages: deleted_ranges(cursor),
             total_non_contiguous_deleted_messages_range: cursor.acked_ranges.len(),
-            is_durable,
+            persistent_mark_delete_position: Some(cursor.mark_delete.to_string()),
+            is_durable: true,
+        }
+    }
+
+    /// An open subscription's cursor.
+    fn open(sub: &Subscription) -> Self {
+        let cursor = sub.cursor_snapshot();
+        CursorJson {
+            mark_delete_position: cursor.mark_delete.to_string(),
+            individually_deleted_messages: deleted_ranges(&cursor),
+            total_non_contiguous_deleted_messages_range: sub.acked_runs(),
+            persistent_mark_delete_position: sub.persisted_mark_delete().map(|p| p.to_string()),
+            is_durable: sub.is_durable(),
         }
     }
 }
@@ -322,15 +340,12 @@ pub(super) async fn internal_stats(
     let storage = topic.log().stats();
     let mut cursors = BTreeMap::new();
     for sub in topic.open_subscriptions().await {
-        cursors.insert(
-            sub.name().to_string(),
-            CursorJson::new(&sub.cursor_snapshot(), sub.is_durable()),
-        );
+        cursors.insert(sub.name().to_string(), CursorJson::open(&sub));
     }
     for (name, cursor) in topic.stored_cursors().await? {
         cursors
             .entry(name)
-            .or_insert_with(|| CursorJson::new(&cursor, true));
+            .or_insert_with(|| CursorJson::stored(&cursor));
     }
     let current = storage.current.clone();
     let stats = InternalStats {
@@ -371,7 +386,7 @@ mod tests {
             deleted_ranges(&cursor),
             "[(3:4..3:6], (3:8..3:9], (4:-1..4:1]]"
         );
-        let json = CursorJson::new(&cursor, true);
+        let json = CursorJson::stored(&cursor);
         assert_eq!(json.mark_delete_position, "3:2");
         assert_eq!(json.total_non_contiguous_deleted_messages_range, 3);
         let empty = CursorSnapshot {

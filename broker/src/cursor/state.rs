@@ -1,18 +1,30 @@
 //! The acknowledgement state of one subscription and its stored form.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::ranges::AckedRanges;
 use crate::storage::{Position, PositionOrder};
+
+/// Runs of individually acknowledged entries a stored cursor keeps
+/// (Pulsar's `managedLedgerMaxUnackedRangesToPersist`): the lowest ones are
+/// kept, and acknowledgements in the runs past them are not persisted, so a
+/// crash or a topic move redelivers those messages (at-least-once).
+pub const MAX_RANGES_TO_PERSIST: usize = 10_000;
+
+/// Partly acknowledged batches a stored cursor keeps (Pulsar's
+/// `managedLedgerMaxBatchDeletedIndexToPersist`), the lowest ones; the
+/// acknowledged messages of the others are redelivered after a crash.
+pub const MAX_BATCHES_TO_PERSIST: usize = 10_000;
 
 /// In-memory acknowledgement state of a subscription.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CursorState {
     mark_delete: Position,
     /// Entries acknowledged whole, beyond `mark_delete`.
-    acked: BTreeSet<Position>,
+    acked: AckedRanges,
     /// Batches partly acknowledged: bit i set = message i still unacknowledged
     /// (Pulsar's ack-set convention).
     partial: BTreeMap<Position, Vec<i64>>,
@@ -45,44 +57,53 @@ impl CursorState {
     pub fn new(mark_delete: Position) -> Self {
         CursorState {
             mark_delete,
-            acked: BTreeSet::new(),
+            acked: AckedRanges::default(),
             partial: BTreeMap::new(),
             dirty: true,
         }
     }
 
     pub fn from_snapshot(snapshot: CursorSnapshot) -> Self {
-        let mut acked = BTreeSet::new();
-        for (ledger, first, last) in snapshot.acked_ranges {
-            for e in first..=last {
-                acked.insert(Position::new(ledger, e));
-            }
-        }
-        CursorState {
+        let mut state = CursorState {
             mark_delete: snapshot.mark_delete,
-            acked,
+            acked: AckedRanges::from_runs(snapshot.acked_ranges),
             partial: snapshot.partial.into_iter().collect(),
             dirty: false,
+        };
+        // Nothing at or before mark-delete is kept apart from it.
+        state.acked.remove_through(state.mark_delete);
+        state.partial = state.partial.split_off(&Position::new(
+            state.mark_delete.ledger_id,
+            state.mark_delete.entry_id.saturating_add(1),
+        ));
+        state
+    }
+
+    /// The stored form, within [`MAX_RANGES_TO_PERSIST`] and
+    /// [`MAX_BATCHES_TO_PERSIST`].
+    pub fn snapshot(&self) -> CursorSnapshot {
+        CursorSnapshot {
+            mark_delete: self.mark_delete,
+            acked_ranges: self.acked.iter().take(MAX_RANGES_TO_PERSIST).collect(),
+            partial: self
+                .partial
+                .iter()
+                .take(MAX_BATCHES_TO_PERSIST)
+                .map(|(p, s)| (*p, s.clone()))
+                .collect(),
         }
     }
 
-    pub fn snapshot(&self) -> CursorSnapshot {
-        let mut acked_ranges: Vec<(u64, i64, i64)> = Vec::new();
-        for p in &self.acked {
-            match acked_ranges.last_mut() {
-                Some((ledger, _, last))
-                    if *ledger == p.ledger_id && last.checked_add(1) == Some(p.entry_id) =>
-                {
-                    *last = p.entry_id
-                }
-                _ => acked_ranges.push((p.ledger_id, p.entry_id, p.entry_id)),
-            }
-        }
-        CursorSnapshot {
-            mark_delete: self.mark_delete,
-            acked_ranges,
-            partial: self.partial.iter().map(|(p, s)| (*p, s.clone())).collect(),
-        }
+    /// Whether the stored form leaves acknowledgements out (more runs or
+    /// partial batches than are persisted).
+    pub fn over_persist_limits(&self) -> bool {
+        self.acked.runs() > MAX_RANGES_TO_PERSIST || self.partial.len() > MAX_BATCHES_TO_PERSIST
+    }
+
+    /// Runs of individually acknowledged entries (Pulsar's
+    /// `individuallyDeletedMessages` count in stats).
+    pub fn acked_runs(&self) -> usize {
+        self.acked.runs()
     }
 
     pub fn mark_delete(&self) -> Position {
@@ -100,7 +121,7 @@ impl CursorState {
 
     /// Whether the whole entry at `position` is acknowledged.
     pub fn is_acked(&self, position: Position) -> bool {
-        position <= self.mark_delete || self.acked.contains(&position)
+        position <= self.mark_delete || self.acked.contains(position)
     }
 
     /// Messages of a partly acknowledged batch still outstanding.
@@ -171,31 +192,30 @@ impl CursorState {
 
     fn set_mark_delete(&mut self, position: Position) {
         self.mark_delete = position;
+        self.acked.remove_through(position);
         let after = Position::new(position.ledger_id, position.entry_id.saturating_add(1));
-        self.acked = self.acked.split_off(&after);
         self.partial = self.partial.split_off(&after);
         if position.entry_id == i64::MAX {
-            self.acked.remove(&after);
             self.partial.remove(&after);
         }
         self.dirty = true;
     }
 
-    /// Folds individually acknowledged entries that directly follow the
-    /// mark-delete position into it.
+    /// Folds the runs of individually acknowledged entries that directly
+    /// follow the mark-delete position into it.
     fn advance(&mut self, ml: &(impl PositionOrder + ?Sized)) {
         while let Some(next) = ml.next_position(self.mark_delete) {
-            if !self.acked.remove(&next) {
+            let Some(last) = self.acked.take_run_starting_at(next) else {
                 break;
-            }
-            self.mark_delete = next;
+            };
+            self.mark_delete = last;
             self.dirty = true;
         }
     }
 
     /// Number of entries acknowledged beyond the mark-delete position.
-    pub fn individually_acked(&self) -> usize {
-        self.acked.len()
+    pub fn individually_acked(&self) -> u64 {
+        self.acked.entries()
     }
 }
 
@@ -306,6 +326,43 @@ mod tests {
         assert_eq!(back.acked, state.acked);
         assert_eq!(back.partial, state.partial);
         assert_eq!(back.mark_delete, state.mark_delete);
+    }
+
+    #[test]
+    fn the_stored_form_keeps_the_lowest_runs_up_to_the_limit() {
+        let mut state = CursorState::new(Position::new(1, -1));
+        // Every other entry acknowledged: one run each.
+        let runs = MAX_RANGES_TO_PERSIST as i64 + 5;
+        for i in 0..runs {
+            state.acked.insert(Position::new(1, 2 * i + 1));
+        }
+        assert_eq!(state.acked_runs(), runs as usize);
+        assert!(state.over_persist_limits());
+        let snap = state.snapshot();
+        assert_eq!(snap.acked_ranges.len(), MAX_RANGES_TO_PERSIST);
+        let back = CursorState::from_snapshot(snap);
+        let last_kept = 2 * (MAX_RANGES_TO_PERSIST as i64 - 1) + 1;
+        assert!(back.is_acked(Position::new(1, last_kept)));
+        // Past the limit: redelivered after a reload.
+        assert!(!back.is_acked(Position::new(1, last_kept + 2)));
+        assert!(!back.over_persist_limits());
+    }
+
+    #[test]
+    fn a_snapshot_never_keeps_runs_behind_its_mark_delete() {
+        let snap = CursorSnapshot {
+            mark_delete: Position::new(2, 5),
+            acked_ranges: vec![(1, 0, 9), (2, 3, 8), (2, 10, 10)],
+            partial: vec![
+                (Position::new(2, 1), vec![1]),
+                (Position::new(2, 9), vec![1]),
+            ],
+        };
+        let state = CursorState::from_snapshot(snap);
+        assert_eq!(state.individually_acked(), 4);
+        assert_eq!(state.snapshot().acked_ranges, vec![(2, 6, 8), (2, 10, 10)]);
+        assert!(state.outstanding_batch(Position::new(2, 1)).is_none());
+        assert!(state.outstanding_batch(Position::new(2, 9)).is_some());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::Streaming;
 
 use super::{EntryId, LedgerId};
@@ -137,6 +137,9 @@ pub struct BookieClientConfig {
     pub max_message_bytes: usize,
     /// The token this broker presents to bookies that require one.
     pub credentials: PeerCredentials,
+    /// TLS to every bookie (its certificate verified, this broker's own
+    /// presented for mutual TLS); `None`: plain TCP.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl Default for BookieClientConfig {
@@ -148,6 +151,7 @@ impl Default for BookieClientConfig {
             max_batch_bytes: 4 << 20,
             max_message_bytes: 64 << 20,
             credentials: PeerCredentials::none(),
+            tls: None,
         }
     }
 }
@@ -452,8 +456,19 @@ impl HandleInner {
         // The channel spawns its worker on the current runtime.
         tokio::runtime::Handle::try_current()
             .map_err(|_| E::Unavailable("bookie client used outside a tokio runtime".into()))?;
-        let endpoint = Endpoint::from_shared(format!("http://{}", self.bookie_id))
-            .map_err(|e| E::Unavailable(format!("bad bookie address {}: {e}", self.bookie_id)))?
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", self.bookie_id))
+            .map_err(|e| E::Unavailable(format!("bad bookie address {}: {e}", self.bookie_id)))?;
+        if let Some(tls) = &self.config.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| E::Unavailable(format!("TLS to bookie {}: {e}", self.bookie_id)))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)

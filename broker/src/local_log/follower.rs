@@ -145,8 +145,11 @@ async fn follow(
         progress
             .log_end
             .store(log.log_end_offset(), Ordering::Release);
-        let channel = Channel::from_shared(target.leader_url.clone())
-            .map_err(backend)?
+        let mut endpoint = Channel::from_shared(target.leader_url.clone()).map_err(backend)?;
+        if let (Some(tls), true) = (&config.tls, target.leader_url.starts_with("https://")) {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(backend)?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect_lazy();

@@ -65,6 +65,9 @@ pub struct LocalLogConfig {
     pub peers: magnetar_auth::PeerPolicy,
     /// What this broker presents when it fetches from a leader.
     pub credentials: magnetar_auth::PeerCredentials,
+    /// TLS to leaders that serve `https://` replication URLs (their
+    /// certificate verified, this broker's presented).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Default for LocalLogConfig {
@@ -77,6 +80,7 @@ impl Default for LocalLogConfig {
             lag_max: Duration::from_secs(10),
             peers: magnetar_auth::PeerPolicy::Open,
             credentials: magnetar_auth::PeerCredentials::none(),
+            tls: None,
         }
     }
 }

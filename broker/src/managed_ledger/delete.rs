@@ -40,6 +40,17 @@ impl ManagedLedger {
             ids.extend(state.undeleted.iter().copied());
             (ids, state.version)
         };
+        // A broker that lost the topic (paused past its lease, say) must
+        // not delete ledgers its successor recovered and reads from.
+        match self.list_store.load_versioned().await? {
+            Some((_, stored)) if stored == version => {}
+            _ => {
+                return Err(ManagedLedgerError::Fenced(format!(
+                    "{}: the ledger list changed under this broker; not deleting",
+                    self.name
+                )))
+            }
+        }
         delete_ledgers(&self.client, &ids).await?;
         for id in &ids {
             self.cache.invalidate_ledger(*id);

@@ -770,11 +770,15 @@ impl ManagedLedger {
             .map(|info| match info.entries {
                 Some(n) => (info.ledger_id, n, info.size),
                 None => {
+                    // The ledger being written, or one a rollover replaced
+                    // that is still being sealed.
                     let bytes = state
                         .current
                         .as_ref()
                         .filter(|c| c.id == info.ledger_id)
-                        .map_or(0, |c| c.bytes);
+                        .map(|c| c.bytes)
+                        .or_else(|| state.sealing_bytes.get(&info.ledger_id).copied())
+                        .unwrap_or(0);
                     let (entries, _) = Self::readable_entries(state, info);
                     (info.ledger_id, entries, bytes)
                 }

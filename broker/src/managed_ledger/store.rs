@@ -6,9 +6,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use magnetar_metadata::MetadataStore;
 
-use super::{delete_stored, LedgerListStore, ManagedLedger, ManagedLedgerConfig};
+use super::{delete_stored, EntryCache, LedgerListStore, ManagedLedger, ManagedLedgerConfig};
 use crate::ledger::{LedgerClient, LedgerConfig};
 use crate::storage::{Architecture, LogName, LogPolicies, LogStore, PartitionLog, StorageError};
+
+/// Entries of one ledger of a cursor log (Pulsar's
+/// `managedLedgerCursorMaxEntriesPerLedger` is 50,000; a flush every
+/// 100 ms fills this in about 17 minutes).
+pub const CURSOR_LOG_MAX_ENTRIES: u64 = 10_000;
+/// Bytes of one ledger of a cursor log: a cursor with many acknowledged
+/// ranges writes large states and rolls sooner.
+const CURSOR_LOG_MAX_BYTES: u64 = 64 << 20;
 
 /// Opens topics as managed ledgers over one ledger client.
 pub struct LedgerLogStore {
@@ -16,6 +24,8 @@ pub struct LedgerLogStore {
     client: LedgerClient,
     /// Rollover, cache and the replication of namespaces that set none.
     config: ManagedLedgerConfig,
+    /// Entries per ledger of a cursor log.
+    cursor_log_max_entries: u64,
 }
 
 impl LedgerLogStore {
@@ -28,6 +38,26 @@ impl LedgerLogStore {
             metadata,
             client,
             config,
+            cursor_log_max_entries: CURSOR_LOG_MAX_ENTRIES,
+        }
+    }
+
+    /// Rolls cursor logs over after `entries` states instead of
+    /// [`CURSOR_LOG_MAX_ENTRIES`].
+    pub fn with_cursor_log_max_entries(mut self, entries: u64) -> Self {
+        self.cursor_log_max_entries = entries.max(1);
+        self
+    }
+
+    /// A cursor log holds one small entry per cursor flush, read back
+    /// only when the cursor is opened: it rolls over often so superseded
+    /// states are trimmed, and it stays out of the entry cache.
+    fn cursor_log_config(&self) -> ManagedLedgerConfig {
+        ManagedLedgerConfig {
+            max_entries_per_ledger: self.cursor_log_max_entries,
+            max_ledger_bytes: CURSOR_LOG_MAX_BYTES,
+            cache: EntryCache::new(0),
+            ..self.config.clone()
         }
     }
 
@@ -42,12 +72,19 @@ impl LogStore for LedgerLogStore {
         Architecture::Decoupled
     }
 
+    fn keeps_cursor_logs(&self) -> bool {
+        true
+    }
+
     async fn open(
         &self,
         name: &LogName,
         policies: &LogPolicies,
     ) -> Result<Arc<dyn PartitionLog>, StorageError> {
-        let mut config = self.config.clone();
+        let mut config = match name.cursor_of {
+            None => self.config.clone(),
+            Some(_) => self.cursor_log_config(),
+        };
         if let Some(r) = policies.replication {
             config.ledger = LedgerConfig::new(r.ensemble_size, r.write_quorum, r.ack_quorum);
         }

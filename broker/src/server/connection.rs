@@ -59,12 +59,23 @@ pub(super) enum ConnectionError {
     AuthenticationFailed(String),
 }
 
-pub(super) type Receipt = (u64, u64, u64, Result<Position, StorageError>);
+/// What the ordered receipt queue yields: a send's outcome, or a close of
+/// its producer that the broker decided, queued behind the receipts of the
+/// sends before it.
+pub(super) enum Receipt {
+    /// Producer id, sequence id, highest sequence id, where it was stored.
+    Send(u64, u64, u64, Result<Position, StorageError>),
+    /// Tell the client the broker closed this producer (CLOSE_PRODUCER).
+    Closed(u64),
+}
 type ReceiptFuture = Pin<Box<dyn Future<Output = Receipt> + Send>>;
 
 /// A producer this connection created.
 pub(super) struct ProducerState {
     pub topic: Arc<Topic>,
+    /// Which creation of this producer id it is, so a close the topic
+    /// asked for reaches only the producer it was meant for.
+    pub generation: u64,
 }
 
 /// A consumer this connection created.
@@ -86,6 +97,8 @@ pub(super) enum Event {
         request_id: u64,
         result: Result<(Arc<Topic>, Arc<Subscription>), ServiceError>,
     },
+    /// The topic closes this producer (backlog quota, unload, deletion).
+    CloseProducer { producer_id: u64, generation: u64 },
 }
 
 pub(super) struct Connection {
@@ -100,6 +113,8 @@ pub(super) struct Connection {
     pub producers: HashMap<u64, ProducerState>,
     pub consumers: HashMap<u64, ConsumerState>,
     pub receipts: FuturesOrdered<ReceiptFuture>,
+    /// Producers created on this connection so far.
+    pub producer_generations: u64,
     /// Set while a topic this connection published to is over its publish
     /// rate: the socket is not read until then (Pulsar's throttling, which
     /// slows only these producers, through TCP).
@@ -195,6 +210,7 @@ pub(super) async fn serve(
         producers: HashMap::new(),
         consumers: HashMap::new(),
         receipts: FuturesOrdered::new(),
+        producer_generations: 0,
         paused_until: None,
         role: None,
         credentials: Credentials::default(),
@@ -503,9 +519,16 @@ impl Connection {
                 result,
             } => match result {
                 Ok(topic) => {
-                    if let Err(e) =
-                        topic.add_producer((self.id, producer_id), self.outbound.clone())
-                    {
+                    self.producer_generations += 1;
+                    let generation = self.producer_generations;
+                    let events = self.events.clone();
+                    let closer = Box::new(move || {
+                        let _ = events.send(Event::CloseProducer {
+                            producer_id,
+                            generation,
+                        });
+                    });
+                    if let Err(e) = topic.add_producer((self.id, producer_id), closer) {
                         tracing::warn!(connection = self.id, topic = %topic.full_name(), error = %e, "producer refused");
                         self.send(commands::error(request_id, e.server_error(), e.to_string()));
                         return;
@@ -515,6 +538,7 @@ impl Connection {
                         producer_id,
                         ProducerState {
                             topic: topic.clone(),
+                            generation,
                         },
                     ) {
                         if !Arc::ptr_eq(&replaced.topic, &topic) {
@@ -528,6 +552,10 @@ impl Connection {
                     self.send(commands::error(request_id, e.server_error(), e.to_string()));
                 }
             },
+            Event::CloseProducer {
+                producer_id,
+                generation,
+            } => self.close_producer_for_topic(producer_id, generation),
             Event::ConsumerReady {
                 consumer_id,
                 request_id,
@@ -567,7 +595,33 @@ impl Connection {
         }
     }
 
-    fn on_receipt(&mut self, (producer_id, sequence_id, highest, result): Receipt) {
+    /// Closes a producer the topic let go of: later SENDs for it are
+    /// refused without being stored, and CLOSE_PRODUCER goes out after the
+    /// receipts of the sends already taken, so a send reported failed by the
+    /// client's reconnection was never stored.
+    fn close_producer_for_topic(&mut self, producer_id: u64, generation: u64) {
+        if self
+            .producers
+            .get(&producer_id)
+            .is_none_or(|p| p.generation != generation)
+        {
+            return;
+        }
+        self.producers.remove(&producer_id);
+        self.receipts
+            .push_back(Box::pin(std::future::ready(Receipt::Closed(producer_id))));
+    }
+
+    fn on_receipt(&mut self, receipt: Receipt) {
+        let (producer_id, sequence_id, highest, result) = match receipt {
+            Receipt::Send(producer_id, sequence_id, highest, result) => {
+                (producer_id, sequence_id, highest, result)
+            }
+            Receipt::Closed(producer_id) => {
+                self.send(commands::close_producer(producer_id));
+                return;
+            }
+        };
         match result {
             Ok(position) => self.send(commands::send_receipt(
                 producer_id,

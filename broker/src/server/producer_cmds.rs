@@ -2,7 +2,7 @@
 
 use pulsar::proto::{CommandCloseProducer, CommandProducer, CommandSend, ServerError};
 
-use super::connection::{Connection, Event};
+use super::connection::{Connection, Event, Receipt};
 use crate::protocol::{commands, FramePayload};
 use crate::topic::TopicName;
 
@@ -102,7 +102,7 @@ impl Connection {
             if result.is_ok() {
                 topic.record_published(messages, bytes);
             }
-            (producer_id, sequence_id, highest, result)
+            Receipt::Send(producer_id, sequence_id, highest, result)
         }));
     }
 

@@ -223,13 +223,17 @@ pub trait PartitionLog: PositionOrder + Send + Sync {
 }
 
 /// A topic's identity as storage needs it (kept apart from the topic
-/// module's names so storage depends on nothing above it).
+/// module's names so storage depends on nothing above it), or the identity
+/// of one of its subscriptions' cursor logs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LogName {
     pub tenant: String,
     pub namespace: String,
     /// The topic's local name (`events`, `events-partition-3`).
     pub local: String,
+    /// Set for the log that stores the cursor of this subscription of the
+    /// topic (see [`LogStore::keeps_cursor_logs`]).
+    pub cursor_of: Option<String>,
 }
 
 impl LogName {
@@ -238,22 +242,45 @@ impl LogName {
             tenant: tenant.to_string(),
             namespace: namespace.to_string(),
             local: local.to_string(),
+            cursor_of: None,
         }
     }
 
-    /// `persistent://tenant/namespace/local`.
+    /// The log of `subscription`'s cursor on this topic.
+    pub fn cursor_log(&self, subscription: &str) -> Self {
+        LogName {
+            cursor_of: Some(subscription.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// `persistent://tenant/namespace/local`, and for a cursor log
+    /// ` (cursor SUBSCRIPTION)` after it.
     pub fn full_name(&self) -> String {
-        format!(
+        let topic = format!(
             "persistent://{}/{}/{}",
             self.tenant, self.namespace, self.local
-        )
+        );
+        match &self.cursor_of {
+            None => topic,
+            Some(subscription) => format!("{topic} (cursor {subscription})"),
+        }
     }
 
     /// Where the log's record lives in metadata. Both architectures keep
     /// one record per topic there, so listing a namespace's topics is the
-    /// same for both.
+    /// same for both; a cursor log's record sits one level below its
+    /// topic's, where topic listings do not look.
     pub fn metadata_key(&self) -> String {
-        magnetar_metadata::keys::topic(&self.tenant, &self.namespace, &self.local)
+        match &self.cursor_of {
+            None => magnetar_metadata::keys::topic(&self.tenant, &self.namespace, &self.local),
+            Some(subscription) => magnetar_metadata::keys::cursor_log(
+                &self.tenant,
+                &self.namespace,
+                &self.local,
+                subscription,
+            ),
+        }
     }
 }
 
@@ -369,6 +396,14 @@ pub trait LogStore: Send + Sync {
         name: &LogName,
         policies: &LogPolicies,
     ) -> Result<Arc<dyn PartitionLog>, StorageError>;
+
+    /// Whether durable cursors keep their state in logs of this store
+    /// (opened by [`LogName::cursor_log`] names), so acknowledgements do
+    /// not write to the metadata store; otherwise cursors are stored in
+    /// metadata.
+    fn keeps_cursor_logs(&self) -> bool {
+        false
+    }
 
     /// Creates an empty log record for `name`; false if one exists.
     async fn create(&self, name: &LogName) -> Result<bool, StorageError>;

@@ -32,4 +32,4 @@ pub use subscription::{
     Acknowledgement, ConsumerHandle, ConsumerKey, KeySharedOptions, SubscribeError, Subscription,
     SubscriptionType, FLUSH_INTERVAL,
 };
-pub use topic::{InitialPosition, ProducerKey, SubscribeRequest, Topic};
+pub use topic::{InitialPosition, ProducerCloser, ProducerKey, SubscribeRequest, Topic};

@@ -14,6 +14,7 @@ use super::housekeeping::{Housekeeper, DEFAULT_HOUSEKEEPING_INTERVAL};
 use super::policies::{BacklogQuotaPolicy, NamespacePolicies};
 use super::subscription::SubscribeError;
 use super::{Topic, TopicName};
+use crate::cursor::CursorStorage;
 use crate::load_manager::{LoadManager, LoadManagerConfig};
 use crate::metrics::BrokerMetrics;
 use crate::ownership::{topic_hash, BrokerIdentity, BundleRange, Ownership, OwnershipError};
@@ -69,6 +70,10 @@ pub struct BrokerConfig {
     /// The cluster this broker belongs to (Pulsar's `clusterName`); the
     /// admin API registers it and checks tenants' allowed clusters against it.
     pub cluster_name: String,
+    /// Keep cursor state in the metadata store even where the log store
+    /// keeps cursor logs (every flush then writes to metadata, as before
+    /// cursor logs; for comparisons).
+    pub cursors_in_metadata: bool,
 }
 
 impl Default for BrokerConfig {
@@ -92,6 +97,7 @@ impl Default for BrokerConfig {
             housekeeping_interval: DEFAULT_HOUSEKEEPING_INTERVAL,
             auth: None,
             cluster_name: "standalone".to_string(),
+            cursors_in_metadata: false,
         }
     }
 }
@@ -451,10 +457,11 @@ impl BrokerService {
             .logs
             .open(&name.log_name(), &policies.log_policies())
             .await?;
+        let cursors = self.cursor_storage(name, &policies);
         let topic = Arc::new(Topic::new(
             name.clone(),
             log,
-            self.store.clone(),
+            cursors,
             self.metrics.clone(),
             self.config.max_subscriptions_per_topic,
         ));
@@ -465,6 +472,12 @@ impl BrokerService {
             return Err(e);
         }
         Ok(topic)
+    }
+
+    fn cursor_storage(&self, name: &TopicName, policies: &NamespacePolicies) -> CursorStorage {
+        let logs = (!self.config.cursors_in_metadata && self.logs.keeps_cursor_logs())
+            .then(|| (self.logs.clone(), policies.log_policies()));
+        CursorStorage::new(self.store.clone(), name.log_name(), logs)
     }
 
     fn topic_limit(&self, policies: &NamespacePolicies) -> u32 {
@@ -620,14 +633,12 @@ impl BrokerService {
 
     async fn delete_stored_topic(&self, name: &TopicName) -> Result<(), ServiceError> {
         let log = name.log_name();
-        if !self.logs.exists(&log).await? {
-            return Err(ServiceError::TopicNotFound(name.to_string()));
-        }
-        let prefix = keys::cursors_prefix(&name.tenant, &name.namespace, &name.local);
-        for kv in self.store.list(&prefix).await? {
-            self.store.delete(&kv.key, Expect::Any).await?;
-        }
-        if !self.logs.delete_stored(&log).await? {
+        let policies = self.namespace_policies(name).await?;
+        // Cursors left by a deletion interrupted after its log went are
+        // still deleted.
+        let deleted_log = self.logs.exists(&log).await? && self.logs.delete_stored(&log).await?;
+        let deleted_cursors = self.cursor_storage(name, &policies).delete_all().await?;
+        if !deleted_log && deleted_cursors == 0 {
             return Err(ServiceError::TopicNotFound(name.to_string()));
         }
         tracing::info!(topic = %name, "stored topic deleted");

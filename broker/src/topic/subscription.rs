@@ -11,13 +11,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use magnetar_metadata::{Expect, MetadataStore, Version};
 use tokio::sync::Notify;
 
 use super::key_shared::{HashSelector, KeySharedError, KeySharedMode};
 use super::rate_limit::{RateLimit, RateLimiter};
 use crate::clock::now_ms;
-use crate::cursor::{CursorSnapshot, CursorState};
+use crate::cursor::{CursorSnapshot, CursorState, DurableCursor};
 use crate::metrics::BrokerMetrics;
 use crate::protocol::{commands, OutboundQueue};
 use crate::storage::{Entry, PartitionLog, Position, StorageError};
@@ -157,14 +156,9 @@ struct SubState {
     /// Recent average of messages per entry, to turn message permits into
     /// an entry count to read (a batch is one entry of many messages).
     messages_per_entry: f64,
+    /// The mark-delete position of the last state stored.
+    persisted_mark_delete: Position,
     closed: bool,
-}
-
-/// Where a durable cursor lives and the version last written.
-struct CursorStore {
-    store: Arc<dyn MetadataStore>,
-    key: String,
-    version: tokio::sync::Mutex<Version>,
 }
 
 pub struct Subscription {
@@ -172,7 +166,7 @@ pub struct Subscription {
     topic: String,
     log: Arc<dyn PartitionLog>,
     metrics: BrokerMetrics,
-    durable: Option<CursorStore>,
+    durable: Option<DurableCursor>,
     /// The partition this topic is, for Failover's active-consumer choice.
     partition: Option<u32>,
     state: Mutex<SubState>,
@@ -301,46 +295,16 @@ impl Subscription {
         )
     }
 
-    /// Opens a durable subscription: its cursor stored at `key`, or a new one
-    /// at `initial` (stored at once, so the subscription exists from now on).
-    pub async fn open_durable(
+    /// Opens a durable subscription over the stored `cursor` (see
+    /// [`crate::cursor::CursorStorage::open`]).
+    pub fn open_durable(
         topic: String,
         name: String,
         (log, metrics): (Arc<dyn PartitionLog>, BrokerMetrics),
-        (store, key): (Arc<dyn MetadataStore>, String),
+        (durable, cursor): (DurableCursor, CursorState),
         sub_type: SubscriptionType,
-        initial: Position,
-    ) -> Result<Arc<Subscription>, StorageError> {
-        let (cursor, version) = loop {
-            if let Some(kv) = store.get(&key).await? {
-                let snapshot = CursorSnapshot::from_bytes(&kv.value)
-                    .map_err(|e| StorageError::Metadata(format!("corrupt cursor {key}: {e}")))?;
-                break (CursorState::from_snapshot(snapshot), kv.version);
-            }
-            let mut cursor = CursorState::new(initial);
-            cursor.take_dirty();
-            match store
-                .put(&key, cursor.snapshot().to_bytes(), Expect::Absent, None)
-                .await
-            {
-                Ok(version) => break (cursor, version),
-                Err(magnetar_metadata::MetadataError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        let durable = CursorStore {
-            store,
-            key,
-            version: tokio::sync::Mutex::new(version),
-        };
-        Ok(Self::start(
-            topic,
-            name,
-            (log, metrics),
-            Some(durable),
-            sub_type,
-            cursor,
-        ))
+    ) -> Arc<Subscription> {
+        Self::start(topic, name, (log, metrics), Some(durable), sub_type, cursor)
     }
 
     /// A subscription that is never stored (a Reader): it starts after
@@ -367,7 +331,7 @@ impl Subscription {
         topic: String,
         name: String,
         (log, metrics): (Arc<dyn PartitionLog>, BrokerMetrics),
-        durable: Option<CursorStore>,
+        durable: Option<DurableCursor>,
         sub_type: SubscriptionType,
         cursor: CursorState,
     ) -> Arc<Subscription> {
@@ -400,6 +364,7 @@ impl Subscription {
                 redelivery_counts: HashMap::new(),
                 epoch: 0,
                 messages_per_entry: 1.0,
+                persisted_mark_delete: last_read,
                 closed: false,
             }),
             wake: Arc::new(Notify::new()),
@@ -702,7 +667,7 @@ impl Subscription {
         let st = self.lock();
         self.log
             .entries_after(st.cursor.mark_delete())
-            .saturating_sub(st.cursor.individually_acked() as u64)
+            .saturating_sub(st.cursor.individually_acked())
     }
 
     /// Stops dispatching if `key` is the only consumer; the caller then
@@ -720,10 +685,10 @@ impl Subscription {
         Ok(())
     }
 
+    /// Deletes the stored cursor (after [`Self::close`]).
     pub async fn delete_cursor(&self) -> Result<(), StorageError> {
         if let Some(durable) = &self.durable {
-            let _version = durable.version.lock().await;
-            durable.store.delete(&durable.key, Expect::Any).await?;
+            durable.delete().await?;
         }
         Ok(())
     }
@@ -736,46 +701,40 @@ impl Subscription {
         self.lock().closed = true;
         self.wake.notify_one();
         self.flush_wanted.notify_one();
+        if let Some(durable) = &self.durable {
+            durable.close().await;
+        }
     }
 
     fn is_closed(&self) -> bool {
         self.lock().closed
     }
 
-    /// Writes the cursor if it changed since the last write (CAS on the
-    /// version this subscription wrote last: a conflict means another broker
-    /// took the topic over).
+    /// Stores the cursor if it changed since the last write (a write
+    /// that fails because another broker took the topic over fails here).
     pub async fn flush(&self) -> Result<(), StorageError> {
         let Some(durable) = &self.durable else {
             return Ok(());
         };
-        let mut version = durable.version.lock().await;
-        let snapshot = {
-            let mut st = self.lock();
-            if st.closed || !st.cursor.take_dirty() {
-                return Ok(());
-            }
-            st.cursor.snapshot()
-        };
-        match durable
-            .store
-            .put(
-                &durable.key,
-                snapshot.to_bytes(),
-                Expect::Version(*version),
-                None,
-            )
-            .await
-        {
-            Ok(v) => {
-                *version = v;
-                Ok(())
-            }
-            Err(e) => {
-                self.lock().cursor.mark_dirty();
-                Err(e.into())
-            }
+        let mut taken = None;
+        let stored = durable
+            .persist(|| {
+                let mut st = self.lock();
+                if st.closed || !st.cursor.take_dirty() {
+                    return None;
+                }
+                let snapshot = st.cursor.snapshot();
+                taken = Some(snapshot.mark_delete);
+                Some(snapshot)
+            })
+            .await;
+        let mut st = self.lock();
+        match (&stored, taken) {
+            (Ok(()), Some(mark_delete)) => st.persisted_mark_delete = mark_delete,
+            (Err(_), _) => st.cursor.mark_dirty(),
+            _ => {}
         }
+        stored
     }
 
     /// Writes the cursor at most once per [`FLUSH_INTERVAL`], and only after
@@ -1164,8 +1123,23 @@ impl Subscription {
     }
 
     /// The cursor as it would be stored now.
+    /// The cursor as it would be stored now (within the persist limits).
     pub fn cursor_snapshot(&self) -> CursorSnapshot {
         self.lock().cursor.snapshot()
+    }
+
+    /// Runs of individually acknowledged entries, all of them (also those
+    /// past what is persisted).
+    pub fn acked_runs(&self) -> usize {
+        self.lock().cursor.acked_runs()
+    }
+
+    /// The mark-delete position of the last state stored: what a broker
+    /// crash now would restart from (`None` for a non-durable one).
+    pub fn persisted_mark_delete(&self) -> Option<Position> {
+        self.durable
+            .as_ref()
+            .map(|_| self.lock().persisted_mark_delete)
     }
 
     // Lifecycle policies (message TTL, backlog eviction; see `housekeeping`).

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use magnetar_metadata::{keys, Expect, MetadataStore};
 use pulsar::proto::MessageIdData;
 
 use super::counters::TopicCounters;
@@ -15,9 +14,9 @@ use super::limits::{has_room, ClientLimits};
 use super::rate_limit::RateLimiter;
 use super::subscription::{ConsumerHandle, ConsumerKey, Subscription, SubscriptionType};
 use super::{ServiceError, TopicName};
-use crate::cursor::CursorSnapshot;
+use crate::cursor::{CursorSnapshot, CursorStorage};
 use crate::metrics::BrokerMetrics;
-use crate::protocol::{commands, OutboundQueue};
+use crate::protocol::commands;
 use crate::storage::{PartitionLog, Position, StorageError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,14 +41,14 @@ pub struct Topic {
     name: TopicName,
     full_name: String,
     log: Arc<dyn PartitionLog>,
-    store: Arc<dyn MetadataStore>,
+    cursors: CursorStorage,
     metrics: BrokerMetrics,
     pub(super) subscriptions: tokio::sync::Mutex<HashMap<String, Arc<Subscription>>>,
     /// The backlog quota and whether it is exceeded (see `housekeeping`).
     pub(super) quota: std::sync::Mutex<QuotaState>,
     /// Producers attached here, so the broker can close them (topic deletion,
     /// backlog quota) and count them.
-    producers: std::sync::Mutex<HashMap<ProducerKey, OutboundQueue>>,
+    producers: std::sync::Mutex<HashMap<ProducerKey, ProducerCloser>>,
     /// Set while the topic is being deleted: no producer or consumer may
     /// attach (set under the producers lock, checked under it and under
     /// the subscriptions lock).
@@ -74,21 +73,26 @@ pub struct Topic {
 /// A producer is known by its connection and its id on that connection.
 pub type ProducerKey = (u64, u64);
 
+/// Asks a producer's connection to close it from the broker's side (it
+/// sends CLOSE_PRODUCER once the receipts of the producer's earlier sends
+/// are out).
+pub type ProducerCloser = Box<dyn Fn() + Send + Sync>;
+
 impl Topic {
     pub(super) fn new(
         name: TopicName,
         log: Arc<dyn PartitionLog>,
-        store: Arc<dyn MetadataStore>,
+        cursors: CursorStorage,
         metrics: BrokerMetrics,
         broker_max_subscriptions: u32,
     ) -> Self {
         Topic {
+            cursors,
             broker_max_subscriptions,
             last_active_ms: std::sync::atomic::AtomicU64::new(crate::clock::now_ms()),
             full_name: name.to_string(),
             name,
             log,
-            store,
             metrics,
             subscriptions: tokio::sync::Mutex::new(HashMap::new()),
             quota: std::sync::Mutex::new(QuotaState::default()),
@@ -114,16 +118,15 @@ impl Topic {
         &self.log
     }
 
-    fn producers(&self) -> std::sync::MutexGuard<'_, HashMap<ProducerKey, OutboundQueue>> {
+    fn producers(&self) -> std::sync::MutexGuard<'_, HashMap<ProducerKey, ProducerCloser>> {
         self.producers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Attaches a producer; `outbound` is its connection's writer, used to
-    /// close it from the broker's side.
+    /// Attaches a producer; `close` closes it from the broker's side.
     pub fn add_producer(
         &self,
         key: ProducerKey,
-        outbound: OutboundQueue,
+        close: ProducerCloser,
     ) -> Result<(), ServiceError> {
         let mut producers = self.producers();
         if self.fenced.load(Ordering::Acquire) {
@@ -146,7 +149,7 @@ impl Topic {
                 limit: max,
             });
         }
-        producers.insert(key, outbound);
+        producers.insert(key, close);
         self.touch();
         Ok(())
     }
@@ -188,8 +191,8 @@ impl Topic {
     /// Sends CLOSE_PRODUCER to every producer and forgets them; clients
     /// reconnect through lookup.
     pub fn disconnect_producers(&self) {
-        for ((_, producer_id), outbound) in self.producers().drain() {
-            let _ = outbound.send(commands::close_producer(producer_id));
+        for (_, close) in self.producers().drain() {
+            close();
         }
     }
 
@@ -260,34 +263,41 @@ impl Topic {
     /// cursor, also one no consumer has reattached to since, so trimming
     /// never passes it and TTL and backlog quotas apply to it.
     pub(super) async fn load_subscriptions(&self) -> Result<(), ServiceError> {
-        let (tenant, namespace, local) =
-            (&self.name.tenant, &self.name.namespace, &self.name.local);
-        let prefix = keys::cursors_prefix(tenant, namespace, local);
-        let stored = self.store.list(&prefix).await?;
+        let stored = self.cursors.list().await?;
         let mut subscriptions = self.subscriptions.lock().await;
-        for kv in stored {
-            let Some(name) = keys::child_name(&prefix, &kv.key) else {
-                continue;
-            };
+        for (name, _) in stored {
             if subscriptions.contains_key(&name) {
                 continue;
             }
-            let subscription = Subscription::open_durable(
-                self.full_name.clone(),
-                name.clone(),
-                (self.log.clone(), self.metrics.clone()),
-                (
-                    self.store.clone(),
-                    keys::cursor(tenant, namespace, local, &name),
-                ),
-                SubscriptionType::Exclusive,
-                self.log.first_position(),
-            )
-            .await?;
-            subscription.set_dispatch_limit(self.client_limits().dispatch);
+            let subscription = self
+                .open_durable(
+                    &name,
+                    SubscriptionType::Exclusive,
+                    self.log.first_position(),
+                )
+                .await?;
             subscriptions.insert(name, subscription);
         }
         Ok(())
+    }
+
+    /// Opens (or creates at `initial`) the durable subscription `name`.
+    async fn open_durable(
+        &self,
+        name: &str,
+        sub_type: SubscriptionType,
+        initial: Position,
+    ) -> Result<Arc<Subscription>, ServiceError> {
+        let stored = self.cursors.open(name, initial).await?;
+        let subscription = Subscription::open_durable(
+            self.full_name.clone(),
+            name.to_string(),
+            (self.log.clone(), self.metrics.clone()),
+            stored,
+            sub_type,
+        );
+        subscription.set_dispatch_limit(self.client_limits().dispatch);
+        Ok(subscription)
     }
 
     async fn create_subscription(
@@ -299,21 +309,9 @@ impl Topic {
             InitialPosition::Latest => self.log.last_confirmed(),
         };
         if request.durable {
-            let key = keys::cursor(
-                &self.name.tenant,
-                &self.name.namespace,
-                &self.name.local,
-                &request.subscription,
-            );
-            return Ok(Subscription::open_durable(
-                self.full_name.clone(),
-                request.subscription.clone(),
-                (self.log.clone(), self.metrics.clone()),
-                (self.store.clone(), key),
-                request.sub_type,
-                initial,
-            )
-            .await?);
+            return self
+                .open_durable(&request.subscription, request.sub_type, initial)
+                .await;
         }
         let mark_delete = match &request.start {
             None => initial,
@@ -507,45 +505,22 @@ impl Topic {
         if self.fenced.load(Ordering::Acquire) {
             return Err(ServiceError::TopicBeingDeleted(self.full_name.clone()));
         }
-        let key = keys::cursor(
-            &self.name.tenant,
-            &self.name.namespace,
-            &self.name.local,
-            name,
-        );
-        if subscriptions.contains_key(name) || self.store.get(&key).await?.is_some() {
+        if subscriptions.contains_key(name) || self.cursors.exists(name).await? {
             return Ok(None);
         }
-        let subscription = Subscription::open_durable(
-            self.full_name.clone(),
-            name.to_string(),
-            (self.log.clone(), self.metrics.clone()),
-            (self.store.clone(), key),
-            SubscriptionType::Exclusive,
-            mark_delete,
-        )
-        .await?;
-        subscription.set_dispatch_limit(self.client_limits().dispatch);
+        let subscription = self
+            .open_durable(name, SubscriptionType::Exclusive, mark_delete)
+            .await?;
         subscriptions.insert(name.to_string(), subscription.clone());
         tracing::info!(topic = %self.full_name, subscription = name, %mark_delete, "subscription created");
         Ok(Some(subscription))
     }
 
-    /// Every durable subscription's cursor as stored in metadata, including
-    /// ones nobody has opened since the topic was loaded.
+    /// Every durable subscription's cursor as its record in metadata has
+    /// it, including ones nobody has opened since the topic was loaded (for
+    /// a cursor kept in a log, only a recent mark-delete position).
     pub async fn stored_cursors(&self) -> Result<Vec<(String, CursorSnapshot)>, ServiceError> {
-        let prefix =
-            keys::cursors_prefix(&self.name.tenant, &self.name.namespace, &self.name.local);
-        let mut cursors = Vec::new();
-        for kv in self.store.list(&prefix).await? {
-            let Some(name) = keys::child_name(&prefix, &kv.key) else {
-                continue;
-            };
-            let snapshot = CursorSnapshot::from_bytes(&kv.value)
-                .map_err(|e| ServiceError::Metadata(format!("corrupt cursor {}: {e}", kv.key)))?;
-            cursors.push((name, snapshot));
-        }
-        Ok(cursors)
+        Ok(self.cursors.list().await?)
     }
 
     /// Names of the stored subscriptions and of open readers, sorted.
@@ -568,16 +543,10 @@ impl Topic {
     /// unless `force`; then they are sent CLOSE_CONSUMER (clients that
     /// subscribe again create it anew).
     pub async fn delete_subscription(&self, name: &str, force: bool) -> Result<(), ServiceError> {
-        let key = keys::cursor(
-            &self.name.tenant,
-            &self.name.namespace,
-            &self.name.local,
-            name,
-        );
         // Held throughout, so no SUBSCRIBE recreates the cursor midway.
         let mut subscriptions = self.subscriptions.lock().await;
         let open = subscriptions.get(name).cloned();
-        if open.is_none() && self.store.get(&key).await?.is_none() {
+        if open.is_none() && !self.cursors.exists(name).await? {
             return Err(ServiceError::SubscriptionNotFound(name.to_string()));
         }
         let consumers = open.as_ref().map(|s| s.consumers()).unwrap_or_default();
@@ -591,7 +560,7 @@ impl Topic {
                 subscriptions.remove(name);
             }
             None => {
-                self.store.delete(&key, Expect::Any).await?;
+                self.cursors.delete_stored(name).await?;
             }
         }
         drop(subscriptions);
@@ -634,12 +603,10 @@ impl Topic {
                     .send(commands::close_consumer(consumer.key.1));
             }
         }
-        let prefix =
-            keys::cursors_prefix(&self.name.tenant, &self.name.namespace, &self.name.local);
-        for kv in self.store.list(&prefix).await? {
-            self.store.delete(&kv.key, Expect::Any).await?;
-        }
+        // The log first: it refuses a broker that no longer leads the topic
+        // (fenced), before anything of the topic's is gone.
         self.log.delete().await?;
+        self.cursors.delete_all().await?;
         tracing::info!(topic = %self.full_name, force, "topic deleted");
         Ok(())
     }

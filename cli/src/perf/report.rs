@@ -241,7 +241,9 @@ pub async fn measure(
 ) -> Result<Measured> {
     let start = Instant::now();
     let measure_from = start + warmup;
-    let until = measure_from + duration;
+    // Moved to the window's real start once it opens, so a late wake-up
+    // does not shorten the window.
+    let mut until = measure_from + duration;
     let interrupted = shutdown::requested();
     tokio::pin!(interrupted);
     let mut ticker = tokio::time::interval_at((start + PROGRESS_EVERY).into(), PROGRESS_EVERY);
@@ -259,7 +261,9 @@ pub async fn measure(
                     break;
                 }
                 load.measuring.store(true, Ordering::SeqCst);
-                window = Some((Instant::now(), load.counts()));
+                let opened = Instant::now();
+                until = opened + duration;
+                window = Some((opened, load.counts()));
             }
             _ = ticker.tick() => {
                 let now = Instant::now();

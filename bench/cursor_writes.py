@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""What acknowledgements cost the metadata store: etcd writes/s and bytes/s
+while SUBS subscriptions acknowledge out of order, with cursor state in
+cursor ledgers on the bookies (the default) and with it in etcd
+(`--cursors-in-metadata true`, as before cursor ledgers).
+
+    ~/.cache/magnetar-pyenv/bin/python bench/cursor_writes.py [--subs 1000] [--rate 20]
+        [--window 30] [--warmup 10] [--modes log,metadata]
+
+For each mode it starts etcd, 3 bookies and one broker (processes on free
+ports, in a temporary directory), subscribes SUBS consumers (official
+client) to one topic, produces RATE msg/s to it, and has every consumer
+acknowledge each group of 20 messages in a shuffled order, so each
+subscription keeps acknowledged ranges with gaps. Over the measured window
+it reads etcd's revision (one per write) and its gRPC bytes received, and
+counts the acknowledgements sent. Prints one line per mode and a `RESULT
+{json}` line. A broker flushes a changed cursor at most every 100 ms, so
+once a subscription acknowledges more than 10 msg/s, its metadata writes
+per second no longer grow with the acknowledgement rate.
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pulsar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "python"))
+from cluster import Cluster  # noqa: E402
+
+GROUP = 20
+
+
+def etcd_status(endpoint):
+    req = urllib.request.Request(
+        f"{endpoint}/v3/maintenance/status", data=b"{}", method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        body = json.loads(r.read())
+    return int(body["header"]["revision"])
+
+
+def etcd_received_bytes(endpoint):
+    with urllib.request.urlopen(f"{endpoint}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith("etcd_network_client_grpc_received_bytes_total"):
+            return float(line.split()[-1])
+    raise RuntimeError("etcd exports no etcd_network_client_grpc_received_bytes_total")
+
+
+class Acker:
+    """A message listener that acknowledges each group of GROUP messages in
+    a shuffled order."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.pending = {}
+        self.acked = 0
+
+    def __call__(self, consumer, msg):
+        with self.lock:
+            held = self.pending.setdefault(id(consumer), [])
+            held.append(msg)
+            if len(held) < GROUP:
+                return
+            batch = self.pending.pop(id(consumer))
+        random.shuffle(batch)
+        for m in batch:
+            consumer.acknowledge(m)
+        with self.lock:
+            self.acked += len(batch)
+
+
+def run(binary, mode, subs, rate, warmup_s, window_s):
+    args = ["--cursors-in-metadata", "true"] if mode == "metadata" else []
+    with tempfile.TemporaryDirectory(prefix="magnetar-cursor-writes-") as tmp:
+        cluster = Cluster(Path(binary), Path(tmp), brokers=1, bookies=3, broker_args=args)
+        cluster.start()
+        try:
+            broker = cluster.brokers[0]
+            client = pulsar.Client(broker.url, operation_timeout_seconds=60,
+                                   message_listener_threads=2, io_threads=2)
+            topic = f"persistent://public/default/cursor-writes-{mode}"
+            acker = Acker()
+            consumers = []
+            for i in range(subs):
+                consumers.append(client.subscribe(
+                    topic, f"sub-{i}",
+                    consumer_type=pulsar.ConsumerType.Exclusive,
+                    message_listener=acker,
+                    receiver_queue_size=100,
+                ))
+            producer = client.create_producer(topic, batching_enabled=False,
+                                              block_if_queue_full=True)
+            stop = threading.Event()
+
+            def produce():
+                interval = 1.0 / rate
+                next_at = time.monotonic()
+                while not stop.is_set():
+                    producer.send_async(b"x" * 100, None)
+                    next_at += interval
+                    delay = next_at - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+
+            thread = threading.Thread(target=produce, daemon=True)
+            thread.start()
+            time.sleep(warmup_s)
+            endpoint = cluster.etcd.endpoint
+            rev0, bytes0, acks0, t0 = (etcd_status(endpoint), etcd_received_bytes(endpoint),
+                                       acker.acked, time.monotonic())
+            time.sleep(window_s)
+            rev1, bytes1, acks1, t1 = (etcd_status(endpoint), etcd_received_bytes(endpoint),
+                                       acker.acked, time.monotonic())
+            stop.set()
+            thread.join()
+            elapsed = t1 - t0
+            result = {
+                "mode": mode,
+                "subscriptions": subs,
+                "produce_rate": rate,
+                "window_s": round(elapsed, 1),
+                "acks_per_s": round((acks1 - acks0) / elapsed),
+                "etcd_writes_per_s": round((rev1 - rev0) / elapsed, 1),
+                "etcd_bytes_in_per_s": round((bytes1 - bytes0) / elapsed),
+            }
+            client.close()
+            return result
+        finally:
+            cluster.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--subs", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=20, help="messages/s produced")
+    parser.add_argument("--warmup", type=float, default=10)
+    parser.add_argument("--window", type=float, default=30)
+    parser.add_argument("--modes", default="log,metadata")
+    opts = parser.parse_args()
+    binary = os.environ.get("MAGNETAR_BIN") or os.path.join(
+        os.environ.get("CARGO_TARGET_DIR", "target"), "debug", "magnetar"
+    )
+    results = []
+    for mode in opts.modes.split(","):
+        r = run(binary, mode, opts.subs, opts.rate, opts.warmup, opts.window)
+        results.append(r)
+        print(
+            f"{mode:9} {r['subscriptions']} subscriptions, {r['acks_per_s']} acks/s: "
+            f"etcd {r['etcd_writes_per_s']} writes/s, {r['etcd_bytes_in_per_s']} bytes/s in",
+            flush=True,
+        )
+    print("RESULT " + json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
