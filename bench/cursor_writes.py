@@ -5,12 +5,12 @@ cursor ledgers on the bookies (the default) and with it in etcd
 (`--cursors-in-metadata true`, as before cursor ledgers).
 
     ~/.cache/magnetar-pyenv/bin/python bench/cursor_writes.py [--subs 1000] [--rate 20]
-        [--window 30] [--warmup 10] [--modes log,metadata]
+        [--group 10] [--window 30] [--warmup 10] [--modes log,metadata]
 
 For each mode it starts etcd, 3 bookies and one broker (processes on free
 ports, in a temporary directory), subscribes SUBS consumers (official
 client) to one topic, produces RATE msg/s to it, and has every consumer
-acknowledge each group of 20 messages in a shuffled order, so each
+acknowledge each group of GROUP messages in a shuffled order, so each
 subscription keeps acknowledged ranges with gaps. Over the measured window
 it reads etcd's revision (one per write) and its gRPC bytes received, and
 counts the acknowledgements sent. Prints one line per mode and a `RESULT
@@ -35,7 +35,6 @@ import pulsar
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "python"))
 from cluster import Cluster  # noqa: E402
 
-GROUP = 20
 
 
 def etcd_status(endpoint):
@@ -58,21 +57,29 @@ def etcd_received_bytes(endpoint):
 
 
 class Acker:
-    """A message listener that acknowledges each group of GROUP messages in
-    a shuffled order."""
+    """A message listener that acknowledges each group of `group` messages
+    of a subscription in a shuffled order."""
 
-    def __init__(self):
+    def __init__(self, group):
+        self.group = group
         self.lock = threading.Lock()
         self.pending = {}
         self.acked = 0
 
     def __call__(self, consumer, msg):
+        try:
+            self.take(consumer, msg)
+        except Exception as e:  # a listener's exception would vanish in the client
+            print(f"acker: {e!r}", file=sys.stderr, flush=True)
+
+    def take(self, consumer, msg):
         with self.lock:
-            held = self.pending.setdefault(id(consumer), [])
+            # The client passes a new wrapper object each call: key by name.
+            held = self.pending.setdefault(consumer.subscription_name(), [])
             held.append(msg)
-            if len(held) < GROUP:
+            if len(held) < self.group:
                 return
-            batch = self.pending.pop(id(consumer))
+            batch = self.pending.pop(consumer.subscription_name())
         random.shuffle(batch)
         for m in batch:
             consumer.acknowledge(m)
@@ -80,7 +87,7 @@ class Acker:
             self.acked += len(batch)
 
 
-def run(binary, mode, subs, rate, warmup_s, window_s):
+def run(binary, mode, subs, rate, group, warmup_s, window_s):
     args = ["--cursors-in-metadata", "true"] if mode == "metadata" else []
     with tempfile.TemporaryDirectory(prefix="magnetar-cursor-writes-") as tmp:
         cluster = Cluster(Path(binary), Path(tmp), brokers=1, bookies=3, broker_args=args)
@@ -90,7 +97,7 @@ def run(binary, mode, subs, rate, warmup_s, window_s):
             client = pulsar.Client(broker.url, operation_timeout_seconds=60,
                                    message_listener_threads=2, io_threads=2)
             topic = f"persistent://public/default/cursor-writes-{mode}"
-            acker = Acker()
+            acker = Acker(group)
             consumers = []
             for i in range(subs):
                 consumers.append(client.subscribe(
@@ -107,7 +114,7 @@ def run(binary, mode, subs, rate, warmup_s, window_s):
                 interval = 1.0 / rate
                 next_at = time.monotonic()
                 while not stop.is_set():
-                    producer.send_async(b"x" * 100, None)
+                    producer.send_async(b"x" * 100, lambda res, msg_id: None)
                     next_at += interval
                     delay = next_at - time.monotonic()
                     if delay > 0:
@@ -129,6 +136,7 @@ def run(binary, mode, subs, rate, warmup_s, window_s):
                 "mode": mode,
                 "subscriptions": subs,
                 "produce_rate": rate,
+                "ack_group": group,
                 "window_s": round(elapsed, 1),
                 "acks_per_s": round((acks1 - acks0) / elapsed),
                 "etcd_writes_per_s": round((rev1 - rev0) / elapsed, 1),
@@ -144,6 +152,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--subs", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=20, help="messages/s produced")
+    parser.add_argument("--group", type=int, default=10,
+                        help="messages a consumer acknowledges at once, shuffled")
     parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--window", type=float, default=30)
     parser.add_argument("--modes", default="log,metadata")
@@ -153,7 +163,7 @@ def main():
     )
     results = []
     for mode in opts.modes.split(","):
-        r = run(binary, mode, opts.subs, opts.rate, opts.warmup, opts.window)
+        r = run(binary, mode, opts.subs, opts.rate, opts.group, opts.warmup, opts.window)
         results.append(r)
         print(
             f"{mode:9} {r['subscriptions']} subscriptions, {r['acks_per_s']} acks/s: "
