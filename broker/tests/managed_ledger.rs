@@ -479,18 +479,22 @@ async fn cursor_flushes_append_to_a_cursor_log_and_write_nothing_to_etcd() {
     use magnetar_metadata::keys;
 
     let cluster = Cluster::start(2).await;
-    let logs_of = |metadata: Arc<dyn MetadataStore>, client: LedgerClient| -> Arc<dyn LogStore> {
-        Arc::new(
-            LedgerLogStore::new(metadata, client, config(1000)).with_cursor_log_max_entries(10),
+    let topic = LogName::new("t", "ns", "cursor-log");
+    // What one broker opens cursors with: its own metadata session and
+    // bookie pool, cursor logs rolling over every 10 states.
+    let cursors_of = |(metadata, client): (Arc<dyn MetadataStore>, LedgerClient)| {
+        let logs: Arc<dyn LogStore> = Arc::new(
+            LedgerLogStore::new(metadata.clone(), client, config(1000))
+                .with_cursor_log_max_entries(10),
+        );
+        CursorStorage::new(
+            metadata,
+            topic.clone(),
+            Some((logs, LogPolicies::default())),
         )
     };
-    let topic = LogName::new("t", "ns", "cursor-log");
     let (metadata, client) = cluster.broker_parts().await;
-    let storage = CursorStorage::new(
-        metadata.clone(),
-        topic.clone(),
-        Some((logs_of(metadata.clone(), client), LogPolicies::default())),
-    );
+    let storage = cursors_of((metadata.clone(), client));
     let (cursor, state) = storage.open("sub", Position::new(1, -1)).await.unwrap();
     assert_eq!(state.mark_delete(), Position::new(1, -1));
     // The first flush writes the record (marking the state as in the log).
@@ -553,12 +557,7 @@ async fn cursor_flushes_append_to_a_cursor_log_and_write_nothing_to_etcd() {
         "the record's mark-delete is not one of a rollover: {record}"
     );
     // Another broker takes the cursor over: it reads the latest state.
-    let (metadata2, client2) = cluster.broker_parts().await;
-    let storage2 = CursorStorage::new(
-        metadata2.clone(),
-        topic.clone(),
-        Some((logs_of(metadata2.clone(), client2), LogPolicies::default())),
-    );
+    let storage2 = cursors_of(cluster.broker_parts().await);
     let (taken, state) = storage2.open("sub", Position::new(1, -1)).await.unwrap();
     assert_eq!(state.snapshot(), cursor_state(24));
     // The first owner is fenced: its next write fails and changes nothing.
