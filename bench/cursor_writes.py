@@ -6,8 +6,10 @@ cursor ledgers on the bookies (the default) and with it in etcd
 
     ~/.cache/magnetar-pyenv/bin/python bench/cursor_writes.py [--subs 1000] [--rate 20]
         [--group 10] [--window 30] [--warmup 10] [--modes log,metadata]
+        [--architecture decoupled|monolithic]
 
-For each mode it starts etcd, 3 bookies and one broker (processes on free
+For each mode it starts etcd, 3 bookies and one broker (monolithic: etcd
+and 3 brokers, replication factor 3, min.insync 2; processes on free
 ports, in a temporary directory), subscribes SUBS consumers (official
 client) to one topic, produces RATE msg/s to it, and has every consumer
 acknowledge each group of GROUP messages in a shuffled order, so each
@@ -87,10 +89,12 @@ class Acker:
             self.acked += len(batch)
 
 
-def run(binary, mode, subs, rate, group, warmup_s, window_s):
+def run(binary, architecture, mode, subs, rate, group, warmup_s, window_s):
     args = ["--cursors-in-metadata", "true"] if mode == "metadata" else []
+    monolithic = architecture == "monolithic"
     with tempfile.TemporaryDirectory(prefix="magnetar-cursor-writes-") as tmp:
-        cluster = Cluster(Path(binary), Path(tmp), brokers=1, bookies=3, broker_args=args)
+        cluster = Cluster(Path(binary), Path(tmp), brokers=3 if monolithic else 1, bookies=3,
+                          broker_args=args, architecture=architecture)
         cluster.start()
         try:
             broker = cluster.brokers[0]
@@ -133,6 +137,7 @@ def run(binary, mode, subs, rate, group, warmup_s, window_s):
             thread.join()
             elapsed = t1 - t0
             result = {
+                "architecture": architecture,
                 "mode": mode,
                 "subscriptions": subs,
                 "produce_rate": rate,
@@ -157,13 +162,14 @@ def main():
     parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--window", type=float, default=30)
     parser.add_argument("--modes", default="log,metadata")
+    parser.add_argument("--architecture", default="decoupled", choices=["decoupled", "monolithic"])
     opts = parser.parse_args()
     binary = os.environ.get("MAGNETAR_BIN") or os.path.join(
         os.environ.get("CARGO_TARGET_DIR", "target"), "debug", "magnetar"
     )
     results = []
     for mode in opts.modes.split(","):
-        r = run(binary, mode, opts.subs, opts.rate, opts.group, opts.warmup, opts.window)
+        r = run(binary, opts.architecture, mode, opts.subs, opts.rate, opts.group, opts.warmup, opts.window)
         results.append(r)
         print(
             f"{mode:9} {r['subscriptions']} subscriptions, {r['acks_per_s']} acks/s: "

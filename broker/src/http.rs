@@ -23,6 +23,11 @@ pub fn router(metrics: BrokerMetrics, service: Arc<BrokerService>) -> Router {
         .merge(crate::admin::router(service))
 }
 
+/// Marks a request that came over HTTPS, so that a redirect sends the
+/// client to another broker's HTTPS address rather than its plain one.
+#[derive(Clone, Copy, Debug)]
+pub struct ServedOverTls;
+
 /// Serves `router` over TLS on `listener`, each connection in its own
 /// task, HTTP/1.1 or HTTP/2 as the client speaks; runs until aborted.
 pub async fn serve_https(
@@ -30,6 +35,7 @@ pub async fn serve_https(
     acceptor: crate::tls::TlsAcceptor,
     router: Router,
 ) {
+    let router = router.layer(axum::Extension(ServedOverTls));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,

@@ -189,8 +189,9 @@ pub struct BrokerTuning {
     #[serde(default, deserialize_with = "parsed")]
     pub inactive_topic_delete_mode: Option<InactiveTopicDeleteMode>,
     /// Keep cursor state in the metadata store, as before cursor logs: each
-    /// cursor flush then writes to etcd (for comparisons; the decoupled
-    /// architecture otherwise appends it to a cursor ledger on the bookies)
+    /// cursor flush then writes to etcd (for comparisons; otherwise it is
+    /// appended to a cursor ledger on the bookies, or in the monolithic
+    /// architecture to a cursor log on the partition's replicas)
     /// [default: false].
     #[arg(long, env = "MAGNETAR_CURSORS_IN_METADATA")]
     pub cursors_in_metadata: Option<bool>,

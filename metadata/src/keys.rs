@@ -190,6 +190,11 @@ pub fn cursor_log(tenant: &str, namespace: &str, topic: &str, subscription: &str
     path(&["topics", tenant, namespace, topic, subscription])
 }
 
+/// The cursor logs' records of one topic.
+pub fn cursor_logs_prefix(tenant: &str, namespace: &str, topic: &str) -> String {
+    dir(&["topics", tenant, namespace, topic])
+}
+
 pub fn topics_prefix(tenant: &str, namespace: &str) -> String {
     dir(&["topics", tenant, namespace])
 }

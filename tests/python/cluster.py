@@ -292,7 +292,8 @@ class Bookie(Process):
 
 class Broker(Process):
     def __init__(self, binary: Path, root: Path, index: int, metadata_url: str,
-                 lease_ttl_s: float, extra_args=(), architecture: str = "decoupled"):
+                 lease_ttl_s: float, extra_args=(), architecture: str = "decoupled",
+                 tls=None):
         self.index = index
         self.port = free_port()
         self.http_port = free_port()
@@ -309,6 +310,13 @@ class Broker(Process):
             ]
         else:
             storage = ["--ensemble-size", "3", "--write-quorum", "2", "--ack-quorum", "2"]
+        # tls = (certificate, key): pulsar+ssl:// and HTTPS on ports of its own.
+        self.tls_port = self.https_port = None
+        if tls:
+            self.tls_port, self.https_port = free_port(), free_port()
+            storage += ["--tls-cert", tls[0], "--tls-key", tls[1],
+                        "--tls-listen", f"127.0.0.1:{self.tls_port}",
+                        "--https", f"127.0.0.1:{self.https_port}"]
         super().__init__(
             f"broker{index}",
             [
@@ -340,6 +348,10 @@ class Broker(Process):
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def https_url(self) -> str:
+        return f"https://127.0.0.1:{self.https_port}"
+
     def accepting(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1):
@@ -359,7 +371,7 @@ class Cluster:
 
     def __init__(self, binary: Path, root: Path, brokers: int = 3, bookies: int = 3,
                  lease_ttl_s: float = LEASE_TTL_S, broker_args=(), architecture="decoupled",
-                 racks=None):
+                 racks=None, tls=None):
         self.binary = binary
         self.root = root
         self.lease_ttl_s = lease_ttl_s
@@ -376,7 +388,7 @@ class Cluster:
         # racks[i]: broker i's --rack (monolithic replica placement).
         self.brokers = [
             Broker(binary, root, i, self.metadata_url, lease_ttl_s,
-                   broker_args + (["--rack", racks[i]] if racks else []), architecture)
+                   broker_args + (["--rack", racks[i]] if racks else []), architecture, tls)
             for i in range(brokers)
         ]
         self.clients = []

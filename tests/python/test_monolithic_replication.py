@@ -14,6 +14,7 @@ import time
 import pulsar
 import pytest
 
+from support import close_quietly, wait_mark_delete_persisted
 from cluster import (  # noqa: F401  (fixtures)
     LEASE_TTL_S,
     ROOT,
@@ -93,6 +94,46 @@ def test_leader_killed_under_load_loses_no_acknowledged_message(mono, record_pro
     old.spawn()
     wait_until(lambda: replica_id(old) in record(mono, topic)["isr"], 60,
                "the restarted broker back in the ISR")
+
+
+def test_acknowledgements_are_kept_in_a_cursor_log_on_the_partition_replicas(mono):
+    """A subscription's cursor is a replicated log of its own on its
+    partition's replicas: once the leader has stored the acks, it is killed
+    -9, and the new leader delivers exactly the unacknowledged messages."""
+    topic = f"persistent://repl/ns/{unique('acks')}"
+    t, ns, name = split_topic(topic)
+    client = mono.client()
+    consumer = client.subscribe(topic, "acks", consumer_type=pulsar.ConsumerType.Exclusive,
+                                initial_position=pulsar.InitialPosition.Earliest)
+    producer = client.create_producer(topic, **producer_options(batching_enabled=False))
+    send_all(producer, "c", 100)
+    received = [consumer.receive(10_000) for _ in range(100)]
+    assert [parse_payload(m.data())[1] for m in received] == list(range(100))
+    for msg in received[:60]:
+        consumer.acknowledge(msg)
+    leader = leader_broker(mono, topic)
+    last = received[59].message_id()
+    wait_mark_delete_persisted(leader.http_url, topic, "acks", (last.ledger_id(), last.entry_id()))
+
+    partition = record(mono, topic)
+    cursor_log = json.loads(next(v for k, v, _ in mono.etcd.list(f"{ROOT}/topics/{t}/{ns}/{name}/")
+                                 if k == f"{ROOT}/topics/{t}/{ns}/{name}/acks"))
+    assert sorted(cursor_log["replicas"]) == sorted(partition["replicas"]), cursor_log
+    assert cursor_log["leader"] == partition["leader"], cursor_log
+    cursor = json.loads(next(v for k, v, _ in mono.etcd.list(f"{ROOT}/cursors/{t}/{ns}/{name}/acks")))
+    assert cursor.get("in_log") is True, cursor
+
+    mono.kill(leader)
+    close_quietly(client)
+    # The new client's lookup elects a new leader from the ISR.
+    client = mono.client()
+    consumer = client.subscribe(topic, "acks", consumer_type=pulsar.ConsumerType.Exclusive)
+    assert record(mono, topic)["leader"] != replica_id(leader)
+    again = [parse_payload(consumer.receive(30_000).data())[1] for _ in range(40)]
+    assert again == list(range(60, 100)), f"redelivered {again}"
+    with pytest.raises(pulsar.Timeout):
+        consumer.receive(1_000)
+    client.close()
 
 
 def test_paused_follower_leaves_the_isr_and_rejoins_after_resume(mono):

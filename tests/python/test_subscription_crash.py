@@ -8,15 +8,11 @@ import time
 
 import pulsar
 
-from support import drain, index_of, produce, receive_n
+from support import drain, id_key, index_of, produce, receive_n, wait_mark_delete_persisted
 from test_subscriptions import key_of, key_shared, produce_keyed
 
 # Client behaviour is the same over either storage architecture.
 BOTH_ARCHITECTURES = True
-
-# Acks travel in client groups (100 ms) and cursors are persisted every
-# 100 ms; this is comfortably more than both.
-ACKS_SETTLE_S = 1.0
 
 
 def test_kill9_during_failover_switch_over(magnetar, new_client, topic):
@@ -39,12 +35,14 @@ def test_kill9_during_failover_switch_over(magnetar, new_client, topic):
         initial_position=pulsar.InitialPosition.Earliest,
         batch_index_ack_enabled=True,
     )
-    produce(client, topic, 2000, batching=True)
+    # A batch boundary at #1000, so the acknowledged messages are whole
+    # entries and the stored mark-delete position says they are all stored.
+    produce(client, topic, 2000, batching=True, flush_every=1000)
     got = receive_n(active, 1200)
     assert [index_of(m) for m in got] == list(range(1200))
     for msg in got[:1000]:
         active.acknowledge(msg)
-    time.sleep(ACKS_SETTLE_S)
+    wait_mark_delete_persisted(magnetar.http_url, topic, "fo", id_key(got[999].message_id()))
     active.close()  # switch-over starts ...
     magnetar.kill9()  # ... and the server dies in the middle of it
     magnetar.start()
@@ -74,7 +72,9 @@ def test_kill9_during_key_shared_consumer_change(magnetar, new_client, topic):
     # Batch-index acks, so the acknowledged half of a batch stays
     # acknowledged (without them a client acks a batch only when whole).
     first = key_shared(client, topic, "a", batch_index_ack_enabled=True)
-    produce_keyed(client, topic, 1200)
+    # Two rounds, so messages 0..599 fill whole entries before 600..1199.
+    produce_keyed(client, topic, 600)
+    produce_keyed(client, topic, 600, start=600)
     got = receive_n(first, 1200)
     acked = set()
     for msg in got:
@@ -82,7 +82,10 @@ def test_kill9_during_key_shared_consumer_change(magnetar, new_client, topic):
         if i < 600:
             first.acknowledge(msg)
             acked.add(i)
-    time.sleep(ACKS_SETTLE_S)
+    # Once their last entry is the stored mark-delete position, every ack
+    # is stored.
+    last = max(id_key(m.message_id())[:2] for m in got if index_of(m) < 600)
+    wait_mark_delete_persisted(magnetar.http_url, topic, "ks", last)
     second = key_shared(client, topic, "b", batch_index_ack_enabled=True)  # the change ...
     magnetar.kill9()  # ... interrupted by a crash
     magnetar.start()

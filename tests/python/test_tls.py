@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cluster import cluster_factory, unique  # noqa: F401  (fixture)
 from conftest import Standalone, free_port, magnetar_bin
 from support import close_quietly, index_of, produce, receive_n
 
@@ -204,3 +205,36 @@ def test_client_certificates_are_required_when_the_broker_trusts_a_ca(pki):
         _round_trip(certified, "persistent://public/default/with-a-cert", count=20)
     finally:
         server.stop()
+
+
+def _location_of_redirect(url, context=None):
+    """The Location of the redirect `url` answers with (not followed)."""
+    class NoFollow(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    handlers = [NoFollow()] + ([urllib.request.HTTPSHandler(context=context)] if context else [])
+    with pytest.raises(urllib.error.HTTPError) as answered:
+        urllib.request.build_opener(*handlers).open(url, timeout=10)
+    assert answered.value.code == 307, answered.value
+    return answered.value.headers["Location"]
+
+
+def test_admin_redirects_keep_https_clients_on_https(cluster_factory, pki):
+    """An admin request about a topic another broker owns is redirected to
+    the owner: over HTTPS to its HTTPS address, over HTTP to its plain one."""
+    c = cluster_factory(brokers=2, bookies=3, tls=(pki.broker, pki.broker_key))
+    c.create_namespace("tls", "ns", ensemble=2, write_quorum=2, ack_quorum=2)
+    topic = f"persistent://tls/ns/{unique('redirected')}"
+    c.client().create_producer(topic).send(b"stored")
+    owner = c.owner_of(topic)
+    other = next(b for b in c.brokers if b is not owner)
+    path = f"/admin/v2/{topic.replace('://', '/')}/stats"
+    trusting = ssl.create_default_context(cafile=pki.ca)
+    over_https = _location_of_redirect(other.https_url + path, trusting)
+    assert over_https.startswith(owner.https_url + path), over_https
+    over_http = _location_of_redirect(other.http_url + path)
+    assert over_http.startswith(owner.http_url + path), over_http
+    # The owner answers the redirected request over HTTPS.
+    with urllib.request.urlopen(over_https, context=trusting, timeout=10) as response:
+        assert "subscriptions" in json.loads(response.read())

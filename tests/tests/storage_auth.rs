@@ -584,3 +584,125 @@ fn mutual_tls_is_enough_for_a_bookie_to_serve_a_public_address() {
     let line = mutual.outcome.as_ref().expect("mutual TLS is enough");
     assert!(line.contains("serving gRPC"), "{line}");
 }
+
+/// Mutual TLS on the monolithic replication port: two brokers with broker
+/// certificates replicate every partition to each other (replication
+/// factor 2, min.insync 2, so a receipt means both hold the entry), while
+/// a fetch with another role's certificate, with none, or over plain TCP
+/// gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monolithic_brokers_replicate_over_mutual_tls_only() {
+    use magnetar_tests::certs::TestCa;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("replication-ca").unwrap();
+    let broker_cert = ca.issue("broker").unwrap();
+    let app_cert = ca.issue("app").unwrap();
+    let tls_files = [
+        "--storage-tls-cert".to_string(),
+        pem_file(dir.path(), "broker.pem", &broker_cert.cert_pem),
+        "--storage-tls-key".to_string(),
+        pem_file(dir.path(), "broker.key", &broker_cert.key_pem),
+        "--storage-tls-trust-certs".to_string(),
+        pem_file(dir.path(), "ca.pem", &ca.pem()),
+    ];
+    let etcd = Etcd::start().await.unwrap();
+    let url = etcd.metadata_url("replication-mtls");
+    let mut brokers = Vec::new();
+    let mut replication_addrs = Vec::new();
+    for i in 0..2 {
+        let data_dir = dir.path().join(format!("broker{i}")).display().to_string();
+        let replication = format!("127.0.0.1:{}", free_port());
+        let mut args: Vec<&str> = tls_files.iter().map(String::as_str).collect();
+        args.extend([
+            "--architecture",
+            "monolithic",
+            "--data-dir",
+            &data_dir,
+            "--replication-listen",
+            &replication,
+            "--ensemble-size",
+            "2",
+            "--write-quorum",
+            "2",
+            "--ack-quorum",
+            "2",
+        ]);
+        brokers.push(BookieProcess::start_broker(&url, &args).await.unwrap());
+        replication_addrs.push(replication);
+    }
+    let metadata = magnetar_metadata::connect(&url).await.unwrap();
+    wait_until("both brokers registered", Duration::from_secs(30), || {
+        let metadata = metadata.clone();
+        async move {
+            metadata
+                .list(&magnetar_metadata::keys::brokers_available_prefix())
+                .await
+                .is_ok_and(|brokers| brokers.len() == 2)
+        }
+    })
+    .await;
+    let pulsar = client(&brokers[0].pulsar_url()).await;
+    let topic = "persistent://public/default/replicated-over-mtls";
+    let mut consumer = subscribe(&pulsar, topic).await;
+    let acked = send(&pulsar, topic, 0..50).await;
+    assert_eq!(acked, (0..50).collect::<Vec<_>>());
+    assert_eq!(receive_all(&mut consumer, 50).await, acked);
+
+    let trust = tonic::transport::Certificate::from_pem(ca.pem());
+    let fetch_from = |addr: String, identity: Option<(String, String)>, tls: bool| {
+        let trust = trust.clone();
+        async move {
+            let scheme = if tls { "https" } else { "http" };
+            let mut endpoint = Channel::from_shared(format!("{scheme}://{addr}"))
+                .unwrap()
+                .connect_timeout(Duration::from_secs(2));
+            if tls {
+                let mut config = tonic::transport::ClientTlsConfig::new().ca_certificate(trust);
+                if let Some((cert, key)) = identity {
+                    config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+                }
+                endpoint = endpoint.tls_config(config).unwrap();
+            }
+            let Ok(channel) = endpoint.connect().await else {
+                return tonic::Code::Unavailable;
+            };
+            ReplicationClient::with_interceptor(channel, PeerCredentials::none())
+                .fetch(FetchRequest {
+                    partition: "/nonexistent".into(),
+                    log_id: 1,
+                    replica_id: "me".into(),
+                    leader_epoch: 1,
+                    fetch_offset: 0,
+                    max_bytes: 1 << 20,
+                    max_wait_ms: 0,
+                })
+                .await
+                .map(|_| tonic::Code::Ok)
+                .unwrap_or_else(|s| s.code())
+        }
+    };
+    for addr in &replication_addrs {
+        let broker = Some((broker_cert.cert_pem.clone(), broker_cert.key_pem.clone()));
+        assert_eq!(
+            fetch_from(addr.clone(), broker, true).await,
+            tonic::Code::Ok
+        );
+        let app = Some((app_cert.cert_pem.clone(), app_cert.key_pem.clone()));
+        assert_eq!(
+            fetch_from(addr.clone(), app, true).await,
+            tonic::Code::PermissionDenied,
+            "an app certificate fetched from {addr}"
+        );
+        assert_ne!(
+            fetch_from(addr.clone(), None, true).await,
+            tonic::Code::Ok,
+            "a fetch without a certificate from {addr}"
+        );
+        assert_ne!(
+            fetch_from(addr.clone(), None, false).await,
+            tonic::Code::Ok,
+            "a plain-TCP fetch from {addr}"
+        );
+    }
+}

@@ -61,7 +61,12 @@ pub(super) async fn to_owner(
             broker,
             authoritative,
         }) => {
-            let mut location = format!("{}{}", broker.http_url, request.uri().path());
+            // A client that came over HTTPS goes on over HTTPS.
+            let base = match request.extensions().get::<crate::http::ServedOverTls>() {
+                Some(_) => broker.http_url_tls.as_deref().unwrap_or(&broker.http_url),
+                None => &broker.http_url,
+            };
+            let mut location = format!("{base}{}", request.uri().path());
             let others: Vec<&str> = query
                 .unwrap_or("")
                 .split('&')

@@ -1,10 +1,12 @@
 //! Where durable cursors live. Every cursor has a record in metadata (so a
 //! topic's subscriptions can be listed); where the log store keeps cursor
 //! logs (the decoupled architecture: a managed ledger on the bookies, as
-//! Pulsar keeps a cursor ledger), each flush appends the cursor's state to
-//! its log and the record changes only when the log rolls over, so the
-//! metadata store's write rate does not grow with acknowledgements.
-//! Otherwise the record holds the whole state and each flush rewrites it.
+//! Pulsar keeps a cursor ledger; the monolithic one: a local log on the
+//! partition's replicas), each flush appends the cursor's state to its log
+//! and the record changes only when the log rolls over, so the metadata
+//! store's write rate does not grow with acknowledgements. With
+//! `--cursors-in-metadata` the record holds the whole state and each flush
+//! rewrites it.
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::state::{CursorSnapshot, CursorState};
 use crate::storage::{
-    LogName, LogPolicies, LogStore, PartitionLog, Position, RetentionLimits, StorageError,
+    LogName, LogPolicies, LogStats, LogStore, PartitionLog, Position, RetentionLimits, StorageError,
 };
 
 /// A cursor's record in metadata.
@@ -180,8 +182,17 @@ impl CursorStorage {
     }
 }
 
+/// How long opening a cursor waits for the states a previous leader of
+/// its log appended to be confirmed: longer than a stalled replica stays
+/// in sync (10 s by default), after which the broker goes on from the
+/// latest confirmed state and delivers again what was acknowledged since.
+const INHERITED_STATE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The latest state appended to a cursor log, if any.
 async fn last_state(log: &dyn PartitionLog) -> Result<Option<CursorSnapshot>, StorageError> {
+    if !log.confirm_inherited(INHERITED_STATE_WAIT).await {
+        tracing::warn!(cursor_log = %log.name(), "states its previous leader appended are not confirmed yet: opening the cursor at the latest confirmed one");
+    }
     let last = log.last_confirmed();
     if last.entry_id < 0 {
         return Ok(None);
@@ -198,6 +209,21 @@ async fn last_state(log: &dyn PartitionLog) -> Result<Option<CursorSnapshot>, St
         .map_err(|e| StorageError::Backend(format!("{}: corrupt cursor state: {e}", log.name())))
 }
 
+/// A segment of a log: a ledger's id, or a local log's id and the first
+/// entry of one of its segment files.
+type SegmentId = (u64, i64);
+
+/// The segment holding `at`, as `stats` (read after `at` was appended)
+/// shows it.
+fn segment_of(stats: &LogStats, at: Position) -> SegmentId {
+    stats
+        .segments
+        .iter()
+        .rev()
+        .find(|s| s.id == at.ledger_id && s.first_entry <= at.entry_id)
+        .map_or((at.ledger_id, 0), |s| (s.id, s.first_entry))
+}
+
 /// Write side of one open durable cursor.
 pub struct DurableCursor {
     metadata: Arc<dyn MetadataStore>,
@@ -210,8 +236,8 @@ pub struct DurableCursor {
 struct Writes {
     /// Of the record, as this cursor last wrote or read it.
     version: Version,
-    /// The ledger (segment) of the last state appended to the log.
-    segment: Option<u64>,
+    /// The segment of the last state appended to the log.
+    segment: Option<SegmentId>,
 }
 
 impl DurableCursor {
@@ -249,10 +275,12 @@ impl DurableCursor {
             return Ok(());
         };
         let at = log.clone().append(snapshot.to_bytes()).await?;
-        let new_segment = writes.segment != Some(at.ledger_id);
+        let stats = log.stats();
+        let segment = segment_of(&stats, at);
+        let new_segment = writes.segment != Some(segment);
         // Every earlier segment holds superseded states only. One still
         // being sealed by a rollover cannot go yet; a later write retries.
-        if new_segment || log.stats().segments.len() > 1 {
+        if new_segment || stats.segments.len() > 1 {
             if let Err(e) = log
                 .trim_consumed(log.previous_position(at), &RetentionLimits::NONE)
                 .await
@@ -272,7 +300,7 @@ impl DurableCursor {
             in_log: true,
         };
         writes.version = self.put_record(&record, writes.version).await?;
-        writes.segment = Some(at.ledger_id);
+        writes.segment = Some(segment);
         Ok(())
     }
 

@@ -564,6 +564,20 @@ impl PartitionLog for LocalLog {
         Position::new(self.log_id, self.confirmed_end() as i64 - 1)
     }
 
+    async fn confirm_inherited(&self, limit: Duration) -> bool {
+        let mut changes = self.changed.subscribe();
+        let held = self.log.log_end_offset();
+        let confirmed = async {
+            while self.confirmed_end() < held && self.stopped().is_none() {
+                if changes.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, confirmed).await;
+        self.confirmed_end() >= held
+    }
+
     fn first_position(&self) -> Position {
         Position::new(self.log_id, self.log.log_start_offset() as i64 - 1)
     }

@@ -43,6 +43,7 @@ use record::{Placement, RecordStore};
 pub use crate::storage::FlushPolicy;
 use crate::storage::{
     Architecture, LogName, LogPolicies, LogStore, PartitionLog, ReplicaSet, StorageError,
+    CURSOR_LOG_MAX_BYTES, CURSOR_LOG_MAX_ENTRIES,
 };
 
 /// How local logs store and confirm entries.
@@ -93,6 +94,8 @@ pub struct LocalLogStore {
     config: LocalLogConfig,
     /// Whether other brokers may hold replicas (a cluster, not standalone).
     clustered: bool,
+    /// States a cursor log's segment holds before it rolls.
+    cursor_log_max_entries: u64,
 }
 
 impl LocalLogStore {
@@ -119,7 +122,76 @@ impl LocalLogStore {
             broker_id,
             config,
             clustered,
+            cursor_log_max_entries: CURSOR_LOG_MAX_ENTRIES,
         }
+    }
+
+    /// Rolls cursor logs' segments after `entries` states instead of
+    /// [`CURSOR_LOG_MAX_ENTRIES`].
+    pub fn with_cursor_log_max_entries(mut self, entries: u64) -> Self {
+        self.cursor_log_max_entries = entries.max(1);
+        self
+    }
+
+    /// How the cursor log of a subscription is stored: small segments, so
+    /// superseded states are trimmed, and written without fsync, as
+    /// Kafka writes its consumer offsets. A cursor's state only says what
+    /// not to deliver again: losing the last of it on every replica at
+    /// once (a power loss, not a crash of the process) redelivers
+    /// acknowledged messages, which at-least-once delivery allows, and
+    /// thousands of cursors do not each cost an fsync per flush.
+    fn cursor_log_config(&self) -> LocalLogConfig {
+        let mut config = self.config.clone();
+        config.segment.segment_bytes = CURSOR_LOG_MAX_BYTES;
+        config.segment.segment_entries = Some(self.cursor_log_max_entries);
+        config.flush = FlushPolicy::Os;
+        config
+    }
+
+    /// The replicas of the partition whose cursor log `name` is, which a
+    /// new cursor log takes as its own.
+    async fn partition_replicas(
+        &self,
+        name: &LogName,
+    ) -> Result<Option<Vec<String>>, StorageError> {
+        let partition = LogName {
+            cursor_of: None,
+            ..name.clone()
+        };
+        Ok(self
+            .records
+            .load(&partition.metadata_key())
+            .await?
+            .map(|(record, _)| record.replicas)
+            .filter(|replicas| !replicas.is_empty()))
+    }
+
+    /// Drops the cursor log at `key` if this broker, about to lead its
+    /// partition, holds no in-sync copy of it (its copies did not follow
+    /// the partition's, or fell behind): a new one is made on the
+    /// partition's replicas and the cursor starts again from its record
+    /// in metadata, delivering again what was acknowledged since.
+    async fn drop_cursor_log_out_of_reach(&self, key: &str) -> Result<(), StorageError> {
+        let Some((record, _)) = self.records.load(key).await? else {
+            return Ok(());
+        };
+        let isr = match record.isr.is_empty() {
+            true => &record.replicas,
+            false => &record.isr,
+        };
+        if record.replicas.is_empty() || isr.contains(&self.broker_id) {
+            return Ok(());
+        }
+        tracing::warn!(
+            cursor_log = key,
+            isr = ?record.isr,
+            "this broker holds no in-sync copy of the cursor log: starting a new one from the cursor's record, so acknowledgements since it was written are delivered again"
+        );
+        let dir = self.dir_of(record.log_id);
+        registry::fence(&dir, "its cursor log was replaced").await;
+        log::remove_dir(&dir).await?;
+        self.records.delete(key, record.log_id).await?;
+        Ok(())
     }
 
     /// This broker's replicas, for the replication service and the
@@ -186,6 +258,10 @@ impl LogStore for LocalLogStore {
         Architecture::Monolithic
     }
 
+    fn keeps_cursor_logs(&self) -> bool {
+        true
+    }
+
     async fn open(
         &self,
         name: &LogName,
@@ -201,10 +277,22 @@ impl LogStore for LocalLogStore {
             )));
         }
         let key = name.metadata_key();
-        let placement = self.placement(policies).await?;
-        let mut config = self.config.clone();
-        config.flush = policies.flush.unwrap_or(config.flush);
+        let mut placement = self.placement(policies).await?;
+        let config = match name.cursor_of {
+            None => {
+                let mut config = self.config.clone();
+                config.flush = policies.flush.unwrap_or(config.flush);
+                config
+            }
+            Some(_) => {
+                placement.follow = self.partition_replicas(name).await?;
+                self.cursor_log_config()
+            }
+        };
         let _transition = self.replicas.transitions.lock().await;
+        if name.cursor_of.is_some() {
+            self.drop_cursor_log_out_of_reach(&key).await?;
+        }
         let record = self
             .records
             .take_leadership(&key, &self.broker_id, &placement, config.flush)
@@ -300,11 +388,7 @@ impl LogStore for LocalLogStore {
     }
 
     async fn settled(&self, name: &LogName) -> Result<bool, StorageError> {
-        Ok(self
-            .records
-            .load(&name.metadata_key())
-            .await?
-            .is_none_or(|(record, _)| record.reassignment.is_none()))
+        self.reassignments_done(name).await
     }
 
     async fn can_lead(&self, name: &LogName, broker: &str) -> Result<bool, StorageError> {

@@ -82,6 +82,7 @@ impl LocalLogStore {
         self.records
             .start_reassignment(&name.metadata_key(), &target, throttle)
             .await?;
+        self.move_cursor_logs(name, &target, throttle).await;
         tracing::info!(topic = %name.full_name(), ?target, ?throttle, "reassignment started");
         self.replicas_of(name).await
     }
@@ -94,6 +95,11 @@ impl LocalLogStore {
         self.records
             .cancel_reassignment(&name.metadata_key())
             .await?;
+        for key in self.cursor_log_keys(name).await? {
+            if let Err(e) = self.records.cancel_reassignment(&key).await {
+                tracing::warn!(cursor_log = %key, error = %e, "cancelling a cursor log's reassignment");
+            }
+        }
         tracing::info!(topic = %name.full_name(), "reassignment cancelled");
         self.replicas_of(name).await
     }
@@ -133,20 +139,21 @@ impl LocalLogStore {
         self.records
             .start_reassignment(&name.metadata_key(), &target, throttle)
             .await?;
+        self.move_cursor_logs(name, &target, throttle).await;
         tracing::info!(topic = %name.full_name(), ?target, ?throttle, "copying to the next leader");
         Ok(())
     }
 
+    /// Whether `broker` holds every committed entry of the topic `name`
+    /// and of each of its cursor logs.
     pub(super) async fn in_sync_at(
         &self,
         name: &LogName,
         broker: &str,
     ) -> Result<bool, StorageError> {
-        let Some((record, _)) = self.records.load(&name.metadata_key()).await? else {
-            return Ok(true);
-        };
-        if record.replicas.is_empty() {
-            return Ok(true);
+        match self.records.load(&name.metadata_key()).await? {
+            Some((record, _)) if !record.replicas.is_empty() => {}
+            _ => return Ok(true),
         }
         let live = self.replicas.peers.live().await?;
         let Some(peer) = live
@@ -157,11 +164,76 @@ impl LocalLogStore {
                 "broker {broker} is not alive"
             )));
         };
-        let isr = match record.isr.is_empty() {
-            true => &record.replicas,
-            false => &record.isr,
+        let mut keys = vec![name.metadata_key()];
+        keys.extend(self.cursor_log_keys(name).await?);
+        for key in keys {
+            let Some((record, _)) = self.records.load(&key).await? else {
+                continue;
+            };
+            let isr = match record.isr.is_empty() {
+                true => &record.replicas,
+                false => &record.isr,
+            };
+            if !record.replicas.is_empty() && !isr.contains(&peer.replica_id) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether no reassignment of the topic `name` or of its cursor logs
+    /// is under way.
+    pub(super) async fn reassignments_done(&self, name: &LogName) -> Result<bool, StorageError> {
+        let mut keys = vec![name.metadata_key()];
+        keys.extend(self.cursor_log_keys(name).await?);
+        for key in keys {
+            if let Some((record, _)) = self.records.load(&key).await? {
+                if record.reassignment.is_some() {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The record keys of the cursor logs of topic `name` (none for a
+    /// cursor log itself).
+    async fn cursor_log_keys(&self, name: &LogName) -> Result<Vec<String>, StorageError> {
+        if name.cursor_of.is_some() {
+            return Ok(Vec::new());
+        }
+        let prefix = keys::cursor_logs_prefix(&name.tenant, &name.namespace, &name.local);
+        Ok(self
+            .records
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect())
+    }
+
+    /// Starts the same move for the topic's cursor logs as for its
+    /// partition (`target`), so that their copies stay on the partition's
+    /// replicas. A cursor log that cannot follow is left as it is: if its
+    /// partition's next leader holds no in-sync copy, that leader starts
+    /// the cursor afresh from its record ([`Self::open`]).
+    async fn move_cursor_logs(&self, name: &LogName, target: &[String], throttle: Option<u64>) {
+        let keys = match self.cursor_log_keys(name).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(topic = %name.full_name(), error = %e, "listing cursor logs to move");
+                return;
+            }
         };
-        Ok(isr.contains(&peer.replica_id))
+        for key in keys {
+            if let Err(e) = self
+                .records
+                .start_reassignment(&key, target, throttle)
+                .await
+            {
+                tracing::warn!(cursor_log = %key, error = %e, "moving a cursor log with its partition");
+            }
+        }
     }
 
     /// Every log with a copy on `broker`, and whether it leads it.
@@ -240,6 +312,7 @@ impl LocalLogStore {
         self.records
             .start_reassignment(&name.metadata_key(), &target, throttle)
             .await?;
+        self.move_cursor_logs(name, &target, throttle).await;
         tracing::info!(topic = %name.full_name(), from = %going, to = %replacement, "moving a copy off a broker");
         Ok(true)
     }

@@ -87,6 +87,10 @@ pub struct Placement {
     /// The namespace allows a replica out of the ISR to lead when none in
     /// it is alive.
     pub unclean_leader_election: bool,
+    /// Replicas a new log takes instead of choosing its own: a cursor
+    /// log takes those of its partition, so whichever broker can lead the
+    /// partition holds its cursors too.
+    pub follow: Option<Vec<String>>,
 }
 
 impl Placement {
@@ -95,6 +99,15 @@ impl Placement {
     /// that followers spread over the cluster, taking brokers of racks not
     /// used yet first (as Kafka's rack-aware assignment does).
     fn replicas_for(&self, key: &str, leader: &str) -> Result<Vec<String>, StorageError> {
+        if let Some(follow) = self
+            .follow
+            .as_ref()
+            .filter(|f| f.iter().any(|r| r == leader))
+        {
+            let mut replicas = vec![leader.to_string()];
+            replicas.extend(follow.iter().filter(|r| *r != leader).cloned());
+            return Ok(replicas);
+        }
         let mut others: Vec<&String> = self.live.iter().filter(|b| *b != leader).collect();
         others.sort();
         others.dedup();
@@ -288,7 +301,14 @@ impl RecordStore {
         self.edit(key, deleted, |record| {
             if record.replicas.is_empty() {
                 record.replicas = placement.replicas_for(key, broker)?;
-                record.isr = record.replicas.clone();
+                // Replicas followed from another log may include brokers
+                // that are down: they join the ISR once they catch up.
+                record.isr = record
+                    .replicas
+                    .iter()
+                    .filter(|r| *r == broker || placement.live.contains(r))
+                    .cloned()
+                    .collect();
             } else {
                 if !record.replicas.iter().any(|r| r == broker) {
                     return Err(StorageError::Unavailable(format!(
@@ -687,6 +707,16 @@ mod tests {
             placement(1, &[]).replicas_for("/k", "a").unwrap(),
             vec!["a"]
         );
+    }
+
+    #[test]
+    fn a_followed_replica_set_is_taken_with_the_leader_first() {
+        let mut p = placement(3, &["a", "b", "c", "d"]);
+        p.follow = Some(vec!["c".into(), "b".into(), "gone".into()]);
+        assert_eq!(p.replicas_for("k", "b").unwrap(), ["b", "c", "gone"]);
+        // A leader that is not among them places the log itself.
+        assert_eq!(p.replicas_for("k", "a").unwrap().len(), 3);
+        assert_eq!(p.replicas_for("k", "a").unwrap()[0], "a");
     }
 
     #[test]

@@ -8,15 +8,10 @@ use magnetar_metadata::MetadataStore;
 
 use super::{delete_stored, EntryCache, LedgerListStore, ManagedLedger, ManagedLedgerConfig};
 use crate::ledger::{LedgerClient, LedgerConfig};
-use crate::storage::{Architecture, LogName, LogPolicies, LogStore, PartitionLog, StorageError};
-
-/// Entries of one ledger of a cursor log (Pulsar's
-/// `managedLedgerCursorMaxEntriesPerLedger` is 50,000; a flush every
-/// 100 ms fills this in about 17 minutes).
-pub const CURSOR_LOG_MAX_ENTRIES: u64 = 10_000;
-/// Bytes of one ledger of a cursor log: a cursor with many acknowledged
-/// ranges writes large states and rolls sooner.
-const CURSOR_LOG_MAX_BYTES: u64 = 64 << 20;
+use crate::storage::{
+    Architecture, LogName, LogPolicies, LogStore, PartitionLog, StorageError, CURSOR_LOG_MAX_BYTES,
+    CURSOR_LOG_MAX_ENTRIES,
+};
 
 /// Opens topics as managed ledgers over one ledger client.
 pub struct LedgerLogStore {

@@ -181,6 +181,16 @@ pub trait PartitionLog: PositionOrder + Send + Sync {
     /// first entry of an empty log.
     fn last_confirmed(&self) -> Position;
 
+    /// Waits (at most `limit`) until every entry this log holds is
+    /// confirmed, and says whether they all are. A new leader of a local
+    /// log holds entries its predecessor appended that it confirms only
+    /// once its in-sync replicas hold them too; a reader that needs the
+    /// latest entry (a cursor's state) waits for them. A managed ledger
+    /// has recovered its ledgers when it opens, so it never waits.
+    async fn confirm_inherited(&self, _limit: Duration) -> bool {
+        true
+    }
+
     /// The position before the first entry still stored (reading from the
     /// start begins after it).
     fn first_position(&self) -> Position;
@@ -221,6 +231,15 @@ pub trait PartitionLog: PositionOrder + Send + Sync {
     /// Deletes this log's data and its record. Appends fail from now on.
     async fn delete(&self) -> Result<(), StorageError>;
 }
+
+/// States one segment (ledger) of a cursor log holds before the log rolls
+/// over, in either architecture, so superseded states can be trimmed
+/// (Pulsar's `managedLedgerCursorMaxEntriesPerLedger` is 50,000; a flush
+/// every 100 ms fills this in about 17 minutes).
+pub const CURSOR_LOG_MAX_ENTRIES: u64 = 10_000;
+/// Bytes of one segment of a cursor log: a cursor with many acknowledged
+/// ranges writes large states and rolls sooner.
+pub const CURSOR_LOG_MAX_BYTES: u64 = 64 << 20;
 
 /// A topic's identity as storage needs it (kept apart from the topic
 /// module's names so storage depends on nothing above it), or the identity

@@ -568,11 +568,9 @@ async fn first_read(
     subscription: Option<&str>,
 ) -> Result<f64, String> {
     let started = Instant::now();
-    let client = connect(&ConnectArgs {
-        url: ctx.service_url.clone(),
-    })
-    .await
-    .map_err(|e| format!("{e:#}"))?;
+    let client = connect(&ConnectArgs::new(ctx.service_url.clone()))
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     let (name, position) = match subscription {
         Some(s) => (s.to_string(), StartPosition::Earliest),
         None => ("move-probe".to_string(), StartPosition::Latest),
@@ -598,11 +596,9 @@ async fn first_read(
 /// Seconds until one message sent to `topic` is acknowledged.
 async fn first_send(ctx: &FaultContext, topic: &str) -> Result<f64, String> {
     let started = Instant::now();
-    let client = connect(&ConnectArgs {
-        url: ctx.service_url.clone(),
-    })
-    .await
-    .map_err(|e| format!("{e:#}"))?;
+    let client = connect(&ConnectArgs::new(ctx.service_url.clone()))
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     let mut producer = client
         .producer()
         .with_topic(topic)

@@ -275,9 +275,7 @@ impl Load {
         topics: &[String],
         shared: Arc<Shared>,
     ) -> Result<Load> {
-        let connect = ConnectArgs {
-            url: service_url.to_string(),
-        };
+        let connect = ConnectArgs::new(service_url.to_string());
         let consumer_client = connect_with_outbound_queue(&connect, None).await?;
         let producer_client =
             connect_with_outbound_queue(&connect, Some(w.magnetar.max_pending_messages.max(100)))
@@ -688,13 +686,8 @@ async fn consume(
 /// Creates the durable `subscription` on `topic` (at its start) by
 /// subscribing once; the subscription outlives the consumer.
 pub async fn subscribe(service_url: &str, topic: &str, subscription: &str) -> Result<()> {
-    let client = connect_with_outbound_queue(
-        &ConnectArgs {
-            url: service_url.to_string(),
-        },
-        None,
-    )
-    .await?;
+    let client =
+        connect_with_outbound_queue(&ConnectArgs::new(service_url.to_string()), None).await?;
     let mut consumer: Consumer<Vec<u8>, TokioExecutor> = client
         .consumer()
         .with_topic(topic)
@@ -712,13 +705,8 @@ pub async fn subscribe(service_url: &str, topic: &str, subscription: &str) -> Re
 /// Fills `topic` with at least `bytes` of `message_size`-byte messages as
 /// fast as the service takes them; returns the messages acknowledged.
 pub async fn fill(service_url: &str, topic: &str, bytes: u64, message_size: usize) -> Result<u64> {
-    let client = connect_with_outbound_queue(
-        &ConnectArgs {
-            url: service_url.to_string(),
-        },
-        Some(1000),
-    )
-    .await?;
+    let client =
+        connect_with_outbound_queue(&ConnectArgs::new(service_url.to_string()), Some(1000)).await?;
     let mut producer = client
         .producer()
         .with_topic(topic)

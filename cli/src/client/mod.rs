@@ -19,9 +19,23 @@ use pulsar::{ConnectionRetryOptions, ProducerOptions, Pulsar, SubType, TokioExec
 /// Where the broker is.
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
-    /// Broker service URL.
+    /// Broker service URL (`pulsar+ssl://` for TLS).
     #[arg(long, default_value = "pulsar://127.0.0.1:6650")]
     pub url: String,
+    /// CA certificates (PEM) that a `pulsar+ssl://` broker's certificate
+    /// must chain to, when they are not the system's.
+    #[arg(long, value_name = "PEM")]
+    pub tls_trust_certs: Option<std::path::PathBuf>,
+}
+
+impl ConnectArgs {
+    /// The broker at `url`, with the system's trust roots.
+    pub fn new(url: impl Into<String>) -> Self {
+        ConnectArgs {
+            url: url.into(),
+            tls_trust_certs: None,
+        }
+    }
 }
 
 /// A client connected to the broker at `--url`.
@@ -46,6 +60,11 @@ pub async fn connect_with_outbound_queue(
         Pulsar::builder(args.url.as_str(), TokioExecutor).with_connection_retry_options(retries);
     if let Some(size) = outbound {
         builder = builder.with_outbound_channel_size(size);
+    }
+    if let Some(path) = &args.tls_trust_certs {
+        builder = builder
+            .with_certificate_chain_file(path)
+            .with_context(|| format!("reading {}", path.display()))?;
     }
     builder
         .build()
