@@ -348,6 +348,24 @@ fn a_bookie_refuses_a_public_address_without_auth_unless_insecure() {
     assert!(line.contains("serving gRPC"), "{line}");
 }
 
+/// A replication fetch of a partition nobody leads, as `creds`: `Ok` when
+/// the service admitted the caller (it answers such a fetch in-band).
+async fn fetch_unknown_partition(channel: Channel, creds: PeerCredentials) -> tonic::Code {
+    ReplicationClient::with_interceptor(channel, creds)
+        .fetch(FetchRequest {
+            partition: "/nonexistent".into(),
+            log_id: 1,
+            replica_id: "me".into(),
+            leader_epoch: 1,
+            fetch_offset: 0,
+            max_bytes: 1 << 20,
+            max_wait_ms: 0,
+        })
+        .await
+        .map(|_| tonic::Code::Ok)
+        .unwrap_or_else(|s| s.code())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_monolithic_brokers_replication_service_serves_only_broker_tokens() {
     let etcd = Etcd::start().await.unwrap();
@@ -388,19 +406,7 @@ async fn a_monolithic_brokers_replication_service_serves_only_broker_tokens() {
         let endpoint = endpoint.clone();
         async move {
             let channel = endpoint.connect().await.unwrap();
-            ReplicationClient::with_interceptor(channel, creds)
-                .fetch(FetchRequest {
-                    partition: "/nonexistent".into(),
-                    log_id: 1,
-                    replica_id: "me".into(),
-                    leader_epoch: 1,
-                    fetch_offset: 0,
-                    max_bytes: 1 << 20,
-                    max_wait_ms: 0,
-                })
-                .await
-                .map(|_| tonic::Code::Ok)
-                .unwrap_or_else(|s| s.code())
+            fetch_unknown_partition(channel, creds).await
         }
     };
     assert_eq!(
@@ -424,6 +430,23 @@ fn pem_file(dir: &std::path::Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
+}
+
+/// A broker's flags for mutual TLS with the storage tier: `certificate`
+/// written under `dir`, and the CA file peers' certificates must chain to.
+fn broker_tls_flags(
+    dir: &std::path::Path,
+    certificate: &magnetar_tests::certs::Issued,
+    ca_file: String,
+) -> [String; 6] {
+    [
+        "--storage-tls-cert".to_string(),
+        pem_file(dir, "broker.pem", &certificate.cert_pem),
+        "--storage-tls-key".to_string(),
+        pem_file(dir, "broker.key", &certificate.key_pem),
+        "--storage-tls-trust-certs".to_string(),
+        ca_file,
+    ]
 }
 
 /// Mutual TLS instead of tokens: a bookie given trust roots admits only
@@ -525,14 +548,7 @@ async fn mutual_tls_admits_only_broker_certificates_to_a_bookie() {
     assert!(!lac.fenced, "a stranger fenced the ledger");
 
     // A broker with its certificate stores through both bookies.
-    let broker_files = [
-        "--storage-tls-cert".to_string(),
-        pem_file(dir.path(), "broker.pem", &broker_cert.cert_pem),
-        "--storage-tls-key".to_string(),
-        pem_file(dir.path(), "broker.key", &broker_cert.key_pem),
-        "--storage-tls-trust-certs".to_string(),
-        ca_file,
-    ];
+    let broker_files = broker_tls_flags(dir.path(), &broker_cert, ca_file);
     let mut args: Vec<&str> = broker_files.iter().map(String::as_str).collect();
     args.extend([
         "--ensemble-size",
@@ -598,14 +614,11 @@ async fn monolithic_brokers_replicate_over_mutual_tls_only() {
     let ca = TestCa::new("replication-ca").unwrap();
     let broker_cert = ca.issue("broker").unwrap();
     let app_cert = ca.issue("app").unwrap();
-    let tls_files = [
-        "--storage-tls-cert".to_string(),
-        pem_file(dir.path(), "broker.pem", &broker_cert.cert_pem),
-        "--storage-tls-key".to_string(),
-        pem_file(dir.path(), "broker.key", &broker_cert.key_pem),
-        "--storage-tls-trust-certs".to_string(),
+    let tls_files = broker_tls_flags(
+        dir.path(),
+        &broker_cert,
         pem_file(dir.path(), "ca.pem", &ca.pem()),
-    ];
+    );
     let etcd = Etcd::start().await.unwrap();
     let url = etcd.metadata_url("replication-mtls");
     let mut brokers = Vec::new();
@@ -667,19 +680,7 @@ async fn monolithic_brokers_replicate_over_mutual_tls_only() {
             let Ok(channel) = endpoint.connect().await else {
                 return tonic::Code::Unavailable;
             };
-            ReplicationClient::with_interceptor(channel, PeerCredentials::none())
-                .fetch(FetchRequest {
-                    partition: "/nonexistent".into(),
-                    log_id: 1,
-                    replica_id: "me".into(),
-                    leader_epoch: 1,
-                    fetch_offset: 0,
-                    max_bytes: 1 << 20,
-                    max_wait_ms: 0,
-                })
-                .await
-                .map(|_| tonic::Code::Ok)
-                .unwrap_or_else(|s| s.code())
+            fetch_unknown_partition(channel, PeerCredentials::none()).await
         }
     };
     for addr in &replication_addrs {

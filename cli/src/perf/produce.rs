@@ -149,7 +149,13 @@ pub async fn run(args: ProducePerfArgs) -> Result<()> {
 
 /// `--wire`: the same load without a client library in the way.
 async fn run_wire(args: ProducePerfArgs) -> Result<()> {
-    let address = super::wire_produce::address_of(&args.connect.url)?;
+    let wire = super::wire_produce::address_of(&args.connect.url)?;
+    let tls = match (wire.tls, &args.connect.tls_trust_certs) {
+        (false, _) => None,
+        (true, Some(trust)) => Some(super::wire_produce::tls_connector(trust)?),
+        (true, None) => anyhow::bail!("--wire over pulsar+ssl:// needs --tls-trust-certs"),
+    };
+    let address = wire.address;
     let per_batch =
         (args.batch_max_bytes / args.size.max(1)).clamp(1, args.batch_max_messages as usize) as u32;
     let window = (args.max_pending / per_batch as usize).max(1);
@@ -164,6 +170,7 @@ async fn run_wire(args: ProducePerfArgs) -> Result<()> {
             };
             let spec = super::wire_produce::WireProducer {
                 address: address.clone(),
+                tls: tls.clone(),
                 topic,
                 keys: args.keys,
                 message_size: args.size,

@@ -21,16 +21,33 @@ use pulsar::proto::{
     BaseCommand, CommandConnect, CommandProducer, CommandSend, MessageMetadata,
     SingleMessageMetadata,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::codec::Framed;
 
 use super::report::Load;
 
+/// A connection to the broker: plain TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Connection = Framed<Box<dyn Io>, PulsarCodec>;
+
+/// Where the broker is, as a `pulsar://` or `pulsar+ssl://` URL names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireAddress {
+    /// `host:port`.
+    pub address: String,
+    pub tls: bool,
+}
+
 /// What one wire producer sends.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WireProducer {
     pub address: String,
+    /// TLS to the broker (`pulsar+ssl://`), verified against the CAs given.
+    pub tls: Option<tokio_rustls::TlsConnector>,
     pub topic: String,
     pub message_size: usize,
     pub messages_per_batch: u32,
@@ -42,12 +59,37 @@ pub struct WireProducer {
     pub keys: u32,
 }
 
-/// `pulsar://host:port` → `host:port`.
-pub fn address_of(url: &str) -> Result<String> {
-    url.strip_prefix("pulsar://")
-        .map(|rest| rest.trim_end_matches('/').to_string())
-        .filter(|a| !a.is_empty())
-        .with_context(|| format!("--wire needs a pulsar://host:port URL, got {url}"))
+/// `pulsar://host:port` or `pulsar+ssl://host:port`.
+pub fn address_of(url: &str) -> Result<WireAddress> {
+    let (rest, tls) = match url.strip_prefix("pulsar+ssl://") {
+        Some(rest) => (rest, true),
+        None => (url.strip_prefix("pulsar://").unwrap_or(""), false),
+    };
+    let address = rest.trim_end_matches('/').to_string();
+    if address.is_empty() {
+        bail!("--wire needs a pulsar:// or pulsar+ssl:// host:port URL, got {url}");
+    }
+    Ok(WireAddress { address, tls })
+}
+
+/// TLS to brokers whose certificates chain to the CAs in `trust` (PEM).
+pub fn tls_connector(trust: &std::path::Path) -> Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(trust)
+        .with_context(|| format!("reading {}", trust.display()))?
+    {
+        roots
+            .add(cert.with_context(|| format!("reading {}", trust.display()))?)
+            .with_context(|| format!("a CA certificate in {}", trust.display()))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// A batch of `count` messages of `size` bytes in Pulsar's batch format.
@@ -74,7 +116,7 @@ fn command(r#type: Type, fill: impl FnOnce(&mut BaseCommand)) -> Frame {
     Frame::command(c)
 }
 
-async fn next_command(framed: &mut Framed<TcpStream, PulsarCodec>) -> Result<BaseCommand> {
+async fn next_command(framed: &mut Connection) -> Result<BaseCommand> {
     match framed.next().await {
         Some(Ok(Decoded::Frame(frame))) => Ok(frame.command),
         Some(Ok(Decoded::Corrupt(c))) => bail!("corrupt frame from broker: {}", c.reason),
@@ -84,12 +126,29 @@ async fn next_command(framed: &mut Framed<TcpStream, PulsarCodec>) -> Result<Bas
 }
 
 /// Connects, says CONNECT and creates the producer.
-async fn open(spec: &WireProducer, id: usize) -> Result<Framed<TcpStream, PulsarCodec>> {
+async fn open(spec: &WireProducer, id: usize) -> Result<Connection> {
     let socket = TcpStream::connect(&spec.address)
         .await
         .with_context(|| format!("connecting to {}", spec.address))?;
     socket.set_nodelay(true)?;
-    let mut framed = Framed::new(socket, PulsarCodec::new(64 << 20));
+    let io: Box<dyn Io> = match &spec.tls {
+        None => Box::new(socket),
+        Some(connector) => {
+            let host = spec
+                .address
+                .rsplit_once(':')
+                .map_or(&*spec.address, |(h, _)| h);
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .with_context(|| format!("{host} as a TLS server name"))?;
+            Box::new(
+                connector
+                    .connect(name, socket)
+                    .await
+                    .with_context(|| format!("TLS handshake with {}", spec.address))?,
+            )
+        }
+    };
+    let mut framed = Framed::new(io, PulsarCodec::new(64 << 20));
     framed
         .send(command(Type::Connect, |c| {
             c.connect = Some(CommandConnect {
@@ -242,7 +301,14 @@ mod tests {
     #[test]
     fn addresses_come_from_pulsar_urls() {
         assert_eq!(
-            address_of("pulsar://127.0.0.1:6650").unwrap(),
+            address_of("pulsar+ssl://127.0.0.1:6651").unwrap(),
+            WireAddress {
+                address: "127.0.0.1:6651".into(),
+                tls: true
+            }
+        );
+        assert_eq!(
+            address_of("pulsar://127.0.0.1:6650").unwrap().address,
             "127.0.0.1:6650"
         );
         assert!(address_of("http://x:1").is_err());
