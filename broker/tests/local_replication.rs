@@ -327,14 +327,12 @@ async fn cursor_logs_follow_their_partition_replicas() {
     for i in 9..15 {
         cursor.persist(|| Some(cursor_state(i))).await.unwrap();
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !nodes[0].store.settled(&topic).await.unwrap() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the move never completed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let leader = nodes[0].store.clone();
+    magnetar_tests::wait_until("the move to complete", Duration::from_secs(60), || {
+        let (leader, topic) = (leader.clone(), topic.clone());
+        async move { leader.settled(&topic).await.unwrap() }
+    })
+    .await;
     let moved = log_record(&metadata, &cursor_key).await;
     assert_eq!(moved["replicas"], serde_json::json!(target), "{moved}");
     assert!(nodes[0].store.can_lead(&topic, "d").await.unwrap());

@@ -567,10 +567,16 @@ impl PartitionLog for LocalLog {
     async fn confirm_inherited(&self, limit: Duration) -> bool {
         let mut changes = self.changed.subscribe();
         let held = self.log.log_end_offset();
+        // Not while too few replicas are in sync: nothing gets confirmed
+        // then, and every cursor of a topic would wait out the limit.
         let confirmed = async {
-            while self.confirmed_end() < held && self.stopped().is_none() {
-                if changes.changed().await.is_err() {
-                    break;
+            while self.confirmed_end() < held
+                && self.stopped().is_none()
+                && self.accepts_writes().is_ok()
+            {
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { break },
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
             }
         };

@@ -174,7 +174,14 @@ impl LocalLogStore {
                 true => &record.replicas,
                 false => &record.isr,
             };
-            if !record.replicas.is_empty() && !isr.contains(&peer.replica_id) {
+            // A cursor log without a copy on `broker` (it could not follow
+            // its partition) is started afresh there: nothing to wait for.
+            let has_copy = record.replicas.contains(&peer.replica_id);
+            let cursor_log = key != name.metadata_key();
+            if has_copy && !isr.contains(&peer.replica_id) {
+                return Ok(false);
+            }
+            if !has_copy && !cursor_log && !record.replicas.is_empty() {
                 return Ok(false);
             }
         }
@@ -216,7 +223,7 @@ impl LocalLogStore {
     /// partition (`target`), so that their copies stay on the partition's
     /// replicas. A cursor log that cannot follow is left as it is: if its
     /// partition's next leader holds no in-sync copy, that leader starts
-    /// the cursor afresh from its record ([`Self::open`]).
+    /// the cursor afresh from its record when it opens it.
     async fn move_cursor_logs(&self, name: &LogName, target: &[String], throttle: Option<u64>) {
         let keys = match self.cursor_log_keys(name).await {
             Ok(keys) => keys,
