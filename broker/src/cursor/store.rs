@@ -107,9 +107,9 @@ impl CursorStorage {
         initial: Position,
     ) -> Result<(DurableCursor, CursorState), StorageError> {
         let key = self.key(subscription);
-        let (record, version) = loop {
+        let (record, version, created) = loop {
             if let Some(kv) = self.metadata.get(&key).await? {
-                break (CursorRecord::parse(&key, &kv.value)?, kv.version);
+                break (CursorRecord::parse(&key, &kv.value)?, kv.version, false);
             }
             let record = CursorRecord {
                 snapshot: CursorState::new(initial).snapshot(),
@@ -120,7 +120,7 @@ impl CursorStorage {
                 .put(&key, record.to_bytes(), Expect::Absent, None)
                 .await
             {
-                Ok(version) => break (record, version),
+                Ok(version) => break (record, version, true),
                 Err(MetadataError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -142,14 +142,20 @@ impl CursorStorage {
                 Some(log)
             }
         };
+        // A record written just now is as fresh as the segment the log
+        // writes next, so the first flush need not rewrite it: thousands of
+        // new subscriptions acknowledging their first message together
+        // would otherwise write their records together.
+        let segment = log
+            .as_ref()
+            .filter(|_| created)
+            .and_then(|log| log.stats().current)
+            .map(|s| (s.id, s.first_entry));
         let cursor = DurableCursor {
             metadata: self.metadata.clone(),
             key,
             log,
-            writes: tokio::sync::Mutex::new(Writes {
-                version,
-                segment: None,
-            }),
+            writes: tokio::sync::Mutex::new(Writes { version, segment }),
         };
         Ok((cursor, CursorState::from_snapshot(snapshot)))
     }

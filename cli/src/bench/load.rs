@@ -35,6 +35,10 @@ use crate::perf::schedule::Schedule;
 const KEY_POOL: usize = 10_000;
 /// How long closing a producer or consumer may take once the figures are in.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Consumers (then producers) being created at once during set-up, as
+/// OMB's driver creates them together: many topics are set up at the
+/// service's pace, not at one round trip per client.
+const CREATE_CONCURRENCY: usize = 16;
 
 /// Counters over the whole run (warm-up included); the runner takes
 /// differences.
@@ -289,14 +293,24 @@ impl Load {
             clients: vec![consumer_client.clone(), producer_client.clone()],
         };
         let sub_type = crate::client::SubscriptionType::from(w.magnetar.subscription_type);
+        let mut subscribing = Vec::new();
         for (t, topic) in topics.iter().enumerate() {
             for s in 0..w.subscriptions_per_topic {
                 let name = format!("sub-{s:03}");
                 let check = Arc::new(Mutex::new(SubscriptionCheck::default()));
                 for c in 0..w.consumer_per_subscription {
-                    let consumer: Consumer<Vec<u8>, TokioExecutor> = consumer_client
+                    subscribing.push((topic.as_str(), name.clone(), c, check.clone()));
+                }
+                load.checks.push((format!("{topic}/{name}"), t, check));
+            }
+        }
+        let mut subscribed = futures::stream::iter(subscribing)
+            .map(|(topic, name, c, check)| {
+                let client = consumer_client.clone();
+                async move {
+                    let consumer: Consumer<Vec<u8>, TokioExecutor> = client
                         .consumer()
-                        .with_topic(topic.as_str())
+                        .with_topic(topic)
                         .with_subscription(name.as_str())
                         .with_subscription_type(sub_type.into())
                         .with_consumer_name(format!("{name}-consumer-{c:03}"))
@@ -307,48 +321,63 @@ impl Load {
                         .build()
                         .await
                         .with_context(|| format!("subscribing {name} to {topic}"))?;
-                    load.consumers.push(tokio::spawn(consume(
-                        consumer,
-                        Acker::new(sub_type.acks_cumulatively()),
-                        check.clone(),
-                        shared.clone(),
-                    )));
+                    anyhow::Ok((consumer, check))
                 }
-                load.checks.push((format!("{topic}/{name}"), t, check));
-            }
+            })
+            .buffer_unordered(CREATE_CONCURRENCY);
+        while let Some(subscribed) = subscribed.next().await {
+            let (consumer, check) = subscribed?;
+            load.consumers.push(tokio::spawn(consume(
+                consumer,
+                Acker::new(sub_type.acks_cumulatively()),
+                check,
+                shared.clone(),
+            )));
         }
         let payloads = Arc::new(Payloads::for_workload(w)?);
         let pool = Arc::new(key_pool());
         let b = w.magnetar.batching;
-        for (t, topic) in topics.iter().enumerate() {
-            for p in 0..w.producers_per_topic {
-                let id = (t as u32) * w.producers_per_topic + p;
-                let producer = producer_client
-                    .producer()
-                    .with_topic(topic.as_str())
-                    .with_name(format!("bench-producer-{id:04}"))
-                    .with_options(producer_options(
-                        b.max_messages,
-                        Some(b.max_bytes),
-                        Duration::from_millis(b.max_delay_ms),
-                    ))
-                    .build()
-                    .await
-                    .with_context(|| format!("creating producer {id} on {topic}"))?;
-                let spec = ProducerSpec {
-                    id,
-                    topic: t,
-                    payloads: payloads.clone(),
-                    keys: Keys {
-                        distributor: w.key_distributor,
-                        pool: pool.clone(),
-                        next: rand::rng().random_range(0..KEY_POOL),
-                    },
-                    max_pending: w.magnetar.max_pending_messages,
-                };
-                load.producers
-                    .push(tokio::spawn(produce(spec, producer, shared.clone())));
-            }
+        let total_producers = topics.len() as u32 * w.producers_per_topic;
+        let creating = topics.iter().enumerate().flat_map(|(t, topic)| {
+            (0..w.producers_per_topic)
+                .map(move |p| (t, topic.as_str(), (t as u32) * w.producers_per_topic + p))
+        });
+        let mut created = futures::stream::iter(creating)
+            .map(|(t, topic, id)| {
+                let client = producer_client.clone();
+                async move {
+                    let producer = client
+                        .producer()
+                        .with_topic(topic)
+                        .with_name(format!("bench-producer-{id:04}"))
+                        .with_options(producer_options(
+                            b.max_messages,
+                            Some(b.max_bytes),
+                            Duration::from_millis(b.max_delay_ms),
+                        ))
+                        .build()
+                        .await
+                        .with_context(|| format!("creating producer {id} on {topic}"))?;
+                    anyhow::Ok((t, id, producer))
+                }
+            })
+            .buffer_unordered(CREATE_CONCURRENCY);
+        while let Some(created) = created.next().await {
+            let (t, id, producer) = created?;
+            let spec = ProducerSpec {
+                id,
+                topic: t,
+                payloads: payloads.clone(),
+                keys: Keys {
+                    distributor: w.key_distributor,
+                    pool: pool.clone(),
+                    next: rand::rng().random_range(0..KEY_POOL),
+                },
+                max_pending: w.magnetar.max_pending_messages,
+                phase: f64::from(id) / f64::from(total_producers.max(1)),
+            };
+            load.producers
+                .push(tokio::spawn(produce(spec, producer, shared.clone())));
         }
         Ok(load)
     }
@@ -409,11 +438,9 @@ impl Load {
                 a.abort();
             }
         }
-        let by_topic: HashMap<usize, Vec<(u32, &ProducerRecord)>> = records
-            .iter()
-            .enumerate()
-            .fold(HashMap::new(), |mut map, (i, r)| {
-                map.entry(r.topic).or_default().push((i as u32, r));
+        let by_topic: HashMap<usize, Vec<(u32, &ProducerRecord)>> =
+            records.iter().fold(HashMap::new(), |mut map, r| {
+                map.entry(r.topic).or_default().push((r.producer, r));
                 map
             });
         let verdicts = self
@@ -433,12 +460,15 @@ impl Load {
 }
 
 struct ProducerSpec {
-    /// Index over the whole run (records are returned in this order).
+    /// Unique over the whole run; the headers carry it.
     id: u32,
     topic: usize,
     payloads: Arc<Payloads>,
     keys: Keys,
     max_pending: usize,
+    /// Where in one message interval this producer's schedule starts: the
+    /// producers' sends are spread evenly instead of falling due together.
+    phase: f64,
 }
 
 /// A send awaiting its receipt.
@@ -484,7 +514,7 @@ async fn produce(
             }
             continue;
         };
-        let intended = start + s.send_time(due);
+        let intended = start + s.phase_offset(spec.phase) + s.send_time(due);
         let now = Instant::now();
         if intended > now {
             // Short naps, so that a rate change or the stop is noticed.
@@ -551,6 +581,7 @@ async fn produce(
         eprintln!("bench: a producer did not close within {CLOSE_TIMEOUT:?}");
     }
     Ok(ProducerRecord {
+        producer: spec.id,
         topic: spec.topic,
         acknowledged,
         sent: sequence,

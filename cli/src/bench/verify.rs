@@ -129,6 +129,8 @@ impl SequenceSet {
 /// What one producer knows at the end: which sends were acknowledged.
 #[derive(Debug, Default)]
 pub struct ProducerRecord {
+    /// The producer's id, as its messages' headers carry it.
+    pub producer: u32,
     pub topic: usize,
     pub acknowledged: SequenceSet,
     /// Sends handed to the client.

@@ -76,26 +76,46 @@ impl Default for LatencyRecorder {
     }
 }
 
-/// The recorders of many tasks (one each, so recording never contends),
-/// merged when a summary is wanted.
+/// At most this many recorders per [`Recorders`]: a recorder's two
+/// histograms take about 380 KB (1 µs to one hour at 3 digits), so one per
+/// task would cost gigabytes at 10,000 producers. Past it, tasks share
+/// recorders round-robin; with this many, two tasks rarely contend.
+pub const MAX_RECORDERS: usize = 64;
+
+/// The recorders of many tasks (one each up to [`MAX_RECORDERS`], so
+/// recording seldom contends), merged when a summary is wanted.
 #[derive(Default)]
-pub struct Recorders(Mutex<Vec<Arc<Mutex<LatencyRecorder>>>>);
+pub struct Recorders(Mutex<RecorderPool>);
+
+#[derive(Default)]
+struct RecorderPool {
+    all: Vec<Arc<Mutex<LatencyRecorder>>>,
+    /// Recorders handed out, for the round-robin past the cap.
+    handed_out: usize,
+}
 
 impl Recorders {
-    /// A recorder for one more task.
+    /// A recorder for one more task: a new one while fewer than
+    /// [`MAX_RECORDERS`] exist, else one it shares with other tasks.
     pub fn add(&self) -> Arc<Mutex<LatencyRecorder>> {
-        let recorder = Arc::new(Mutex::new(LatencyRecorder::new()));
-        if let Ok(mut all) = self.0.lock() {
-            all.push(recorder.clone());
+        let Ok(mut pool) = self.0.lock() else {
+            return Arc::new(Mutex::new(LatencyRecorder::new()));
+        };
+        let n = pool.handed_out;
+        pool.handed_out += 1;
+        if pool.all.len() < MAX_RECORDERS {
+            let recorder = Arc::new(Mutex::new(LatencyRecorder::new()));
+            pool.all.push(recorder.clone());
+            return recorder;
         }
-        recorder
+        pool.all[n % MAX_RECORDERS].clone()
     }
 
     /// The latencies recorded since the last call, over every task.
     pub fn take_interval(&self) -> Histogram<u64> {
         let mut merged = latency_histogram();
-        if let Ok(all) = self.0.lock() {
-            for recorder in all.iter() {
+        if let Ok(pool) = self.0.lock() {
+            for recorder in pool.all.iter() {
                 if let Ok(mut r) = recorder.lock() {
                     let _ = merged.add(&r.interval);
                     r.interval.reset();
@@ -108,8 +128,8 @@ impl Recorders {
     /// Everything recorded while measuring, over every task.
     pub fn measured(&self) -> Histogram<u64> {
         let mut merged = latency_histogram();
-        if let Ok(all) = self.0.lock() {
-            for recorder in all.iter() {
+        if let Ok(pool) = self.0.lock() {
+            for recorder in pool.all.iter() {
                 if let Ok(r) = recorder.lock() {
                     let _ = merged.add(r.measured());
                 }
@@ -339,6 +359,21 @@ mod tests {
         assert_eq!(measured.len(), 1);
         assert_eq!(measured.max(), 200);
         assert_eq!(load.counts(), (2, 20, 0));
+    }
+
+    #[test]
+    fn tasks_past_the_cap_share_recorders_and_nothing_is_lost() {
+        let recorders = Recorders::default();
+        let tasks: Vec<_> = (0..MAX_RECORDERS * 3).map(|_| recorders.add()).collect();
+        let distinct: std::collections::HashSet<_> = tasks.iter().map(Arc::as_ptr).collect();
+        assert_eq!(distinct.len(), MAX_RECORDERS);
+        for (i, task) in tasks.iter().enumerate() {
+            task.lock().unwrap().record_n(i as u64 + 1, 1, true);
+        }
+        let measured = recorders.measured();
+        assert_eq!(measured.len(), tasks.len() as u64);
+        assert_eq!(measured.max(), tasks.len() as u64);
+        assert_eq!(recorders.take_interval().len(), tasks.len() as u64);
     }
 
     #[test]

@@ -28,6 +28,13 @@ impl Schedule {
     pub fn send_time(&self, k: u64) -> Duration {
         Duration::from_secs_f64(k as f64 / self.per_second)
     }
+
+    /// `phase` (a fraction in `[0, 1)`) of one message interval: producer
+    /// `i` of `n` starting that much later spreads many slow producers
+    /// evenly over the interval instead of sending all at once.
+    pub fn phase_offset(&self, phase: f64) -> Duration {
+        Duration::from_secs_f64(phase.clamp(0.0, 1.0) / self.per_second)
+    }
 }
 
 #[cfg(test)]
@@ -39,6 +46,14 @@ mod tests {
         assert_eq!(Schedule::new(0.0), None);
         assert_eq!(Schedule::new(f64::INFINITY), None);
         assert!(Schedule::new(0.5).is_some());
+    }
+
+    #[test]
+    fn phases_spread_producers_over_one_interval() {
+        let s = Schedule::new(0.1).expect("limited");
+        assert_eq!(s.phase_offset(0.0), Duration::ZERO);
+        assert_eq!(s.phase_offset(0.5), Duration::from_secs(5));
+        assert_eq!(s.phase_offset(7.0), Duration::from_secs(10));
     }
 
     #[test]
