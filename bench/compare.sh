@@ -9,7 +9,9 @@
 #   bench/compare.sh OUTPUT_DIR [SCENARIO...]
 #
 # SCENARIO names (default: all): 5k 10k maxrate backlog1g kill-leader
-# kill-storage add-broker move topics1000 topics10000. Results go to
+# kill-storage add-broker move topics1000 topics10000, and 5k-os and
+# topics1000-os (monolithic with --flush-policy os: receipts before any
+# fsync, Kafka's default). Results go to
 # OUTPUT_DIR/results/NAME-TOPOLOGY.json and the report to
 # OUTPUT_DIR/report.md with its charts. A run that fails verification
 # still writes its file (and is reported); the script goes on and exits 1
@@ -18,7 +20,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ]; then
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 OUT=$1
@@ -41,6 +43,8 @@ SCENARIOS=(
   "add-broker|magnetar-add-broker.yaml|--test-duration 60s --warmup 10s||"
   "move|magnetar-move-topic.yaml|--test-duration 200s --warmup 10s||--brokers 4"
   "topics1000|magnetar-many-topics-1000.yaml|--test-duration 30s --warmup 10s||"
+  "5k-os|1-topic-100-partitions-1kb-4p-4c-5k.yaml|--test-duration 60s --warmup 15s||--flush-policy os|monolithic"
+  "topics1000-os|magnetar-many-topics-1000.yaml|--test-duration 30s --warmup 10s||--flush-policy os|monolithic"
   "topics10000|magnetar-many-topics-10000.yaml|--test-duration 60s --warmup 10s|||decoupled"
 )
 

@@ -109,6 +109,9 @@ impl LocalLogStore {
         config: LocalLogConfig,
         clustered: bool,
     ) -> Self {
+        // One id per compare-and-set: a key's later log always has the
+        // higher id, which the replica manager relies on to tell a late
+        // watch event of a replaced log from a newer log.
         let ids = Arc::new(LedgerIdAllocator::new(metadata.clone()));
         let replicas = Arc::new(Replicas::new(
             broker_id.clone(),

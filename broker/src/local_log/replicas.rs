@@ -135,6 +135,12 @@ impl Replicas {
         let leads_elsewhere = record.leader.as_ref().is_some_and(|l| *l != self.me);
         let holds_copy = record.replicas.contains(&self.me);
         if let Some(led) = self.leader(key) {
+            // Log ids come from one counter that only grows: a record of a
+            // lower id is a late watch event of a log this key held before
+            // (one replaced since), and says nothing of this one.
+            if record.log_id < led.log_id {
+                return;
+            }
             if led.epoch < record.leader_epoch || led.log_id != record.log_id {
                 led.stop(StorageError::Fenced(format!(
                     "{key} is led by {:?} in epoch {} now",
