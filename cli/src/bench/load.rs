@@ -503,7 +503,8 @@ async fn produce(
         if current != epoch {
             epoch = current;
             schedule = Schedule::new(rate);
-            start = Instant::now();
+            start =
+                Instant::now() + schedule.map_or(Duration::ZERO, |s| s.phase_offset(spec.phase));
             due = 0;
         }
         let Some(s) = schedule else {
@@ -514,7 +515,7 @@ async fn produce(
             }
             continue;
         };
-        let intended = start + s.phase_offset(spec.phase) + s.send_time(due);
+        let intended = start + s.send_time(due);
         let now = Instant::now();
         if intended > now {
             // Short naps, so that a rate change or the stop is noticed.
