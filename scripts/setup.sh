@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Magnetar needs on a fresh Debian machine:
 # etcd (server + etcdctl), protoc with its well-known types, clang/libclang (RocksDB bindings),
-# pkg-config and libssl-dev (the `pulsar` client crate links OpenSSL).
+# pkg-config and libssl-dev (the `pulsar` client crate links OpenSSL), and
+# Prometheus (the observability test runs every dashboard query against it).
 # Safe to run again: it installs only what is missing. Source it to also get
 # CARGO_TARGET_DIR pointed at a cache outside the clone.
 set -euo pipefail
@@ -16,6 +17,7 @@ command -v clang >/dev/null 2>&1 || need+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

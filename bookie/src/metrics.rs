@@ -1,6 +1,7 @@
 //! Prometheus metrics of one bookie, updated per round or per request, never
 //! per byte.
 
+use magnetar_proto::bookie::ErrorCode;
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     Opts, Registry, TextEncoder,
@@ -74,6 +75,14 @@ impl BookieMetrics {
         )?;
         registry.register(Box::new(ledgers.clone()))?;
         registry.register(Box::new(gc_deleted_ledgers.clone()))?;
+        // Every label value is exported from the start (at 0), so a rate
+        // exists before the first error or read of a kind.
+        for code in (1..).map_while(|i| ErrorCode::try_from(i).ok()) {
+            add_errors.with_label_values(&[code.as_str_name()]);
+        }
+        for kind in ["entry", "range", "lac"] {
+            reads.with_label_values(&[kind]);
+        }
         Ok(BookieMetrics {
             registry,
             entries_added,

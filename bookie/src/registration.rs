@@ -60,6 +60,15 @@ impl Registration {
     /// to the new lease).
     pub async fn register_once(&self, ttl: Duration) -> Result<(), MetadataError> {
         let lease = self.store.grant_lease(ttl).await?;
+        // Outside the lease: the auditor tells a lost bookie by this key.
+        self.store
+            .put(
+                &keys::bookie_known(&self.bookie_id),
+                self.value()?,
+                Expect::Any,
+                None,
+            )
+            .await?;
         let key = keys::bookie_available(&self.bookie_id);
         self.store
             .put(&key, self.value()?, Expect::Any, Some(lease))

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -15,11 +15,8 @@ use crate::topic::BrokerService;
 pub fn router(metrics: BrokerMetrics, service: Arc<BrokerService>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
-        .route(
-            "/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .with_state(metrics)
+        .route("/health", get(health_handler))
+        .with_state((metrics, service.clone()))
         .merge(crate::admin::router(service))
 }
 
@@ -72,9 +69,56 @@ pub async fn serve_https(
     }
 }
 
-async fn metrics_handler(State(metrics): State<BrokerMetrics>) -> impl IntoResponse {
+async fn metrics_handler(
+    State((metrics, service)): State<(BrokerMetrics, Arc<BrokerService>)>,
+) -> impl IntoResponse {
+    observe_topics(&metrics, &service).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics.render(),
     )
+}
+
+/// Ready to serve (a readiness probe): 503 until the broker has registered
+/// (so before it serves the Pulsar port) and while it holds no lease (its
+/// bundles are gone; it re-registers by itself).
+async fn health_handler(
+    State((_, service)): State<(BrokerMetrics, Arc<BrokerService>)>,
+) -> impl IntoResponse {
+    let registered = service.identity().is_some();
+    let leased = service.ownership().is_none_or(|o| o.lease().is_some());
+    let (status, state) = match (registered, leased) {
+        (true, true) => (StatusCode::OK, "ok"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "no lease"),
+    };
+    (status, axum::Json(serde_json::json!({ "status": state })))
+}
+
+/// Sets the gauges that describe the open topics, once per scrape.
+async fn observe_topics(metrics: &BrokerMetrics, service: &BrokerService) {
+    let topics = service.open_topics().await;
+    let (mut producers, mut consumers, mut subscriptions, mut cursors) = (0, 0, 0, 0);
+    let (mut backlog, mut ledgers, mut size) = (0u64, 0u64, 0u64);
+    for topic in &topics {
+        producers += topic.producer_count() as i64;
+        let stats = topic.log().stats();
+        ledgers += stats.segments.len() as u64;
+        size += stats.size;
+        for sub in topic.open_subscriptions().await {
+            subscriptions += 1;
+            cursors += i64::from(sub.is_durable());
+            consumers += sub.consumers().len() as i64;
+            backlog += sub.backlog_entries();
+        }
+    }
+    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    metrics.topics.set(topics.len() as i64);
+    metrics.producers.set(producers);
+    metrics.consumers.set(consumers);
+    metrics.subscriptions.set(subscriptions);
+    metrics.cursors.set(cursors);
+    metrics.backlog_entries.set(clamp(backlog));
+    metrics.ledgers.set(clamp(ledgers));
+    metrics.storage_size_bytes.set(clamp(size));
 }

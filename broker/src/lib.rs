@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod autorecovery;
 pub mod clock;
 pub mod cursor;
 pub mod http;

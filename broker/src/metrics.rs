@@ -28,6 +28,19 @@ pub struct BrokerMetrics {
     /// Connections closed because their client read nothing of what waited
     /// for it within the write timeout.
     pub connections_stalled: IntCounter,
+    /// Set from the topics open on this broker at each scrape
+    /// ([`crate::http`]): topics, their producers and consumers, open
+    /// subscriptions (durable ones are cursors), entries not yet
+    /// acknowledged summed over subscriptions, ledgers (segments in the
+    /// monolithic architecture) and bytes stored.
+    pub topics: IntGauge,
+    pub producers: IntGauge,
+    pub consumers: IntGauge,
+    pub subscriptions: IntGauge,
+    pub cursors: IntGauge,
+    pub backlog_entries: IntGauge,
+    pub ledgers: IntGauge,
+    pub storage_size_bytes: IntGauge,
 }
 
 impl BrokerMetrics {
@@ -61,8 +74,26 @@ impl BrokerMetrics {
             .buckets(exponential_buckets(0.0001, 2.0, 18)?),
         )?;
         registry.register(Box::new(publish_seconds.clone()))?;
-        let connections = IntGauge::new("connections", "Open client connections")?;
-        registry.register(Box::new(connections.clone()))?;
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let connections = gauge("connections", "Open client connections")?;
+        let topics = gauge("topics", "Topics (partitions) open on this broker")?;
+        let producers = gauge("producers", "Producers on open topics")?;
+        let consumers = gauge("consumers", "Consumers on open topics")?;
+        let subscriptions = gauge("subscriptions", "Open subscriptions, readers included")?;
+        let cursors = gauge("cursors", "Durable subscriptions (stored cursors) open")?;
+        let backlog_entries = gauge(
+            "backlog_entries",
+            "Entries not acknowledged, summed over open subscriptions",
+        )?;
+        let ledgers = gauge(
+            "ledgers",
+            "Ledgers of open topics (segments in the monolithic architecture)",
+        )?;
+        let storage_size_bytes = gauge("storage_size_bytes", "Bytes stored by open topics")?;
         Ok(BrokerMetrics {
             registry,
             messages_in,
@@ -76,6 +107,14 @@ impl BrokerMetrics {
             connections,
             connections_refused,
             connections_stalled,
+            topics,
+            producers,
+            consumers,
+            subscriptions,
+            cursors,
+            backlog_entries,
+            ledgers,
+            storage_size_bytes,
         })
     }
 

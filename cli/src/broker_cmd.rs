@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use magnetar_auth::{PeerCredentials, PeerPolicy};
 use magnetar_broker::auth::{AuthConfig, Superusers};
+use magnetar_broker::autorecovery::AutorecoveryConfig;
 use magnetar_broker::ledger::bookie_client::{BookieClientConfig, BookieClients};
 use magnetar_broker::ledger::LedgerClient;
 use magnetar_broker::load_manager::LoadManagerConfig;
@@ -207,6 +208,22 @@ where
     text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
+/// Bytes per second with an optional binary unit (`64M`); 0: unlimited.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    crate::admin::units::parse_positive_size(text)
+}
+
+/// A rate in the file as the flag takes it.
+fn parsed_rate<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_rate(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 /// A duration in the file as the flag takes it ("60s", "1m 30s").
 fn human_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
@@ -333,8 +350,10 @@ impl BrokerTuning {
                     self.flush_policy.is_none() && self.replica_lag_max.is_none(),
                     "--flush-policy and --replica-lag-max apply to --architecture monolithic only"
                 );
+                let ledgers = self.decoupled_storage(metadata, replication)?;
                 Ok(Storage {
-                    logs: self.decoupled_storage(metadata, replication)?,
+                    logs: ledgers.clone(),
+                    ledgers: Some(ledgers),
                     replicas: None,
                     replication_tls: None,
                 })
@@ -366,6 +385,7 @@ impl BrokerTuning {
                 let replicas = clustered.then(|| store.replicas().clone());
                 Ok(Storage {
                     logs: Arc::new(store),
+                    ledgers: None,
                     replicas,
                     replication_tls: self.storage_peer_tls()?.map(|tls| tls.server_config()),
                 })
@@ -380,7 +400,7 @@ impl BrokerTuning {
         &self,
         metadata: &Arc<dyn MetadataStore>,
         replication: Replication,
-    ) -> Result<Arc<dyn LogStore>> {
+    ) -> Result<Arc<LedgerLogStore>> {
         let mut config = ManagedLedgerConfig::default();
         config.ledger.ensemble_size = replication.ensemble_size;
         config.ledger.write_quorum = replication.write_quorum;
@@ -574,6 +594,17 @@ pub struct BrokerArgs {
     /// brokers of different racks first.
     #[arg(long, env = "MAGNETAR_RACK")]
     pub rack: Option<String>,
+    /// Decoupled only: how long a bookie may be gone before the auditor
+    /// copies its ledgers to other bookies (BookKeeper's
+    /// lostBookieRecoveryDelay) [default: 60s].
+    #[arg(long, env = "MAGNETAR_LOST_BOOKIE_RECOVERY_DELAY", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "human_duration")]
+    pub lost_bookie_recovery_delay: Option<Duration>,
+    /// Decoupled only: bytes per second the auditor copies at most, e.g.
+    /// 64M; 0 for unlimited [default: 64M].
+    #[arg(long, env = "MAGNETAR_REREPLICATION_RATE", value_parser = parse_rate)]
+    #[serde(default, deserialize_with = "parsed_rate")]
+    pub rereplication_rate: Option<u64>,
     #[command(flatten)]
     #[serde(default)]
     pub tuning: BrokerTuning,
@@ -582,7 +613,7 @@ pub struct BrokerArgs {
 impl BrokerArgs {
     pub fn merged(mut self, file: BrokerArgs) -> Self {
         prefer_cli!(self, file; metadata, listen, http, lease_ttl, load_report_interval, load_shedding, data_dir,
-            replication_listen, rack);
+            replication_listen, rack, lost_bookie_recovery_delay, rereplication_rate);
         self.tuning = self.tuning.merged(file.tuning);
         self
     }
@@ -591,6 +622,9 @@ impl BrokerArgs {
 /// Where a broker keeps its topics.
 pub struct Storage {
     pub logs: Arc<dyn LogStore>,
+    /// Decoupled brokers: the same store as managed ledgers, for the
+    /// auditor and the rollover of ledgers on lost bookies.
+    pub ledgers: Option<Arc<LedgerLogStore>>,
     /// Monolithic brokers in a cluster: the replicas this broker holds,
     /// served to and fetched from its peers.
     pub replicas: Option<Arc<Replicas>>,
@@ -610,6 +644,8 @@ pub struct TlsEndpoints {
 pub struct ClusterMembership {
     pub lease_ttl: Duration,
     pub load_manager: LoadManagerConfig,
+    /// The auditor's pacing (decoupled brokers).
+    pub autorecovery: AutorecoveryConfig,
     /// Where the replication service listens (monolithic brokers).
     pub replication_listen: SocketAddr,
     /// This broker's rack, for replica placement (monolithic brokers).
@@ -639,6 +675,7 @@ impl RunningBroker {
     ) -> Result<RunningBroker> {
         let Storage {
             logs,
+            ledgers,
             replicas,
             replication_tls,
         } = storage;
@@ -688,7 +725,7 @@ impl RunningBroker {
         let broker_id = advertised.unwrap_or_else(|| reachable(listener_addr(&listener)));
         let mut identity = BrokerIdentity {
             pulsar_url: format!("pulsar://{broker_id}"),
-            http_url: format!("http://{}", reachable(http_addr)),
+            http_url: format!("http://{}", reachable_at(&broker_id, http_addr)),
             pulsar_url_tls: tls_listener.as_ref().map(|(l, _)| {
                 format!("pulsar+ssl://{}", tls_address(&broker_id, listener_addr(l)))
             }),
@@ -701,6 +738,7 @@ impl RunningBroker {
             Some(cluster) => {
                 if let Some(replicas) = replicas {
                     let (endpoint, task) = serve_replication(
+                        &identity.broker_id,
                         cluster.replication_listen,
                         replicas.clone(),
                         replication_tls,
@@ -718,6 +756,13 @@ impl RunningBroker {
                     .await
                     .context("registering the broker in metadata")?;
                 ownership.set_log_store(logs);
+                if let Some(ledgers) = ledgers {
+                    tokio::spawn(magnetar_broker::autorecovery::run(
+                        ownership.clone(),
+                        ledgers,
+                        cluster.autorecovery.clone(),
+                    ));
+                }
                 service.set_ownership(ownership);
                 service.start_load_manager(cluster.load_manager);
             }
@@ -750,6 +795,7 @@ impl RunningBroker {
 
 /// Serves the replication service on `listen`; returns how peers reach it.
 async fn serve_replication(
+    broker_id: &str,
     listen: SocketAddr,
     replicas: Arc<Replicas>,
     tls: Option<tonic::transport::ServerTlsConfig>,
@@ -771,7 +817,7 @@ async fn serve_replication(
     let peers = replicas.peers().clone();
     let endpoint = ReplicaEndpoint {
         id: replicas.me().to_string(),
-        url: format!("{scheme}://{}", reachable(addr)),
+        url: format!("{scheme}://{}", reachable_at(broker_id, addr)),
         rack: None,
     };
     // tonic ignores Server::tcp_nodelay for a listener bound here: set it
@@ -802,6 +848,18 @@ fn tls_address(broker_id: &str, listener: SocketAddr) -> String {
         .rsplit_once(':')
         .map_or(broker_id, |(host, _)| host);
     format!("{host}:{}", listener.port())
+}
+
+/// A listener's address as other brokers and clients reach it: one bound
+/// to a wildcard address takes the host of the broker's id (its advertised
+/// address), so that in a container peers get its advertised name rather
+/// than loopback.
+fn reachable_at(broker_id: &str, addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        tls_address(broker_id, addr)
+    } else {
+        addr.to_string()
+    }
 }
 
 /// `addr` as other processes on this host reach it: a wildcard listen
@@ -866,9 +924,17 @@ pub async fn run(args: BrokerArgs) -> Result<()> {
         );
         load_manager.shedding = false;
     }
+    let mut autorecovery = AutorecoveryConfig::default();
+    if let Some(delay) = args.lost_bookie_recovery_delay {
+        autorecovery.lost_bookie_delay = delay;
+    }
+    if let Some(rate) = args.rereplication_rate {
+        autorecovery.rate_bytes_per_second = rate;
+    }
     let cluster = ClusterMembership {
         lease_ttl,
         load_manager,
+        autorecovery,
         replication_listen: args
             .replication_listen
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 6651))),

@@ -6,6 +6,7 @@ mod bookie_cmd;
 mod broker_cmd;
 mod client;
 mod config_file;
+mod health;
 mod logging;
 mod perf;
 mod shutdown;
@@ -56,6 +57,9 @@ enum Command {
     /// Secret keys and tokens for token authentication (like pulsar tokens).
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Probe an HTTP health endpoint: exits 0 when it answers 2xx (for
+    /// container healthchecks).
+    Health(health::HealthArgs),
 }
 
 fn main() -> Result<()> {
@@ -76,6 +80,7 @@ fn main() -> Result<()> {
             Command::Perf(cmd) => perf::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Tokens(cmd) => tokens::run(cmd),
+            Command::Health(args) => health::run(args).await,
         }
     })
 }

@@ -19,6 +19,10 @@ pub enum TokensCommand {
         /// instead of printing it.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// With --output: leave an existing file as it is, so that an init
+        /// container can run this at every start.
+        #[arg(long, requires = "output")]
+        if_missing: bool,
     },
     /// A token whose role (subject) is `--subject`.
     #[command(group(ArgGroup::new("key").required(true).args(["secret_key", "private_key"])))]
@@ -35,12 +39,22 @@ pub enum TokensCommand {
         /// The token expires this long from now, e.g. 1h, 7d [default: never].
         #[arg(long, value_parser = humantime::parse_duration)]
         expiry_time: Option<Duration>,
+        /// Write the token to this file (created readable by its owner
+        /// only) instead of printing it.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// With --output: leave an existing file as it is.
+        #[arg(long, requires = "output")]
+        if_missing: bool,
     },
 }
 
 pub fn run(command: TokensCommand) -> Result<()> {
     match command {
-        TokensCommand::CreateSecretKey { output } => {
+        TokensCommand::CreateSecretKey { output, if_missing } => {
+            if if_missing && output.as_deref().is_some_and(Path::exists) {
+                return Ok(());
+            }
             let key: [u8; 32] = rand::random();
             let text = base64::engine::general_purpose::STANDARD.encode(key);
             match output {
@@ -53,7 +67,12 @@ pub fn run(command: TokensCommand) -> Result<()> {
             private_key,
             subject,
             expiry_time,
+            output,
+            if_missing,
         } => {
+            if if_missing && output.as_deref().is_some_and(Path::exists) {
+                return Ok(());
+            }
             let (algorithm, key) = match (secret_key, private_key) {
                 (Some(secret), _) => (
                     Algorithm::HS256,
@@ -76,7 +95,10 @@ pub fn run(command: TokensCommand) -> Result<()> {
             }
             let token = jsonwebtoken::encode(&Header::new(algorithm), &claims, &key)
                 .context("signing the token")?;
-            println!("{token}");
+            match output {
+                Some(path) => write_private(&path, &token)?,
+                None => println!("{token}"),
+            }
         }
     }
     Ok(())

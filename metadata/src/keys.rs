@@ -6,6 +6,8 @@
 //! /architecture                                         decoupled | monolithic, fixed when the cluster is initialised
 //! /bookies/available/{bookie}                           BookieRegistration, bound to the bookie's lease
 //! /bookies/all/{bookie}                                 every bookie ever registered (survives restarts)
+//! /bookies/decommission/{bookie}                        an operator's request to drain a bookie
+//! /autorecovery/bookies/{bookie}                        the auditor's record of a lost or draining bookie
 //! /brokers/available/{broker}                           broker registration, bound to the broker's lease
 //! /brokers/load/{broker}                                the broker's load report, bound to its lease
 //! /leaders/{role}                                       election keys (load manager, controller)
@@ -129,6 +131,27 @@ pub fn bookies_known_prefix() -> String {
     dir(&["bookies", "all"])
 }
 
+/// Present while an operator wants a bookie drained: the auditor copies
+/// its ledgers elsewhere and placement gives it no new ones.
+pub fn bookie_decommission(bookie_id: &str) -> String {
+    path(&["bookies", "decommission", bookie_id])
+}
+
+pub fn bookies_decommission_prefix() -> String {
+    dir(&["bookies", "decommission"])
+}
+
+/// The auditor's record of a bookie it found lost or was asked to drain
+/// (since when, and how far re-replication got), kept outside any lease so
+/// that the next auditor resumes where this one stopped.
+pub fn bookie_recovery(bookie_id: &str) -> String {
+    path(&["autorecovery", "bookies", bookie_id])
+}
+
+pub fn bookie_recoveries_prefix() -> String {
+    dir(&["autorecovery", "bookies"])
+}
+
 // Brokers and elections.
 
 /// A live broker's registration, bound to its lease.
@@ -143,6 +166,12 @@ pub fn brokers_available_prefix() -> String {
 /// Election key of the load manager (the leader broker that assigns bundles).
 pub fn load_manager_leader() -> String {
     path(&["leaders", "load-manager"])
+}
+
+/// Election key of the auditor (the broker that re-replicates the ledgers
+/// of lost bookies).
+pub fn auditor_leader() -> String {
+    path(&["leaders", "auditor"])
 }
 
 /// Election key of the monolithic architecture's partition controller.

@@ -75,6 +75,11 @@ impl LedgerClient {
         }
     }
 
+    /// The bookie connections this client writes and reads through.
+    pub fn bookie_clients(&self) -> &BookieClients {
+        &self.clients
+    }
+
     pub fn metadata(&self) -> &LedgerMetadataStore {
         &self.store
     }

@@ -258,6 +258,36 @@ impl LedgerMetadata {
         self.change_ensemble(first_entry, ensemble)
     }
 
+    /// Puts `replacement` in `failed`'s place in the ensemble at `index`,
+    /// once its entries have been copied there (re-replication). Unlike an
+    /// ensemble change it rewrites history, so only a closed ledger (whose
+    /// fragments no writer touches any more) may take it. Validated; on
+    /// error `self` is unchanged.
+    pub fn replace_in_ensemble(
+        &mut self,
+        index: usize,
+        failed: &str,
+        replacement: String,
+    ) -> Result<()> {
+        if self.state != LedgerState::Closed {
+            return Err(invalid(
+                "only a closed ledger's ensembles are re-replicated",
+            ));
+        }
+        let mut next = self.clone();
+        let Some((_, ensemble)) = next.ensembles.get_mut(index) else {
+            return Err(invalid(format!("no ensemble at index {index}")));
+        };
+        let slot = ensemble
+            .iter()
+            .position(|b| b == failed)
+            .ok_or_else(|| invalid(format!("bookie {failed} is not in ensemble {index}")))?;
+        ensemble[slot] = replacement;
+        next.validate()?;
+        *self = next;
+        Ok(())
+    }
+
     /// Open -> InRecovery (InRecovery stays). A closed ledger is refused.
     pub fn start_recovery(&mut self) -> Result<()> {
         match self.state {

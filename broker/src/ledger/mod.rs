@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod placement;
 mod read;
 mod recovery;
+pub mod rereplication;
 
 pub use append::LedgerWriter;
 pub use create::{LedgerClient, LedgerConfig};

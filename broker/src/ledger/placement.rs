@@ -19,11 +19,18 @@ pub enum PlacementError {
     NotEnoughBookies { needed: usize, available: usize },
 }
 
-/// The registrations of every live bookie, sorted by address. An entry that
+/// The registrations of every live bookie that may take new copies, sorted
+/// by address: a bookie being decommissioned is left out. An entry that
 /// cannot be decoded is skipped (and logged) rather than failing placement.
 pub async fn available_bookies(
     store: &dyn MetadataStore,
 ) -> magnetar_metadata::Result<Vec<BookieRegistration>> {
+    let draining: Vec<String> = store
+        .list(&keys::bookies_decommission_prefix())
+        .await?
+        .iter()
+        .filter_map(|kv| keys::child_name(&keys::bookies_decommission_prefix(), &kv.key))
+        .collect();
     let mut bookies = Vec::new();
     for kv in store.list(&keys::bookies_available_prefix()).await? {
         match BookieRegistration::from_bytes(&kv.value) {
@@ -31,6 +38,7 @@ pub async fn available_bookies(
             Err(e) => tracing::warn!(key = %kv.key, error = %e, "skipping bookie registration"),
         }
     }
+    bookies.retain(|b| !draining.contains(&b.address));
     bookies.sort_by(|a, b| a.address.cmp(&b.address));
     Ok(bookies)
 }
@@ -324,5 +332,18 @@ mod tests {
         let addresses: Vec<_> = found.iter().map(|b| b.address.as_str()).collect();
         assert_eq!(addresses, vec!["p:1", "q:1"]);
         assert_eq!(found[1].rack.as_deref(), Some("r"));
+        // A bookie being decommissioned gets no new copies.
+        store
+            .put(
+                &keys::bookie_decommission("p:1"),
+                bytes::Bytes::new(),
+                magnetar_metadata::Expect::Any,
+                None,
+            )
+            .await
+            .unwrap();
+        let found = available_bookies(&store).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].address, "q:1");
     }
 }

@@ -16,7 +16,7 @@ mod stats;
 mod store;
 mod trim;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -313,6 +313,32 @@ impl ManagedLedger {
             let ml = self.clone();
             tokio::spawn(async move { ml.roll_over().await });
         }
+    }
+
+    /// Rolls the current ledger over if it depends on one of `bookies`
+    /// (lost or being drained), so that it gets closed and the auditor can
+    /// copy its entries: an open ledger's metadata is its writer's alone.
+    /// True if a rollover was started.
+    pub async fn roll_over_if_on(self: &Arc<Self>, bookies: &HashSet<String>) -> bool {
+        let Some(current) = self.lock().current.as_ref().map(|c| c.id) else {
+            return false;
+        };
+        let Ok((md, _)) = self.client.metadata().read(current).await else {
+            return false;
+        };
+        if !crate::ledger::rereplication::references(&md, |b| bookies.contains(b)) {
+            return false;
+        }
+        let mut state = self.lock();
+        if state.rolling || state.current.as_ref().map(|c| c.id) != Some(current) {
+            return false;
+        }
+        state.rolling = true;
+        drop(state);
+        tracing::info!(topic = %self.name, ledger = current, "rolling over a ledger on a bookie being re-replicated");
+        let ml = self.clone();
+        tokio::spawn(async move { ml.roll_over().await });
+        true
     }
 
     /// Replaces the current ledger (rollover, or after a write failure),

@@ -1,7 +1,8 @@
 //! Managed ledgers as a [`LogStore`]: a topic's record in metadata is its
 //! ledger list; its data lives on bookies.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use magnetar_metadata::MetadataStore;
@@ -21,6 +22,9 @@ pub struct LedgerLogStore {
     config: ManagedLedgerConfig,
     /// Entries per ledger of a cursor log.
     cursor_log_max_entries: u64,
+    /// Every managed ledger opened here that is still alive (topics and
+    /// cursor logs), so ledgers on a lost bookie can be rolled over.
+    opened: Mutex<Vec<Weak<ManagedLedger>>>,
 }
 
 impl LedgerLogStore {
@@ -34,7 +38,31 @@ impl LedgerLogStore {
             client,
             config,
             cursor_log_max_entries: CURSOR_LOG_MAX_ENTRIES,
+            opened: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The ledger client (and through it the bookie connections) topics
+    /// are written with.
+    pub fn client(&self) -> &LedgerClient {
+        &self.client
+    }
+
+    /// Rolls over every open managed ledger whose current ledger depends
+    /// on one of `bookies`; returns how many rollovers started.
+    pub async fn roll_over_ledgers_on(&self, bookies: &HashSet<String>) -> usize {
+        let open: Vec<Arc<ManagedLedger>> = {
+            let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+            opened.retain(|ml| ml.strong_count() > 0);
+            opened.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut started = 0;
+        for ml in open {
+            if ml.roll_over_if_on(bookies).await {
+                started += 1;
+            }
+        }
+        started
     }
 
     /// Rolls cursor logs over after `entries` states instead of
@@ -91,6 +119,14 @@ impl LogStore for LedgerLogStore {
             config,
         )
         .await?;
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        // Closed ones are dropped now and then, so the list stays as long
+        // as what is open (plus at most one round of closed ones).
+        if opened.len() >= 1024 && opened.len().is_power_of_two() {
+            opened.retain(|ml| ml.strong_count() > 0);
+        }
+        opened.push(Arc::downgrade(&ml));
+        drop(opened);
         Ok(ml)
     }
 

@@ -54,6 +54,17 @@ pub enum BookiesCommand {
     ListBookies,
     /// The live bookies by rack.
     RacksInfo,
+    /// Drain a bookie: its ledgers are copied to other bookies and it gets
+    /// no new ones; stop it once `recovery` shows it `done`.
+    Decommission {
+        /// The bookie's id (its advertised host:port).
+        bookie: String,
+    },
+    /// Withdraw a decommission request.
+    CancelDecommission { bookie: String },
+    /// Re-replication of lost and decommissioned bookies: state, ledgers
+    /// left, bytes copied.
+    Recovery,
 }
 
 pub async fn run_clusters(client: &AdminClient, command: ClustersCommand) -> Result<()> {
@@ -107,5 +118,20 @@ pub async fn run_bookies(client: &AdminClient, command: BookiesCommand) -> Resul
     match command {
         BookiesCommand::ListBookies => print(client.get("bookies/all").await?),
         BookiesCommand::RacksInfo => print(client.get("bookies/racks-info").await?),
+        BookiesCommand::Decommission { bookie } => {
+            client
+                .put(&format!("bookies/{}/decommission", segment(&bookie)), None)
+                .await?;
+            println!("bookie {bookie} is being decommissioned (see `admin bookies recovery`)");
+            Ok(())
+        }
+        BookiesCommand::CancelDecommission { bookie } => {
+            client
+                .delete(&format!("bookies/{}/decommission", segment(&bookie)))
+                .await?;
+            println!("decommission of bookie {bookie} withdrawn");
+            Ok(())
+        }
+        BookiesCommand::Recovery => print(client.get("bookies/recovery").await?),
     }
 }

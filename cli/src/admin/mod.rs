@@ -8,7 +8,7 @@ mod namespaces;
 mod subscriptions;
 mod tenants;
 mod topics;
-mod units;
+pub(crate) mod units;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -59,7 +59,7 @@ pub enum AdminCommand {
     /// Brokers: list, leader-broker, healthcheck, namespaces.
     #[command(subcommand)]
     Brokers(clusters::BrokersCommand),
-    /// Bookies: list-bookies, racks-info.
+    /// Bookies: list-bookies, racks-info, decommission, cancel-decommission, recovery.
     #[command(subcommand)]
     Bookies(clusters::BookiesCommand),
 }
@@ -250,7 +250,7 @@ impl AdminClient {
         self.call(Method::POST, path, Some(body)).await
     }
 
-    async fn delete(&self, path: &str) -> Result<Option<Value>> {
+    pub(crate) async fn delete(&self, path: &str) -> Result<Option<Value>> {
         self.call(Method::DELETE, path, None).await
     }
 }

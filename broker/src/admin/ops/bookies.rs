@@ -1,16 +1,21 @@
 //! `/admin/v2/bookies`: the live bookies (their registrations under
-//! `keys::bookies_available_prefix`) and their racks, in Pulsar's JSON.
+//! `keys::bookies_available_prefix`) and their racks, in Pulsar's JSON;
+//! and Magnetar's own decommission and re-replication status paths.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::routing::get;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
 use axum::{Json, Router};
+use bytes::Bytes;
 use magnetar_metadata::keys::{self, BookieRegistration};
+use magnetar_metadata::Expect;
 use serde::Serialize;
 
-use crate::admin::AdminResult;
+use crate::admin::{AdminError, AdminResult};
+use crate::autorecovery::{self, BookieRecovery};
 use crate::topic::BrokerService;
 
 /// BookKeeper's rack for bookies that name none.
@@ -20,6 +25,65 @@ pub(super) fn routes() -> Router<Arc<BrokerService>> {
     Router::new()
         .route("/admin/v2/bookies/all", get(all))
         .route("/admin/v2/bookies/racks-info", get(racks_info))
+        .route("/admin/v2/bookies/recovery", get(recovery))
+        .route(
+            "/admin/v2/bookies/{bookie}/decommission",
+            put(decommission).delete(cancel_decommission),
+        )
+}
+
+/// The auditor's record of every bookie lost or being drained.
+async fn recovery(
+    State(service): State<Arc<BrokerService>>,
+) -> AdminResult<Json<Vec<BookieRecovery>>> {
+    let records = autorecovery::read_records(service.metadata().as_ref()).await?;
+    Ok(Json(
+        records.into_values().map(|(record, _)| record).collect(),
+    ))
+}
+
+/// Asks the auditor to copy everything `bookie` holds to other bookies
+/// (placement gives it nothing new meanwhile); it may be stopped once its
+/// recovery record says `done`.
+async fn decommission(
+    State(service): State<Arc<BrokerService>>,
+    Path(bookie): Path<String>,
+) -> AdminResult<StatusCode> {
+    let store = service.metadata();
+    if store.get(&keys::bookie_known(&bookie)).await?.is_none() {
+        return Err(AdminError::NotFound(format!(
+            "no bookie {bookie} ever registered"
+        )));
+    }
+    store
+        .put(
+            &keys::bookie_decommission(&bookie),
+            Bytes::new(),
+            Expect::Any,
+            None,
+        )
+        .await?;
+    tracing::info!(%bookie, "bookie decommission requested");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Withdraws a decommission request: a live bookie takes new ledgers again
+/// (what was already copied stays where it went).
+async fn cancel_decommission(
+    State(service): State<Arc<BrokerService>>,
+    Path(bookie): Path<String>,
+) -> AdminResult<StatusCode> {
+    if service
+        .metadata()
+        .delete(&keys::bookie_decommission(&bookie), Expect::Any)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AdminError::NotFound(format!(
+            "bookie {bookie} is not being decommissioned"
+        )))
+    }
 }
 
 /// Pulsar's `BookiesClusterInfo`.
