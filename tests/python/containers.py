@@ -9,13 +9,13 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, free_port, magnetar_bin
+from support import wait_until
 
 COMPOSE_DIR = REPO / "deploy" / "compose"
 IMAGE = "magnetar:test"
@@ -120,16 +120,13 @@ class ComposeStack:
         return (state.get("Health") or {}).get("Status", state["Status"])
 
     def wait_healthy(self, services, timeout_s=UP_TIMEOUT_S):
-        deadline = time.monotonic() + timeout_s
-        pending = list(services)
-        while pending:
-            pending = [s for s in pending if self.health(s) != "healthy"]
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{pending} not healthy after {timeout_s}s:\n{self.logs(*pending)}")
-            time.sleep(0.5)
+        def all_healthy():
+            return all(self.health(s) == "healthy" for s in services)
+
+        try:
+            wait_until(all_healthy, timeout_s=timeout_s, what=f"{list(services)} are healthy", poll_s=0.5)
+        except AssertionError as e:
+            raise AssertionError(f"{e}:\n{self.logs(*services)}") from None
 
     def logs(self, *services, tail=40) -> str:
         return self.compose("logs", "--no-color", "--tail", str(tail), *services, check=False).stdout

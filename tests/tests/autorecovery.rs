@@ -136,6 +136,16 @@ async fn closed_entries(store: &dyn MetadataStore) -> i64 {
         .sum()
 }
 
+/// Waits until closed ledgers hold at least `entries` entries in all.
+async fn wait_closed_entries(cluster: &Cluster, what: &str, entries: i64) {
+    let store = cluster.metadata.clone();
+    wait_until(what, Duration::from_secs(60), || {
+        let store = store.clone();
+        async move { closed_entries(store.as_ref()).await >= entries }
+    })
+    .await;
+}
+
 /// The bookie named in the most ensembles: the one whose loss costs most.
 async fn busiest_bookie(cluster: &Cluster) -> usize {
     let all = ledgers(cluster.metadata.as_ref()).await;
@@ -263,26 +273,14 @@ async fn a_bookie_killed_for_good_under_load_is_re_replicated_to_a_full_write_qu
     let mut cluster = cluster(&[]).await;
     let load = Load::start(cluster.brokers[0].pulsar_url());
     let store = cluster.metadata.clone();
-    wait_until("some ledgers are closed", Duration::from_secs(60), || {
-        let store = store.clone();
-        async move { closed_entries(store.as_ref()).await >= 600 }
-    })
-    .await;
+    wait_closed_entries(&cluster, "some ledgers are closed", 600).await;
     let victim = busiest_bookie(&cluster).await;
     let gone = cluster.bookies[victim].grpc_addr();
     cluster.bookies[victim].kill9().unwrap();
     let killed = Instant::now();
     // Writes go on (ensemble changes) while the auditor copies.
     let before = closed_entries(store.as_ref()).await;
-    wait_until(
-        "writes go on after the loss",
-        Duration::from_secs(60),
-        || {
-            let store = store.clone();
-            async move { closed_entries(store.as_ref()).await >= before + 600 }
-        },
-    )
-    .await;
+    wait_closed_entries(&cluster, "writes go on after the loss", before + 600).await;
     let acked = load.finish().await;
     let record = wait_recovered(&cluster, &gone, Duration::from_secs(120)).await;
     eprintln!("re-replicated {gone}: {}", rate(&record, killed.elapsed()));
@@ -297,11 +295,7 @@ async fn a_decommissioned_bookie_is_drained_under_load_while_it_still_runs() {
     let cluster = cluster(&[]).await;
     let load = Load::start(cluster.brokers[0].pulsar_url());
     let store = cluster.metadata.clone();
-    wait_until("some ledgers are closed", Duration::from_secs(60), || {
-        let store = store.clone();
-        async move { closed_entries(store.as_ref()).await >= 600 }
-    })
-    .await;
+    wait_closed_entries(&cluster, "some ledgers are closed", 600).await;
     let victim = busiest_bookie(&cluster).await;
     let draining = cluster.bookies[victim].grpc_addr();
     let url = format!(
@@ -341,11 +335,7 @@ async fn an_auditor_killed_in_the_middle_of_a_copy_is_succeeded_by_one_that_fini
     let mut cluster = cluster(&["--rereplication-rate", "64K"]).await;
     let load = Load::start(cluster.brokers[0].pulsar_url());
     let store = cluster.metadata.clone();
-    wait_until("some ledgers are closed", Duration::from_secs(60), || {
-        let store = store.clone();
-        async move { closed_entries(store.as_ref()).await >= 1500 }
-    })
-    .await;
+    wait_closed_entries(&cluster, "some ledgers are closed", 1500).await;
     let acked = load.finish().await;
     let victim = busiest_bookie(&cluster).await;
     let gone = cluster.bookies[victim].grpc_addr();
