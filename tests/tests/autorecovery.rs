@@ -294,7 +294,6 @@ async fn a_bookie_killed_for_good_under_load_is_re_replicated_to_a_full_write_qu
 async fn a_decommissioned_bookie_is_drained_under_load_while_it_still_runs() {
     let cluster = cluster(&[]).await;
     let load = Load::start(cluster.brokers[0].pulsar_url());
-    let store = cluster.metadata.clone();
     wait_closed_entries(&cluster, "some ledgers are closed", 600).await;
     let victim = busiest_bookie(&cluster).await;
     let draining = cluster.bookies[victim].grpc_addr();
