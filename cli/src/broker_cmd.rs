@@ -37,7 +37,10 @@ use crate::config_file::prefer_cli;
 #[derive(Args, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BrokerTuning {
-    /// host:port that lookups send clients to [default: the address they connected to].
+    /// host:port that lookups send clients to, and a clustered broker's id
+    /// (what other brokers redirect to) [default: the address a client
+    /// connected to; a clustered broker's id is its --listen address, with
+    /// 127.0.0.1 for a wildcard].
     #[arg(long, env = "MAGNETAR_ADVERTISE")]
     pub advertise: Option<String>,
     /// Largest message or batch accepted, in bytes [default: 5 MiB].
@@ -51,13 +54,14 @@ pub struct BrokerTuning {
     /// Recent entries kept in memory, across all topics, in MiB [default: 256].
     #[arg(long, env = "MAGNETAR_CACHE_MB")]
     pub cache_mb: Option<usize>,
-    /// Bookies per ledger for namespaces without a persistence policy [default: 2].
+    /// Bookies per ledger for namespaces without a persistence policy
+    /// [default: 2; standalone: 1].
     #[arg(long, env = "MAGNETAR_ENSEMBLE_SIZE")]
     pub ensemble_size: Option<u32>,
-    /// Copies of each entry [default: 2].
+    /// Copies of each entry [default: 2; standalone: 1].
     #[arg(long, env = "MAGNETAR_WRITE_QUORUM")]
     pub write_quorum: Option<u32>,
-    /// Copies confirmed before a receipt [default: 2].
+    /// Copies confirmed before a receipt [default: 2; standalone: 1].
     #[arg(long, env = "MAGNETAR_ACK_QUORUM")]
     pub ack_quorum: Option<u32>,
     /// How often message TTL, backlog quotas and retention are applied to
@@ -605,8 +609,9 @@ pub struct BrokerArgs {
     #[arg(long, env = "MAGNETAR_REREPLICATION_RATE", value_parser = parse_rate)]
     #[serde(default, deserialize_with = "parsed_rate")]
     pub rereplication_rate: Option<u64>,
+    /// Flattened in the file too: its keys sit in the subcommand's table.
     #[command(flatten)]
-    #[serde(default)]
+    #[serde(flatten)]
     pub tuning: BrokerTuning,
 }
 

@@ -88,6 +88,45 @@ mod tests {
     }
 
     #[test]
+    fn broker_tuning_keys_sit_in_the_subcommands_own_table() {
+        let file: ConfigFile = toml::from_str(
+            r#"
+            [broker]
+            metadata = "etcd://10.0.0.1:2379"
+            lease-ttl = "5s"
+            ensemble-size = 3
+            housekeeping-interval = "90s"
+            auth-enabled = true
+
+            [standalone]
+            data-dir = "/var/lib/magnetar"
+            architecture = "monolithic"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            file.broker.lease_ttl,
+            Some(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(file.broker.tuning.ensemble_size, Some(3));
+        assert!(file.broker.tuning.auth_enabled);
+        assert_eq!(
+            file.broker.tuning.housekeeping_interval,
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert!(file.standalone.broker.architecture.is_some());
+
+        for typo in [
+            "[broker]\nensemble-sise = 3\n",
+            "[standalone]\nlease-ttl = \"5s\"\n",
+        ] {
+            let parsed: Result<ConfigFile, _> = toml::from_str(typo);
+            let error = parsed.expect_err(typo).to_string();
+            assert!(error.contains("unknown field"), "{typo}: {error}");
+        }
+    }
+
+    #[test]
     fn inconsistent_water_marks_are_refused() {
         let args = BookieArgs {
             disk_high_water: Some(0.5),

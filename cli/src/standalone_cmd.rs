@@ -36,8 +36,9 @@ pub struct StandaloneArgs {
     /// Bookie HTTP address for /metrics and /health [default: 127.0.0.1:8000].
     #[arg(long, env = "MAGNETAR_BOOKIE_HTTP")]
     pub bookie_http: Option<SocketAddr>,
+    /// Flattened in the file too: its keys sit in the subcommand's table.
     #[command(flatten)]
-    #[serde(default)]
+    #[serde(flatten)]
     pub broker: BrokerTuning,
 }
 

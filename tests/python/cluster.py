@@ -136,7 +136,7 @@ class Process:
             raise RuntimeError(f"{self.name} is not running")
         code = self.proc.poll()
         if code is not None:
-            raise RuntimeError(f"{self.name} exited with {code}:\n{self.log_tail(40)}")
+            raise RuntimeError(f"{self.name} exited with {code}:\n{self.exit_report()}")
 
     def kill(self, sig=signal.SIGKILL):
         """Sends `sig`; for SIGKILL and SIGTERM also waits for the exit."""
@@ -192,6 +192,18 @@ class Process:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+    def exit_report(self, context: int = 20) -> str:
+        """The log lines before the process's final `Error:` report and the
+        report itself, without its backtrace; else the log's tail."""
+        lines = self.log_tail(100_000).splitlines()
+        errors = [i for i, line in enumerate(lines) if line.startswith("Error:")]
+        if not errors:
+            return "\n".join(lines[-40:])
+        start = errors[-1]
+        end = next((i for i in range(start, len(lines))
+                    if lines[i].strip().startswith("Stack backtrace:")), len(lines))
+        return "\n".join(lines[max(start - context, 0):min(end, start + context)])
 
     def log_text(self) -> str:
         try:

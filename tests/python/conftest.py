@@ -7,6 +7,7 @@ The binary is $MAGNETAR_BIN, else ${CARGO_TARGET_DIR:-target}/debug/magnetar
 """
 
 import ctypes
+import itertools
 import os
 import shutil
 import signal
@@ -35,8 +36,36 @@ def magnetar_bin() -> Path:
     return target / "debug" / "magnetar"
 
 
+# Ports are handed out below the kernel's ephemeral range: an outgoing
+# connection (which takes an ephemeral port) can then never claim a port
+# between this check and the server's own bind.
+_PORTS_LOW = 10000
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_port_span = max(_ephemeral_low() - _PORTS_LOW, 1)
+# Spread processes apart; within one, never hand out a port twice.
+_port_cursor = itertools.count((os.getpid() * 7919) % _port_span)
+
+
 def free_port() -> int:
-    """A port nobody listens on right now (bound once, then released)."""
+    """A port nobody listens on right now, outside the ephemeral range and
+    not handed out before by this process."""
+    for _ in range(_port_span):
+        port = _PORTS_LOW + next(_port_cursor) % _port_span
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

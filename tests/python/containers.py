@@ -130,3 +130,44 @@ class ComposeStack:
 
     def logs(self, *services, tail=40) -> str:
         return self.compose("logs", "--no-color", "--tail", str(tail), *services, check=False).stdout
+
+    # -- faults ------------------------------------------------------------
+
+    def network(self, name: str) -> str:
+        """The Docker name of the topology's network `name` (front, meta,
+        storage)."""
+        return f"{self.project}_{name}"
+
+    def disconnect(self, service: str, network: str) -> dict:
+        """Cuts `service` off `network` (a real partition: its interface on
+        that network is gone). Returns what `reconnect` needs to put it
+        back with the same addresses and names."""
+        settings = self.inspect(service)["NetworkSettings"]["Networks"][self.network(network)]
+        run("docker", "network", "disconnect", self.network(network), self.container(service))
+        return {
+            "network": network,
+            "aliases": [a for a in settings.get("Aliases") or [] if a],
+            "ip": (settings.get("IPAMConfig") or {}).get("IPv4Address"),
+        }
+
+    def reconnect(self, service: str, cut: dict):
+        """Undoes `disconnect`: the same aliases and fixed address."""
+        args = ["docker", "network", "connect"]
+        for alias in cut["aliases"]:
+            args += ["--alias", alias]
+        if cut["ip"]:
+            args += ["--ip", cut["ip"]]
+        run(*args, self.network(cut["network"]), self.container(service))
+
+    def pause(self, *services):
+        self.compose("pause", *services)
+
+    def unpause(self, *services):
+        self.compose("unpause", *services)
+
+    def restart(self, service: str, grace_s: int = 20):
+        self.compose("restart", "-t", str(grace_s), service)
+
+    def etcdctl(self, *args) -> str:
+        """etcdctl run inside the first etcd member's container."""
+        return run("docker", "exec", self.container("etcd-1"), "/usr/bin/etcdctl", *args).stdout

@@ -6,6 +6,8 @@ use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -21,12 +23,37 @@ pub mod certs;
 pub mod clients;
 pub mod cluster;
 
-/// A port nobody listens on right now (bound once, then released).
+/// The lowest port `free_port` hands out.
+const PORTS_LOW: u16 = 10_000;
+
+/// A port nobody listens on right now, never handed out before by this
+/// process. It lies below the kernel's ephemeral range, so an outgoing
+/// connection (which takes an ephemeral port) cannot claim it between this
+/// check and the server's own bind.
 pub fn free_port() -> u16 {
+    static CURSOR: OnceLock<AtomicU32> = OnceLock::new();
+    let span = u32::from(ephemeral_low().saturating_sub(PORTS_LOW).max(1));
+    // Processes start apart; threads of one share the cursor.
+    let cursor = CURSOR.get_or_init(|| AtomicU32::new(std::process::id().wrapping_mul(7919)));
+    for _ in 0..span {
+        let offset = cursor.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORTS_LOW + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("binding an ephemeral port on 127.0.0.1")
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default if unknown).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// The `magnetar` binary under test: `$MAGNETAR_BIN`, else the one built

@@ -85,6 +85,11 @@ struct State {
     rolling: bool,
     /// Appends that arrived while no ledger was writable.
     queued: VecDeque<(Bytes, oneshot::Sender<AppendResult>)>,
+    /// The current ledger failed and is being replaced. Appends fail
+    /// meanwhile instead of queueing: earlier appends of the same producers
+    /// failed with the ledger, and a later one written first to the
+    /// replacement would come before their resends.
+    replacing_failed: bool,
     /// Last confirmed entry of each ledger that is still open in the list.
     open_confirmed: BTreeMap<LedgerId, EntryId>,
     /// Bytes written to ledgers replaced by a rollover and not yet sealed
@@ -161,6 +166,7 @@ impl ManagedLedger {
                 }),
                 rolling: false,
                 queued: VecDeque::new(),
+                replacing_failed: false,
                 open_confirmed,
                 sealing_bytes: BTreeMap::new(),
                 terminal: None,
@@ -237,6 +243,11 @@ impl ManagedLedger {
             return Pending::Failed(err);
         }
         let Some(current) = state.current.as_mut() else {
+            if state.replacing_failed {
+                return Pending::Failed(ManagedLedgerError::NoWritableLedger(
+                    "the topic's ledger failed and is being replaced".into(),
+                ));
+            }
             let (tx, rx) = oneshot::channel();
             state.queued.push_back((data, tx));
             return Pending::Queued(rx);
@@ -299,6 +310,7 @@ impl ManagedLedger {
         }
         tracing::warn!(topic = %self.name, ledger = ledger_id, %error, "write failed; replacing the ledger");
         let failed = state.current.take();
+        state.replacing_failed = true;
         let start_rollover = !state.rolling;
         state.rolling = true;
         drop(state);
@@ -401,6 +413,7 @@ impl ManagedLedger {
                 created: Instant::now(),
             });
             state.rolling = false;
+            state.replacing_failed = false;
             // Appends that waited go first, in their order, still under the lock.
             let queued = std::mem::take(&mut state.queued);
             for (data, tx) in queued {

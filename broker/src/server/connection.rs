@@ -76,6 +76,10 @@ pub(super) struct ProducerState {
     /// Which creation of this producer id it is, so a close the topic
     /// asked for reaches only the producer it was meant for.
     pub generation: u64,
+    /// A send failed in a way that makes the client resend everything it
+    /// has pending: later sends are refused until the producer is created
+    /// again, so none of them is stored ahead of those resends.
+    pub failed: bool,
 }
 
 /// A consumer this connection created.
@@ -539,6 +543,7 @@ impl Connection {
                         ProducerState {
                             topic: topic.clone(),
                             generation,
+                            failed: false,
                         },
                     ) {
                         if !Arc::ptr_eq(&replaced.topic, &topic) {
@@ -643,6 +648,11 @@ impl Connection {
                     StorageError::NotEnoughReplicas { .. } => ServerError::NotAllowedError,
                     _ => ServerError::PersistenceError,
                 };
+                if code == ServerError::PersistenceError {
+                    if let Some(producer) = self.producers.get_mut(&producer_id) {
+                        producer.failed = true;
+                    }
+                }
                 self.send(commands::send_error(
                     producer_id,
                     sequence_id,

@@ -55,6 +55,15 @@ impl Connection {
             ));
             return;
         };
+        if producer.failed {
+            self.send(commands::send_error(
+                producer_id,
+                sequence_id,
+                ServerError::PersistenceError,
+                "an earlier message of this producer failed: reconnect and resend",
+            ));
+            return;
+        }
         let max = self.service.config().max_message_size;
         if payload.payload.len() > max {
             tracing::warn!(connection = self.id, peer = %self.peer, size = payload.payload.len(), max, "message too large");
