@@ -12,6 +12,7 @@ no Docker engine these tests skip, saying so.
 
 import base64
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -160,12 +161,21 @@ class Workload:
 def _explain(load, delivered, error) -> str:
     """Where the messages near the first problem were acknowledged and
     where they were read: (i, receipt id) and (i, delivered id)."""
-    numbers = [int(n) for n in __import__("re").findall(r"\d+", str(error).split("delivered", 1)[-1])[:10]]
+    numbers = [int(n) for n in re.findall(r"\d+", str(error).split("delivered", 1)[-1])[:10]]
     near = set(range(min(numbers, default=0) - 3, max(numbers, default=0) + 4))
     with load.lock:
         receipts = sorted((i, key) for i, (res, key, _) in load.results.items() if i in near)
     read = [(i, str(msg_id)) for _, i, msg_id in delivered if i in near]
     return f"receipts {receipts}\ndelivered {read}"
+
+
+def verify_after_recovery(stack, work: Workload):
+    """Once the stack is whole again: everything acknowledged is read back."""
+    try:
+        restore_healthy(stack)
+        assert work.verify(service_url(stack))["acked"] > 0
+    finally:
+        work.close()
 
 
 def restore_healthy(stack):
@@ -212,9 +222,7 @@ def test_a_broker_cut_off_from_etcd_loses_its_bundles_and_acknowledges_nothing_m
         if cut:
             stack.reconnect(zombie, cut)
         work.stop()
-    restore_healthy(stack)
-    assert work.verify(service_url(stack))["acked"] > 0
-    work.close()
+    verify_after_recovery(stack, work)
 
 
 def _ledgers(stack) -> dict:
@@ -264,9 +272,7 @@ def test_a_bookie_cut_off_from_the_brokers_is_replaced_and_writes_go_on(stack):
         if cut:
             stack.reconnect(lost, cut)
         work.stop()
-    restore_healthy(stack)
-    assert work.verify(service_url(stack))["acked"] > 0
-    work.close()
+    verify_after_recovery(stack, work)
 
 
 def test_etcd_quorum_lost_for_30s_fails_clearly_and_recovers(stack):
@@ -306,9 +312,7 @@ def test_etcd_quorum_lost_for_30s_fails_clearly_and_recovers(stack):
         if paused:
             stack.unpause(*paused)
         work.stop()
-    restore_healthy(stack)
-    assert work.verify(service_url(stack))["acked"] > 0
-    work.close()
+    verify_after_recovery(stack, work)
 
 
 def test_rolling_restarts_of_every_broker_then_every_bookie_lose_nothing_acknowledged(stack):
@@ -324,6 +328,4 @@ def test_rolling_restarts_of_every_broker_then_every_bookie_lose_nothing_acknowl
             print(f"\n[rolling] {service} back, writes going on after {time.monotonic() - t:.1f}s")
     finally:
         work.stop()
-    restore_healthy(stack)
-    assert work.verify(service_url(stack))["acked"] > 0
-    work.close()
+    verify_after_recovery(stack, work)
