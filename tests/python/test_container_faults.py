@@ -89,7 +89,9 @@ def lookup_owner(stack, via: str, topic: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as r:
         answer = json.loads(r.read())
     ip = answer["brokerUrl"].split("//", 1)[1].split(":")[0]
-    return next(b for b in BROKERS if front_ip(stack, b) == ip)
+    owners = [b for b in BROKERS if front_ip(stack, b) == ip]
+    assert owners, f"{via} named an unknown owner for {topic}: {answer}"
+    return owners[0]
 
 
 class Workload:

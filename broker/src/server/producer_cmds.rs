@@ -56,6 +56,7 @@ impl Connection {
             return;
         };
         if producer.failed {
+            self.service.metrics().send_errors.inc();
             self.send(commands::send_error(
                 producer_id,
                 sequence_id,
